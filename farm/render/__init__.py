@@ -1,0 +1,108 @@
+"""Rendering: a template part through a synth patch becomes an exact, seamless, float32 loop.
+
+Backends (``embedded``, ``reaper``) only turn MIDI into raw audio: float32, shape
+``(2, n)`` with ``n >= loop_samples``, the loop starting at sample 0 and the release/effect
+tail after it. Everything after that is shared here, so every backend's audio goes through the
+same tail folding and loudness normalisation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from farm.model import Template
+
+SAMPLE_RATES = (44100, 48000)
+TRUE_PEAK_CEILING_DBTP = -1.0
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One loop to render: ``part`` of the template in ``template_dir`` through ``patch``."""
+
+    template: Template
+    template_dir: Path
+    part: str
+    patch: "Patch"  # farm.patches.Patch
+    sample_rate: int = 44100
+
+    @property
+    def midi_path(self) -> Path:
+        return Path(self.template_dir) / self.template.part(self.part).midi
+
+    @property
+    def loop_samples(self) -> int:
+        return self.template.loop_samples(self.sample_rate)
+
+
+@dataclass
+class RenderedLoop:
+    """A finished loop: float32 ``(2, loop_samples)`` at ``sample_rate`` Hz, loudness-normalised."""
+
+    job: RenderJob
+    audio: np.ndarray
+    sample_rate: int
+    lufs: float  # integrated loudness after normalisation (LUFS)
+    true_peak_db: float  # dBTP after normalisation
+    renderer: str
+    renderer_version: str
+
+
+class Backend(Protocol):
+    name: str
+    version: str
+
+    def render_raw(self, jobs: Sequence[RenderJob]) -> list[np.ndarray]:
+        """Raw float32 ``(2, n >= job.loop_samples)`` per job, tail included."""
+
+    def close(self) -> None: ...
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(name: str):
+    """Class decorator: make a backend constructible by ``get_backend(name)``."""
+
+    def decorate(factory):
+        BACKENDS[name] = factory
+        return factory
+
+    return decorate
+
+
+def get_backend(name: str = "embedded", **options) -> Backend:
+    """A ready backend by name; imports the built-in ones on first use."""
+    from farm.errors import FarmError
+
+    if name not in BACKENDS:
+        import importlib
+
+        try:
+            importlib.import_module(f"farm.render.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"farm.render.{name}":
+                raise
+    if name not in BACKENDS:
+        raise FarmError(f"unknown renderer backend {name!r}; known: {', '.join(sorted(BACKENDS)) or 'none'}",
+                        field="backend")
+    return BACKENDS[name](**options)
+
+
+def finish_loop(job: RenderJob, raw: np.ndarray, renderer: str, renderer_version: str) -> RenderedLoop:
+    """Fold the tail into the loop start and normalise loudness: the path every backend shares."""
+    from farm.audio import fold_tail, normalise_loudness
+
+    looped = fold_tail(raw, job.loop_samples)
+    audio, lufs, tp = normalise_loudness(looped, job.sample_rate, job.patch.target_lufs,
+                                         ceiling_dbtp=TRUE_PEAK_CEILING_DBTP)
+    return RenderedLoop(job, audio, job.sample_rate, lufs, tp, renderer, renderer_version)
+
+
+def render_loops(jobs: Sequence[RenderJob], backend: Backend) -> list[RenderedLoop]:
+    """Render ``jobs`` with ``backend`` into finished loops, in order."""
+    raws = backend.render_raw(jobs)
+    return [finish_loop(job, raw, backend.name, backend.version) for job, raw in zip(jobs, raws)]
