@@ -1,0 +1,534 @@
+"""The loop catalog: one SQLite file (sqlite-utils, WAL mode) at the root of the loop library.
+
+Layout of a catalog root::
+
+    catalog.db                                   this catalog
+    templates/<template id>/template.json        + <part>.mid, all.mid
+    loops/<style>/LF_<bpm>_<part>_<patch>_<key>_<loop id>.flac   + .json sidecar beside it
+    logs/<batch id>/worker-<n>.log               what the batch workers printed
+
+Every path stored in a row or a sidecar is relative to the root. ``catalog/schema.sql`` is the
+schema; ``catalog/queries/*.sql`` are the saved queries. Only the batch writer (or a person
+reviewing) writes; ``farm sql`` and the saved queries read through a read-only connection.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import sqlite_utils
+
+from farm.errors import FarmError
+from farm.sidecar import (AUDIO_FORMATS, FIELDS, file_sha256, read_sidecar, sidecar_path, utc_now,
+                          validate_sidecar)
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = PROJECT_DIR / "catalog" / "schema.sql"
+QUERIES_DIR = PROJECT_DIR / "catalog" / "queries"
+CATALOG_FILE = "catalog.db"
+SCHEMA_VERSION = 1  # PRAGMA user_version once schema.sql is applied
+
+# Sidecar fields that are not loops columns, and loops columns that are not sidecar fields.
+_SIDECAR_ONLY = {"chords", "sidecar_version"}
+LOOP_COLUMNS = tuple(k for k in FIELDS if k not in _SIDECAR_ONLY) + ("sidecar",)
+_TEMP_MARK = ".part"  # farm.files temporary names: .<stem>.<random>.part<suffix>
+
+
+# -- opening ----------------------------------------------------------------------------------
+class Catalog:
+    """A catalog root and its open SQLite connection (``db``: a ``sqlite_utils.Database``).
+
+    ``readonly=True`` opens ``catalog.db`` with ``mode=ro`` (no write is possible);
+    ``create=False`` refuses to create a catalog that is not there yet.
+    """
+
+    def __init__(self, root: str | Path = "library", *, readonly: bool = False, create: bool = True):
+        self.root = Path(root)
+        self.path = self.root / CATALOG_FILE
+        self.readonly = readonly
+        if (readonly or not create) and not self.path.is_file():
+            raise FarmError("no catalog here; `farm batch` creates it", file=self.path)
+        if readonly:
+            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        self.db = sqlite_utils.Database(conn)
+        if not readonly:
+            self._setup()
+
+    def _setup(self) -> None:
+        conn = self.db.conn
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        # WAL + NORMAL survives any crash of the process; a power cut may lose the last commits,
+        # whose files `farm batch --resume` adopts again from their sidecars.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self.db.executescript(SCHEMA_PATH.read_text(encoding="utf-8"))
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+    def ingest_loop(self, sidecar: dict, *, task_id: int | None = None) -> bool:
+        """Insert a loop and its chord rows from its sidecar, in one transaction.
+
+        Idempotent on the loop id: a loop already catalogued is left as it is and False is
+        returned. ``task_id`` (a ``tasks`` row) is marked done in the same transaction, so a
+        task is done exactly when its loop has a row.
+        """
+        validate_sidecar(sidecar)
+        with self.db.atomic():
+            inserted = self.db.execute("SELECT 1 FROM loops WHERE id = ?", [sidecar["id"]]).fetchone() is None
+            if inserted:
+                self.db["loops"].insert(loop_row(sidecar))
+                self.db["chords"].insert_all(chord_rows(sidecar))
+            if task_id is not None:
+                self.db.execute(
+                    "UPDATE tasks SET status = 'done', error = NULL, finished_at = ? WHERE id = ?",
+                    [utc_now(), task_id])
+        return inserted
+
+    def add_template(self, template, path: str, batch_id: str | None = None) -> None:
+        """Record a template (``farm.model.Template``) written under ``path`` (relative); idempotent."""
+        self.db["templates"].insert({
+            "id": template.id, "style": template.style, "seed": template.seed,
+            "key": template.key.short, "key_tonic": template.key.tonic, "key_mode": template.key.mode,
+            "bpm": template.bpm, "meter": str(template.meter), "bars": template.bars,
+            "ppq": template.ppq,
+            "progression": " ".join(c.symbol for c in template.chords),
+            "romans": " ".join(c.roman for c in template.chords),
+            "parts": json.dumps([p.name for p in template.parts]),
+            "path": path, "generator_version": template.generator_version,
+            "created_at": utc_now(), "batch_id": batch_id,
+        }, ignore=True)
+
+    def add_patch(self, patch) -> None:
+        """Record a patch (``farm.patches.Patch``) as it is now; idempotent on its content hash."""
+        self.db["patches"].insert({
+            "content_hash": patch.content_hash, "name": patch.name,
+            "roles": json.dumps(list(patch.roles)), "target_lufs": patch.target_lufs,
+            "description": getattr(patch, "description", "") or None, "first_seen": utc_now(),
+        }, ignore=True)
+
+    # -- reading ------------------------------------------------------------------------------
+    def has_loop(self, loop_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM loops WHERE id = ?", [loop_id]).fetchone() is not None
+
+    def resolve_ids(self, ids: Iterable[str]) -> list[str]:
+        """Full loop ids from ids or unique prefixes (at least 6 characters); FarmError otherwise."""
+        out = []
+        for given in ids:
+            found = [r[0] for r in self.db.execute(
+                "SELECT id FROM loops WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                [given, given + "\uffff"])] if len(given) >= 6 else []
+            if given in found:
+                found = [given]
+            if len(found) != 1:
+                problem = "no loop has this id" if not found else "more than one loop starts with this id"
+                if len(given) < 6:
+                    problem = "give at least 6 characters of the id"
+                raise FarmError(problem, file=self.path, field=given)
+            out.append(found[0])
+        return out
+
+    def sql(self, query: str, params: dict | Sequence | None = None) -> tuple[list[str], list[tuple]]:
+        """Run one SQL statement; ``(column names, rows)``. Errors become one FarmError line."""
+        try:
+            cursor = self.db.conn.execute(query, params or {})
+            rows = cursor.fetchall()
+        except sqlite3.ProgrammingError as err:
+            raise FarmError(str(err), file=self.path, field="sql") from None
+        except sqlite3.Error as err:
+            raise FarmError(f"{err} (in: {' '.join(query.split())[:120]})", file=self.path,
+                            field="sql") from None
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        return columns, rows
+
+    def loop(self, loop_id: str) -> dict:
+        """Everything about one loop: its row, chords, reviews, children and file state."""
+        (loop_id,) = self.resolve_ids([loop_id])
+        row = next(self.db.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
+        row["params"] = json.loads(row["params"]) if row["params"] else {}
+        row["chords"] = [dict(c, pitch_classes=json.loads(c["pitch_classes"])) for c in self.db.query(
+            "SELECT bar, symbol, roman, root_pc, pitch_classes, bass_pc, start_s, end_s "
+            "FROM chords WHERE loop_id = ? ORDER BY bar", [loop_id])]
+        row["reviews"] = list(self.db.query(
+            "SELECT status, previous_status, reason, reviewer, reviewed_at FROM reviews "
+            "WHERE loop_id = ? ORDER BY id", [loop_id]))
+        row["children"] = [r["id"] for r in self.db.query(
+            "SELECT id FROM loops WHERE parent_id = ? ORDER BY id", [loop_id])]
+        audio = self.root / row["path"]
+        row["file"] = ("missing" if not audio.is_file()
+                       else "ok" if file_sha256(audio) == row["sha256"] else "sha256 mismatch")
+        return row
+
+    def stats(self) -> dict:
+        """Counts a person wants before reviewing: loops by status, style, part, key; batches."""
+        one = lambda q: self.db.execute(q).fetchone()  # noqa: E731
+        groups = lambda col: dict(self.db.execute(  # noqa: E731
+            f"SELECT {col}, count(*) FROM loops GROUP BY {col} ORDER BY count(*) DESC, {col}").fetchall())
+        total, seconds = one("SELECT count(*), coalesce(sum(duration_s), 0) FROM loops")
+        out = {
+            "loops": total,
+            "hours_of_audio": round(seconds / 3600.0, 3),
+            "templates": one("SELECT count(*) FROM templates")[0],
+            "patches": one("SELECT count(DISTINCT name) FROM patches")[0],
+            "by_status": groups("status"),
+            "by_style": groups("style"),
+            "by_part": groups("part"),
+            "by_operation": groups("operation"),
+            "by_key": groups("key"),
+            "reject_reasons": dict(self.db.execute(
+                "SELECT substr(reject_reason, 1, instr(reject_reason || ':', ':') - 1) AS reason, "
+                "count(*) FROM loops WHERE status = 'rejected' GROUP BY reason "
+                "ORDER BY count(*) DESC").fetchall()),
+            "reviews": one("SELECT count(*) FROM reviews")[0],
+            "batches": [],
+        }
+        for batch in self.db.query("SELECT id, status, started_at, finished_at FROM batches "
+                                   "ORDER BY started_at DESC, id DESC LIMIT 5"):
+            batch["tasks"] = dict(self.db.execute(
+                "SELECT status, count(*) FROM tasks WHERE batch_id = ? GROUP BY status ORDER BY status",
+                [batch["id"]]).fetchall())
+            out["batches"].append(batch)
+        return out
+
+    # -- reviewing ----------------------------------------------------------------------------
+    def review(self, ids: Sequence[str] = (), where: str | None = None, *, status: str,
+               reason: str | None = None, reviewer: str) -> list[str]:
+        """Approve or reject loops by id (or unique prefix) and/or an SQL ``where`` condition.
+
+        Every decision is a ``reviews`` row (reviewer, time, status before and after); the
+        loop's status and the ``status``/``reject_reason`` of its sidecar follow. Nothing is
+        deleted. All or nothing: an unknown id or a bad condition changes nothing.
+        """
+        if status not in ("approved", "rejected"):
+            raise FarmError(f"{status!r} is not approved or rejected", field="status")
+        if status == "rejected" and not (reason and reason.strip()):
+            raise FarmError("a rejection needs a reason (--reason TEXT)", field="reason")
+        if not reviewer:
+            raise FarmError("who is reviewing? (--reviewer NAME)", field="reviewer")
+        if not ids and not where:
+            raise FarmError("name loop ids or give --where CONDITION", field="ids")
+        chosen = self.resolve_ids(ids)
+        if where:
+            _, rows = self.sql(f"SELECT id FROM loops WHERE ({where}) ORDER BY id")
+            chosen += [r[0] for r in rows]
+        chosen = list(dict.fromkeys(chosen))
+        now = utc_now()
+        with self.db.atomic():
+            for loop_id in chosen:
+                previous = self.db.execute("SELECT status FROM loops WHERE id = ?", [loop_id]).fetchone()[0]
+                self.db.execute("UPDATE loops SET status = ?, reject_reason = ? WHERE id = ?",
+                                [status, reason if status == "rejected" else None, loop_id])
+                self.db["reviews"].insert({
+                    "loop_id": loop_id, "status": status, "previous_status": previous,
+                    "reason": reason, "reviewer": reviewer, "reviewed_at": now})
+        for loop_id in chosen:  # the sidecars follow the committed catalog
+            self._sync_sidecar(loop_id)
+        return chosen
+
+    def _sync_sidecar(self, loop_id: str) -> None:
+        from farm.files import atomic_write_text
+        from farm.model import canonical_json
+
+        status, reason, sidecar = self.db.execute(
+            "SELECT status, reject_reason, sidecar FROM loops WHERE id = ?", [loop_id]).fetchone()
+        path = self.root / sidecar
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # `farm check` reports a missing or broken sidecar
+        if data.get("status") != status or data.get("reject_reason") != reason:
+            data["status"], data["reject_reason"] = status, reason
+            atomic_write_text(path, canonical_json(data))
+
+    # -- integrity ----------------------------------------------------------------------------
+    def audio_files(self) -> list[Path]:
+        """Every audio file under the root (temporary files excluded), sorted."""
+        out = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.rsplit(".", 1)[-1].lower() in AUDIO_FORMATS and not _is_temp(name):
+                    out.append(Path(dirpath) / name)
+        return sorted(out)
+
+    def temp_files(self) -> list[Path]:
+        """Half-written files left by an interrupted write (temporary names, never catalogued)."""
+        out = []
+        for dirpath, dirs, files in os.walk(self.root):
+            out += [Path(dirpath) / n for n in files + dirs if _is_temp(n)]
+        return sorted(out)
+
+    def check(self, progress: bool = False) -> "CheckReport":
+        """Every row's file exists with its sha256; every audio file has a row; no leftovers."""
+        from tqdm import tqdm
+
+        report = CheckReport()
+        rows = self.db.execute("SELECT id, path, sha256, sidecar FROM loops ORDER BY path").fetchall()
+        known = set()
+        for loop_id, path, sha, sidecar in tqdm(rows, desc="check", unit="loop", disable=not progress,
+                                                 leave=False):
+            known.add(path)
+            audio = self.root / path
+            if not audio.is_file():
+                report.missing.append(f"{loop_id} {path}")
+            elif file_sha256(audio) != sha:
+                report.mismatched.append(f"{loop_id} {path}")
+            if not (self.root / sidecar).is_file():
+                report.missing_sidecars.append(f"{loop_id} {sidecar}")
+        report.rows = len(rows)
+        files = self.audio_files()
+        report.files = len(files)
+        report.orphans = [str(f.relative_to(self.root)) for f in files
+                          if f.relative_to(self.root).as_posix() not in known]
+        report.temp_files = [str(f.relative_to(self.root)) for f in self.temp_files()]
+        return report
+
+    def reconcile(self, progress: bool = False) -> tuple[list[str], list[str]]:
+        """Make files and rows agree after an interrupted batch: ``(adopted ids, removed paths)``.
+
+        An audio file without a row is adopted when its sidecar is complete and the sidecar's
+        sha256 matches the file (the worker wrote both, the writer never inserted the row); its
+        task is marked done. An audio file without a valid sidecar, a sidecar without its audio,
+        and temporary files are the unfinished writes of a task that will run again: removed.
+        Call it only when no worker is writing (the batch holds its lock).
+        """
+        adopted, removed = [], []
+        known = {r[0] for r in self.db.execute("SELECT path FROM loops")}
+        for audio in self.audio_files():
+            rel = audio.relative_to(self.root).as_posix()
+            if rel in known:
+                continue
+            sidecar = sidecar_path(audio)
+            try:
+                data = read_sidecar(sidecar)
+                ok = data["path"] == rel and data["sha256"] == file_sha256(audio)
+            except FarmError:
+                ok = False
+            if ok:
+                task = self.db.execute(
+                    "SELECT id FROM tasks WHERE output_id = ? AND status IN ('pending', 'running') "
+                    "ORDER BY id DESC LIMIT 1", [data["id"]]).fetchone()
+                self.ingest_loop(data, task_id=task[0] if task else None)
+                adopted.append(data["id"])
+            else:
+                for p in (audio, sidecar):
+                    if p.exists():
+                        p.unlink()
+                        removed.append(p.relative_to(self.root).as_posix())
+        sidecars = {r[0] for r in self.db.execute("SELECT sidecar FROM loops")}
+        loops_dir = self.root / "loops"
+        for sidecar in sorted(loops_dir.rglob("*.json")) if loops_dir.is_dir() else []:
+            rel = sidecar.relative_to(self.root).as_posix()
+            if rel not in sidecars and not _is_temp(sidecar.name) and not any(
+                    sidecar.with_suffix("." + f).exists() for f in AUDIO_FORMATS):
+                sidecar.unlink()
+                removed.append(rel)
+        for temp in self.temp_files():
+            if temp.is_dir():
+                import shutil
+
+                shutil.rmtree(temp, ignore_errors=True)
+            else:
+                temp.unlink(missing_ok=True)
+            removed.append(temp.relative_to(self.root).as_posix())
+        return adopted, removed
+
+
+@dataclass
+class CheckReport:
+    """What ``Catalog.check`` found; ``ok`` when every list is empty."""
+
+    rows: int = 0
+    files: int = 0
+    missing: list[str] = field(default_factory=list)  # rows whose audio file is gone
+    mismatched: list[str] = field(default_factory=list)  # rows whose file's sha256 differs
+    missing_sidecars: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # audio files with no row
+    temp_files: list[str] = field(default_factory=list)  # half-written files
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.mismatched or self.missing_sidecars or self.orphans
+                    or self.temp_files)
+
+    def lines(self) -> list[str]:
+        out = [f"{self.rows} rows, {self.files} audio files"]
+        for title, items in (("missing file", self.missing), ("sha256 mismatch", self.mismatched),
+                             ("missing sidecar", self.missing_sidecars),
+                             ("file without a row", self.orphans),
+                             ("temporary file (run `farm batch --resume`)", self.temp_files)):
+            out += [f"{title}: {item}" for item in items]
+        out.append("ok" if self.ok else "FAILED")
+        return out
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and _TEMP_MARK in name
+
+
+def loop_row(sidecar: dict) -> dict:
+    """The ``loops`` row of a sidecar (JSON fields as JSON text, tags space separated)."""
+    row = {k: sidecar[k] for k in LOOP_COLUMNS if k != "sidecar"}
+    row["params"] = json.dumps(sidecar["params"], sort_keys=True)
+    row["tags"] = " ".join(sidecar["tags"])
+    row["sidecar"] = sidecar_path(sidecar["path"]).as_posix()
+    return row
+
+
+def chord_rows(sidecar: dict) -> list[dict]:
+    """One ``chords`` row per bar of a sidecar."""
+    return [{"loop_id": sidecar["id"], "bar": c["bar"], "symbol": c["symbol"], "roman": c["roman"],
+             "root_pc": c["root_pc"], "bass_pc": c["bass_pc"],
+             "pitch_classes": json.dumps(list(c["pitch_classes"])),
+             "start_s": c["start_s"], "end_s": c["end_s"]} for c in sidecar["chords"]]
+
+
+# -- saved queries ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SavedQuery:
+    """``catalog/queries/<name>.sql``: its first comment line says what it answers."""
+
+    name: str
+    description: str
+    sql: str
+    params: tuple[str, ...]  # named :params, in order of first use
+    defaults: dict  # from ``-- :name = value`` comment lines
+    path: Path
+
+
+_DEFAULT_LINE = re.compile(r"^--\s*:(\w+)\s*=\s*(.*?)\s*$")
+_STRIP = re.compile(r"--[^\n]*|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", re.S)
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def sql_params(sql: str) -> tuple[str, ...]:
+    """Named ``:params`` of an SQL text (outside comments and string literals)."""
+    return tuple(dict.fromkeys(_PARAM.findall(_STRIP.sub(" ", sql))))
+
+
+def saved_queries(directory: str | Path | None = None) -> dict[str, SavedQuery]:
+    """Every saved query by name."""
+    out = {}
+    for path in sorted(Path(directory or QUERIES_DIR).glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        if not lines or not lines[0].startswith("--"):
+            raise FarmError("the first line must be a `-- what it answers` comment", file=path)
+        defaults = {m.group(1): m.group(2) for m in map(_DEFAULT_LINE.match, lines) if m}
+        out[path.stem] = SavedQuery(path.stem, lines[0].lstrip("-").strip(), text, sql_params(text),
+                                    defaults, path)
+    return out
+
+
+def parse_value(text: str):
+    """A ``--param`` value: integer or number when it reads as one, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def bind_params(query: SavedQuery, given: dict[str, str]) -> dict:
+    """The parameters for ``query``: given values over the defaults; FarmError when one is missing."""
+    unknown = sorted(set(given) - set(query.params))
+    if unknown:
+        raise FarmError(f"unknown parameter (this query takes: {', '.join(query.params) or 'none'})",
+                        file=query.path, field=unknown[0])
+    values = {}
+    for name in query.params:
+        if name in given:
+            values[name] = parse_value(given[name])
+        elif name in query.defaults:
+            values[name] = parse_value(query.defaults[name])
+        else:
+            raise FarmError(f"needs --param {name}=VALUE", file=query.path, field=name)
+    return values
+
+
+# -- functions the CLI wraps ------------------------------------------------------------------
+def run_sql(root: str | Path, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
+    """``farm sql``: one statement on a read-only connection to ``root/catalog.db``."""
+    with Catalog(root, readonly=True) as cat:
+        return cat.sql(sql, params)
+
+
+def run_query(root: str | Path, name: str, params: dict[str, str] | None = None
+              ) -> tuple[list[str], list[tuple]]:
+    """``farm query``: a saved query by name, its ``:params`` bound from ``params`` and defaults."""
+    queries = saved_queries()
+    if name not in queries:
+        raise FarmError(f"no saved query {name!r} (known: {', '.join(queries)})", field="name")
+    query = queries[name]
+    return run_sql(root, query.sql, bind_params(query, params or {}))
+
+
+def show_loop(root: str | Path, loop_id: str) -> dict:
+    """``farm show``: everything about one loop."""
+    with Catalog(root, readonly=True) as cat:
+        return cat.loop(loop_id)
+
+
+def catalog_stats(root: str | Path) -> dict:
+    """``farm stats``."""
+    with Catalog(root, readonly=True) as cat:
+        return cat.stats()
+
+
+def review(root: str | Path, ids: Sequence[str] = (), where: str | None = None, *, status: str,
+           reason: str | None = None, reviewer: str | None = None) -> list[str]:
+    """``farm approve`` / ``farm reject``: the ids changed."""
+    with Catalog(root, create=False) as cat:
+        return cat.review(ids, where, status=status, reason=reason, reviewer=reviewer or default_reviewer())
+
+
+def check_catalog(root: str | Path, progress: bool = False) -> CheckReport:
+    """``farm check``."""
+    with Catalog(root, readonly=True) as cat:
+        return cat.check(progress=progress)
+
+
+def default_reviewer() -> str:
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def format_rows(columns: Sequence[str], rows: Sequence[Sequence], fmt: str = "table") -> str:
+    """Rows as an aligned ``table``, ``csv`` or ``json`` (a list of objects)."""
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, r)) for r in rows], indent=2, ensure_ascii=False)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=list(columns), tablefmt="simple", disable_numparse=True)

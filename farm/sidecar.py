@@ -1,0 +1,200 @@
+"""The JSON sidecar beside every loop file: all its labels, checks and provenance.
+
+A sidecar is flat: its fields are the ``loops`` columns of the catalog (plus ``chords``, one
+entry per bar), so ``jq .key`` on a sidecar and ``SELECT key FROM loops`` read the same thing.
+Paths are relative to the catalog root. Example (abridged)::
+
+    {"id": "3f2a...", "name": "LF_120_chords_warm-rhodes_Am_3f2a...", "template_id": "9c1d...",
+     "parent_id": null, "operation": "render", "params": {}, "style": "lofi", "part": "chords",
+     "role": "keys", "patch": "warm-rhodes", "key": "Am", "key_tonic": "A", "key_mode": "minor",
+     "tonic_pc": 9, "camelot": "8A", "bpm": 120.0, "meter": "4/4", "bars": 4,
+     "progression": "Am7 Am7 Dm7 Cmaj7",
+     "chords": [{"bar": 1, "symbol": "Am7", "roman": "i7", "root_pc": 9,
+                 "pitch_classes": [9, 0, 4, 7], "bass_pc": 9, "start_s": 0.0, "end_s": 2.0}, ...],
+     "renderer": "embedded", "renderer_version": "...", "format": "flac", "sample_rate": 44100,
+     "channels": 2, "samples": 352800, "duration_s": 8.0, "lufs": -16.0, "true_peak_db": -3.1,
+     "rms_db": -19.2, "onsets": 16, "centroid_hz": 1480.5,
+     "path": "loops/lofi/LF_120_chords_warm-rhodes_Am_3f2a....flac",
+     "midi": "templates/9c1d.../chords.mid", "sha256": "...", "status": "pending",
+     "reject_reason": null, "tags": ["lofi", "chords", "keys", ...],
+     "created_at": "2024-06-01T02:00:00Z", "batch_id": "...", "sidecar_version": 1}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from farm.errors import FarmError
+from farm.files import atomic_write_text
+from farm.model import Key, Template, canonical_json
+
+SIDECAR_VERSION = 1
+AUDIO_FORMATS = ("flac", "wav")
+STATUSES = ("pending", "approved", "rejected")
+OPERATIONS = ("render", "splice", "pitch", "stretch", "repatch")
+
+# Every sidecar field and the JSON types it may hold (None = may be null).
+FIELDS: dict[str, tuple] = {
+    "id": (str,), "name": (str,), "template_id": (str, None), "parent_id": (str, None),
+    "operation": (str,), "params": (dict,), "style": (str,), "part": (str,), "role": (str,),
+    "patch": (str,), "patch_hash": (str, None), "key": (str,), "key_tonic": (str,),
+    "key_mode": (str,), "tonic_pc": (int,), "camelot": (str,), "bpm": (int, float),
+    "meter": (str,), "bars": (int,), "progression": (str,), "chords": (list,),
+    "renderer": (str,), "renderer_version": (str,), "format": (str,), "sample_rate": (int,),
+    "channels": (int,), "samples": (int,), "duration_s": (int, float),
+    "lufs": (int, float, None), "true_peak_db": (int, float, None), "rms_db": (int, float, None),
+    "onsets": (int, None), "centroid_hz": (int, float, None), "path": (str,), "midi": (str, None),
+    "sha256": (str,), "status": (str,), "reject_reason": (str, None), "tags": (list,),
+    "created_at": (str,), "batch_id": (str, None), "sidecar_version": (int,),
+}
+CHORD_FIELDS = ("bar", "symbol", "roman", "root_pc", "pitch_classes", "bass_pc", "start_s", "end_s")
+
+
+def utc_now() -> str:
+    """Now, UTC, ISO 8601 to the second: ``2024-06-01T02:00:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def camelot(key: Key) -> str:
+    """The key's Camelot wheel code: ``8A`` = A minor, ``8B`` = C major, ``9A`` = E minor.
+
+    Minor and harmonic minor read as their natural minor; dorian as the minor key with the
+    same key signature (D dorian -> A minor -> 8A).
+    """
+    pc = key.tonic_pc
+    if key.mode == "major":
+        return f"{(7 * pc + 7) % 12 + 1}B"
+    if key.mode == "dorian":
+        pc = (pc + 7) % 12
+    return f"{(7 * pc + 4) % 12 + 1}A"
+
+
+def format_bpm(bpm: float) -> str:
+    """``120.0`` -> ``"120"``, ``92.5`` -> ``"92.5"`` (for file names)."""
+    return f"{bpm:g}"
+
+
+def loop_name(bpm: float, part: str, patch: str, key_short: str, loop_id: str) -> str:
+    """Splice-style file stem: ``LF_120_chords_warm-rhodes_Am_<loop id>``."""
+    return f"LF_{format_bpm(bpm)}_{part}_{patch}_{key_short}_{loop_id}"
+
+
+def loop_path(style: str, name: str, fmt: str) -> str:
+    """The audio file, relative to the catalog root: ``loops/<style>/<name>.<fmt>``."""
+    return f"loops/{style}/{name}.{fmt}"
+
+
+def sidecar_path(audio_path: str | Path) -> Path:
+    """The sidecar beside an audio file: same stem, ``.json``."""
+    return Path(audio_path).with_suffix(".json")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def template_labels(template: Template, sample_rate: int) -> dict:
+    """The template's labels as sidecar fields: key, bpm, meter, bars, progression, chords.
+
+    Each chord carries the bar's span in the loop in seconds, on the same sample rounding as
+    the loop length.
+    """
+    chords = []
+    for c in template.chords:
+        d = c.to_dict()
+        d["start_s"] = template.bar_start_sample(c.bar, sample_rate) / sample_rate
+        d["end_s"] = template.bar_start_sample(c.bar + 1, sample_rate) / sample_rate
+        chords.append(d)
+    return {
+        "style": template.style,
+        "key": template.key.short,
+        "key_tonic": template.key.tonic,
+        "key_mode": template.key.mode,
+        "tonic_pc": template.key.tonic_pc,
+        "camelot": camelot(template.key),
+        "bpm": template.bpm,
+        "meter": str(template.meter),
+        "bars": template.bars,
+        "progression": " ".join(c.symbol for c in template.chords),
+        "chords": chords,
+    }
+
+
+def make_sidecar(**fields) -> dict:
+    """A complete sidecar from keyword fields; optional ones default, then it is validated."""
+    data = {
+        "parent_id": None, "operation": "render", "params": {}, "patch_hash": None, "midi": None,
+        "status": "pending", "reject_reason": None, "tags": [], "batch_id": None,
+        "lufs": None, "true_peak_db": None, "rms_db": None, "onsets": None, "centroid_hz": None,
+        "created_at": utc_now(), "sidecar_version": SIDECAR_VERSION,
+    }
+    data.update(fields)
+    for name in ("lufs", "true_peak_db", "rms_db", "centroid_hz"):  # JSON has no -inf/NaN
+        value = data.get(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            data[name] = None
+    validate_sidecar(data)
+    return data
+
+
+def validate_sidecar(data: dict, file: str | Path | None = None) -> None:
+    """Raise FarmError naming the first missing or mistyped field."""
+    if not isinstance(data, dict):
+        raise FarmError("a sidecar must be a JSON object", file=file)
+    for name, types in FIELDS.items():
+        if name not in data:
+            raise FarmError("missing", file=file, field=name)
+        value = data[name]
+        ok = (value is None and None in types) or any(
+            t is not None and isinstance(value, t) and not (isinstance(value, bool) and t is not bool)
+            for t in types)
+        if not ok:
+            raise FarmError(f"unexpected value {value!r}", file=file, field=name)
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise FarmError(f"unknown field (known: {', '.join(FIELDS)})", file=file, field=unknown[0])
+    if data["status"] not in STATUSES:
+        raise FarmError(f"{data['status']!r} is not one of {', '.join(STATUSES)}", file=file, field="status")
+    if data["operation"] not in OPERATIONS:
+        raise FarmError(f"{data['operation']!r} is not one of {', '.join(OPERATIONS)}", file=file,
+                        field="operation")
+    if data["format"] not in AUDIO_FORMATS:
+        raise FarmError(f"{data['format']!r} is not one of {', '.join(AUDIO_FORMATS)}", file=file,
+                        field="format")
+    if (data["parent_id"] is None) != (data["operation"] == "render"):
+        raise FarmError("a rendered loop has no parent; a permutation names its parent_id", file=file,
+                        field="parent_id")
+    if len(data["chords"]) != data["bars"]:
+        raise FarmError(f"{len(data['chords'])} chords for {data['bars']} bars", file=file, field="chords")
+    for i, chord in enumerate(data["chords"]):
+        missing = [k for k in CHORD_FIELDS if k not in chord]
+        if missing:
+            raise FarmError("missing", file=file, field=f"chords[{i}].{missing[0]}")
+        if chord["bar"] != i + 1:
+            raise FarmError(f"bar {chord['bar']!r} out of order", file=file, field=f"chords[{i}].bar")
+    if Path(data["path"]).is_absolute() or ".." in Path(data["path"]).parts:
+        raise FarmError("must be relative to the catalog root", file=file, field="path")
+
+
+def write_sidecar(path: str | Path, data: dict) -> None:
+    """Write a sidecar atomically (temp name + rename), in the project's canonical JSON."""
+    validate_sidecar(data, file=path)
+    atomic_write_text(path, canonical_json(data))
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """Read and validate a sidecar."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FarmError(f"unreadable sidecar: {err}", file=path) from None
+    validate_sidecar(data, file=path)
+    return data
