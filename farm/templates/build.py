@@ -1,0 +1,169 @@
+"""From a rule set and a seed to a labelled template in memory, then to a directory on disk."""
+from __future__ import annotations
+
+import io
+import random
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from farm.errors import FarmError
+from farm.files import atomic_dir
+from farm.model import ChordLabel, Key, Meter, PartInfo, Template, canonical_json, content_id
+from farm.templates.grammar import sample_progression
+from farm.templates.parts import (Note, Timing, chord_voicings, make_groove, write_arp, write_bass,
+                                  write_chords, write_drums, write_melody)
+from farm.templates.rules import Rules, find_rules, load_rules
+from farm.theory import chord_scale, key_spelling, spell_chord
+
+GENERATOR_VERSION = "farm.templates 1"
+PPQ = 480
+DRUM_CHANNEL = 9  # GM channel 10, 0-based
+
+
+@dataclass(frozen=True)
+class GeneratedTemplate:
+    """A template in memory: its labels and the Standard MIDI File bytes of each part and of "all"."""
+
+    template: Template
+    midi: dict[str, bytes]
+
+
+def _rng(seed: int, purpose: str) -> random.Random:
+    """An independent, reproducible random stream per purpose, so one part's choices never shift another's."""
+    return random.Random(f"{seed}/{purpose}")
+
+
+def _knob(rng: random.Random, lo_hi: tuple[float, float]) -> float:
+    lo, hi = lo_hi
+    return lo if lo == hi else round(rng.uniform(lo, hi), 3)
+
+
+def midi_bytes(tracks: list[tuple[str, int, bool, list[Note]]], bpm: float, meter: Meter, ppq: int) -> bytes:
+    """A Standard MIDI File (pretty_midi) with tempo, time signature and one track per part.
+
+    ``tracks``: (name, GM program, is_drum, notes in ticks). Times go through seconds at exactly
+    the file's tick scale, so pretty_midi writes back the same ticks.
+    """
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(resolution=ppq, initial_tempo=float(bpm))
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(meter.numerator, meter.denominator, 0.0))
+    tick = 60.0 / (float(bpm) * ppq)
+    for name, program, is_drum, notes in tracks:
+        inst = pretty_midi.Instrument(program=program, is_drum=is_drum, name=name)
+        inst.notes = [pretty_midi.Note(velocity=n.velocity, pitch=n.pitch, start=n.start * tick, end=n.end * tick)
+                      for n in sorted(notes, key=lambda n: (n.start, n.pitch, n.end))]
+        pm.instruments.append(inst)
+    buf = io.BytesIO()
+    pm.write(buf)
+    return buf.getvalue()
+
+
+def generate_template(rules: Rules, seed: int, *, bars: int | None = None) -> GeneratedTemplate:
+    """Write one template in memory (no I/O). ``seed`` drives every choice: key, mode, bpm, meter,
+    bar count (unless ``bars`` is given), progression, voicings, rhythms and notes."""
+    if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or bars < 1):
+        raise FarmError(f"bars must be a whole number >= 1, got {bars!r}", field="bars")
+    rng = _rng(seed, "song")
+    mode = rng.choice(rules.modes)
+    tonic = key_spelling(rng.choice(rules.tonics), mode)
+    bpm = rng.randint(*rules.tempo)
+    meter = rng.choice(rules.meters)
+    n_bars = rng.choice(rules.bars)
+    if bars is not None:
+        n_bars = bars
+    swing = _knob(rng, rules.swing)
+    romans = sample_progression(rules.grammar, mode, n_bars, _rng(seed, "progression"))
+    chords = [spell_chord(r, tonic, mode) for r in romans]
+    timing = Timing(meter=meter, ppq=PPQ, swing=swing)
+
+    scales = [chord_scale(r, tonic, mode) for r in romans]
+    tonic_triad = spell_chord("i" if mode in ("minor", "harmonic_minor", "dorian") else "I", tonic, mode).pitch_classes
+
+    written: dict[str, tuple[int, bool, list[Note]]] = {}
+    groove = None
+    if "drums" in rules.parts:
+        d = rules.parts["drums"]
+        drng = _rng(seed, "drums")
+        knobs = {k: _knob(drng, getattr(d, k)) for k in ("kick_density", "hat_density", "perc_density")}
+        groove = make_groove(d, timing, drng, knobs)
+    for name in rules.part_names:
+        part = rules.parts[name]
+        prng = _rng(seed, name)
+        if name == "chords":
+            voicings = chord_voicings(chords, part)
+            written[name] = (part.program, False, write_chords(voicings, part, timing, prng))
+        elif name == "bass":
+            written[name] = (part.program, False, write_bass(chords, scales, part, groove, timing, prng))
+        elif name == "arp":
+            written[name] = (part.program, False, write_arp(chords, part, timing, prng))
+        elif name == "melody":
+            density = _knob(prng, part.density)
+            written[name] = (part.program, False,
+                             write_melody(chords, scales, tonic_triad, part, timing, prng, density))
+        elif name == "drums":
+            written[name] = (0, True, write_drums(groove, n_bars, rules.parts["drums"], timing, _rng(seed, "drum-hits")))
+
+    midi: dict[str, bytes] = {}
+    for name, (program, is_drum, notes) in written.items():
+        midi[name] = midi_bytes([(name, program, is_drum, notes)], bpm, meter, PPQ)
+    midi["all"] = midi_bytes([(n, p, d, notes) for n, (p, d, notes) in written.items()], bpm, meter, PPQ)
+
+    labels = tuple(
+        ChordLabel(bar=i + 1, symbol=c.symbol, roman=c.roman, root_pc=c.root_pc,
+                   pitch_classes=c.pitch_classes, bass_pc=c.bass_pc)
+        for i, c in enumerate(chords))
+    parts = tuple(PartInfo(name=n, midi=f"{n}.mid", notes=len(notes), channel=DRUM_CHANNEL if is_drum else 0)
+                  for n, (_, is_drum, notes) in written.items())
+    template = Template(id="", style=rules.name, seed=seed, key=Key(tonic, mode), bpm=float(bpm), meter=meter,
+                        bars=n_bars, ppq=PPQ, chords=labels, parts=parts, generator_version=GENERATOR_VERSION)
+    return GeneratedTemplate(template=replace(template, id=template_id(template, midi)), midi=midi)
+
+
+def template_id(template: Template, midi: dict[str, bytes]) -> str:
+    """Content address: the canonical JSON without ``id`` plus every MIDI file's bytes, by name."""
+    d = template.to_dict()
+    d.pop("id")
+    return content_id(canonical_json(d), *(f"{k}\0".encode() + midi[k] for k in sorted(midi)))
+
+
+def write_template(generated: GeneratedTemplate, out_dir: str | Path) -> Path:
+    """Write ``out_dir/<id>/`` with ``template.json``, ``<part>.mid`` per part and ``all.mid``,
+    atomically. A directory already there with this id holds the same content and is left as is."""
+    t = generated.template
+    target = Path(out_dir) / t.id
+    if target.exists():
+        return target
+    with atomic_dir(target) as tmp:
+        for name, data in generated.midi.items():
+            (tmp / f"{name}.mid").write_bytes(data)
+        (tmp / "template.json").write_text(canonical_json(t.to_dict()), encoding="utf-8")
+    return target
+
+
+def generate(*, style: str | None = None, rules: str | Path | Rules | None = None, count: int = 1,
+             seed: int = 0, out: str | Path = "out/templates", bars: int | None = None,
+             progress: bool = True) -> list[Path]:
+    """``farm generate``: write ``count`` templates of one style to ``out``; template i uses seed
+    ``seed + i``. Every input is checked before anything is written. Returns the directories."""
+    if (style is None) == (rules is None):
+        raise FarmError("give exactly one of a style name or a rule file", field="style/rules")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise FarmError(f"must be at least 1, got {count!r}", field="count")
+    if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or bars < 1):
+        raise FarmError(f"must be a whole number >= 1, got {bars!r}", field="bars")
+    if isinstance(rules, Rules):
+        r = rules
+    else:
+        r = load_rules(find_rules(style) if style is not None else Path(rules))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FarmError("exists and is not a directory", file=out, field="out")
+    from tqdm import tqdm
+
+    paths = []
+    for i in tqdm(range(count), desc=f"generate {r.name}", unit="template", file=sys.stderr,
+                  disable=not progress, dynamic_ncols=True):
+        paths.append(write_template(generate_template(r, seed + i, bars=bars), out))
+    return paths

@@ -1,0 +1,266 @@
+"""Music theory helpers: roman numerals to spelled chords, scales, chord symbols, voice leading.
+
+music21 does the theory (roman numerals in a key, note spelling, scales); this module turns its
+answers into the project's labels and caches them, because the same (roman, key) pairs come up
+thousands of times in a batch and music21 objects are slow to build.
+
+Conventions:
+
+* A roman numeral is read by music21 in the key, with music21's rules: the case of the numeral
+  gives the quality, accidentals are relative to the key's own scale (in a minor key ``VII`` is
+  the major chord on the lowered seventh, ``viio7`` the raised leading-tone chord), figured-bass
+  numbers give inversions (``I6``, ``IV64``, ``V65``). Harmonic minor is read as music21's minor key.
+* Three musician shorthands are accepted and rewritten to the bracket figures music21 parses:
+  ``Vsus4`` -> ``V[no3][add4]``, ``Isus2`` -> ``I[no3][add2]``, ``Iadd9`` -> ``I[add9]``
+  (``V7sus4`` -> ``V7[no3][add4]``). Labels always carry the music21 figure, so
+  ``music21.roman.RomanNumeral(label.roman, key)`` gives back exactly the labelled pitch classes.
+* Note names use ``b`` and ``#`` (never music21's ``-``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
+
+from farm.model import MODES, note_name_to_pc
+
+#: Chord qualities by their intervals above the root: (symbol suffix, chord-tone order from the root).
+#: The order is how musicians stack the chord (root, third, fifth, seventh, ninth ...).
+QUALITIES: dict[frozenset[int], tuple[str, tuple[int, ...]]] = {
+    frozenset(iv): (suffix, iv)
+    for suffix, iv in (
+        ("", (0, 4, 7)),
+        ("m", (0, 3, 7)),
+        ("dim", (0, 3, 6)),
+        ("aug", (0, 4, 8)),
+        ("sus2", (0, 2, 7)),
+        ("sus4", (0, 5, 7)),
+        ("6", (0, 4, 7, 9)),
+        ("m6", (0, 3, 7, 9)),
+        ("7", (0, 4, 7, 10)),
+        ("maj7", (0, 4, 7, 11)),
+        ("m7", (0, 3, 7, 10)),
+        ("m(maj7)", (0, 3, 7, 11)),
+        ("m7b5", (0, 3, 6, 10)),
+        ("dim7", (0, 3, 6, 9)),
+        ("7sus4", (0, 5, 7, 10)),
+        ("add9", (0, 4, 7, 2)),
+        ("madd9", (0, 3, 7, 2)),
+        ("9", (0, 4, 7, 10, 2)),
+        ("maj9", (0, 4, 7, 11, 2)),
+        ("m9", (0, 3, 7, 10, 2)),
+    )
+}
+
+# music21 has no "sus"/"add" shorthand for roman numerals; its bracket figures do the same job.
+_SHORTHAND = re.compile(r"^(?P<head>.*?)(?P<kind>sus4|sus2|add9)$")
+_SHORTHAND_FIGURES = {"sus4": "[no3][add4]", "sus2": "[no3][add2]", "add9": "[add9]"}
+
+
+class SpellingError(ValueError):
+    """A roman numeral that cannot become a labelled chord in a key (says why in one line)."""
+
+
+@dataclass(frozen=True)
+class ChordSpelling:
+    """One roman numeral realised in one key: everything a :class:`farm.model.ChordLabel` needs.
+
+    ``names`` are the spelled chord tones in the same order as ``pitch_classes`` (root first).
+    """
+
+    roman: str
+    symbol: str
+    root_pc: int
+    pitch_classes: tuple[int, ...]
+    bass_pc: int
+    names: tuple[str, ...]
+    bass_name: str
+
+
+def spell_name(music21_name: str) -> str:
+    """music21 note name to a musician's: "B-" -> "Bb", "F#" -> "F#", "E--" -> "Ebb"."""
+    return music21_name.replace("-", "b")
+
+
+def music21_figure(roman: str) -> str:
+    """The music21 figure for a roman numeral, rewriting ``sus2``/``sus4``/``add9`` shorthand."""
+    roman = roman.strip()
+    m = _SHORTHAND.match(roman)
+    if m and m.group("head"):
+        return m.group("head") + _SHORTHAND_FIGURES[m.group("kind")]
+    return roman
+
+
+def music21_key(tonic: str, mode: str):
+    """The music21 key for a project key; harmonic minor is music21's minor (V and viio by case)."""
+    from music21 import key as m21key
+
+    if mode not in MODES:
+        raise SpellingError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+    m21mode = {"harmonic_minor": "minor"}.get(mode, mode)
+    return _cached_key(tonic.replace("b", "-") if len(tonic) > 1 else tonic, m21mode)
+
+
+@lru_cache(maxsize=256)
+def _cached_key(tonic: str, mode: str):
+    from music21 import key as m21key
+
+    return m21key.Key(tonic, mode)
+
+
+def key_spelling(tonic: str, mode: str) -> str:
+    """The tonic as a musician would spell it in ``mode``: the fewer-accidental enharmonic when the
+    written one needs more than six sharps or flats ("Db" minor -> "C#", "A#" major -> "Bb")."""
+    return _key_spelling(tonic, mode)
+
+
+@lru_cache(maxsize=256)
+def _key_spelling(tonic: str, mode: str) -> str:
+    from music21 import pitch as m21pitch
+
+    sharps = music21_key(tonic, mode).sharps
+    if abs(sharps) <= 6:
+        return tonic
+    p = m21pitch.Pitch(tonic.replace("b", "-") if len(tonic) > 1 else tonic)
+    alt = p.getEnharmonic()
+    alt_name = spell_name(alt.name)
+    if abs(music21_key(alt_name, mode).sharps) < abs(sharps):
+        return alt_name
+    return tonic
+
+
+@lru_cache(maxsize=8192)
+def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
+    """Realise ``roman`` in the key ``tonic`` ``mode`` with music21 and label it.
+
+    Raises :class:`SpellingError` when music21 cannot read the figure, when the chord's intervals
+    are not a quality this project can name, or when its root or bass would need a double accidental.
+    """
+    from music21 import roman as m21roman
+
+    figure = music21_figure(roman)
+    k = music21_key(tonic, mode)
+    try:
+        rn = m21roman.RomanNumeral(figure, k)
+        pitches = list(rn.pitches)
+        root = rn.root()
+        bass = rn.bass()
+    except Exception as err:  # music21 raises several exception types for unreadable figures
+        raise SpellingError(f"music21 cannot read roman numeral {roman!r}: {err}") from None
+    if not pitches or root is None:
+        raise SpellingError(f"roman numeral {roman!r} gives no chord")
+    root_pc = root.pitchClass
+    intervals = frozenset((p.pitchClass - root_pc) % 12 for p in pitches)
+    if intervals not in QUALITIES:
+        names = " ".join(spell_name(p.name) for p in pitches)
+        raise SpellingError(f"roman numeral {roman!r} in {tonic} {mode} is {names}: not a chord quality with a symbol")
+    suffix, order = QUALITIES[intervals]
+    by_interval = {(p.pitchClass - root_pc) % 12: spell_name(p.name) for p in pitches}
+    root_name, bass_name = spell_name(root.name), spell_name(bass.name)
+    for n in (root_name, bass_name):
+        if "bb" in n[1:] or "##" in n:
+            raise SpellingError(f"roman numeral {roman!r} in {tonic} {mode} needs the double accidental {n}")
+    symbol = root_name + suffix + (f"/{bass_name}" if bass.pitchClass != root_pc else "")
+    return ChordSpelling(
+        roman=figure,
+        symbol=symbol,
+        root_pc=root_pc,
+        pitch_classes=tuple((root_pc + i) % 12 for i in order),
+        bass_pc=bass.pitchClass,
+        names=tuple(by_interval[i] for i in order),
+        bass_name=bass_name,
+    )
+
+
+@lru_cache(maxsize=256)
+def scale_names(tonic: str, mode: str) -> tuple[str, ...]:
+    """The seven spelled notes of the scale of ``mode`` on ``tonic`` (music21 scales)."""
+    from music21 import scale as m21scale
+
+    cls = {
+        "major": m21scale.MajorScale,
+        "minor": m21scale.MinorScale,
+        "harmonic_minor": m21scale.HarmonicMinorScale,
+        "dorian": m21scale.DorianScale,
+    }[mode]
+    t = tonic.replace("b", "-") if len(tonic) > 1 else tonic
+    return tuple(spell_name(p.name) for p in cls(t).getPitches(f"{t}4", f"{t}5")[:7])
+
+
+def scale_pcs(tonic: str, mode: str) -> tuple[int, ...]:
+    """Pitch classes of the scale of ``mode`` on ``tonic``, from the tonic up."""
+    return tuple(note_name_to_pc(n) for n in scale_names(tonic, mode))
+
+
+@lru_cache(maxsize=8192)
+def chord_scale(roman: str, tonic: str, mode: str) -> tuple[int, ...]:
+    """The key's scale with the chord's altered tones in place of the notes of the same letter.
+
+    Over ``V7`` in A natural minor the G becomes G#, so passing tones never clash with the chord.
+    Sorted pitch classes.
+    """
+    chord = spell_chord(roman, tonic, mode)
+    letters = {n[0]: note_name_to_pc(n) for n in chord.names}
+    out = set()
+    for n in scale_names(tonic, mode):
+        out.add(letters.get(n[0], note_name_to_pc(n)))
+    return tuple(sorted(out))
+
+
+# -- voice leading ------------------------------------------------------------------------------
+
+@lru_cache(maxsize=4096)
+def voicing_candidates(pitch_classes: tuple[int, ...], bass_pc: int, low: int, high: int,
+                       voices: int) -> tuple[tuple[int, ...], ...]:
+    """Every voicing of the chord in MIDI notes ``low..high`` (inclusive): ``voices`` notes (at least
+    one per chord tone; extra voices double chord tones), ``bass_pc`` lowest, upper voices within
+    an octave and a half so the chord stays a chord."""
+    pcset = frozenset(pitch_classes)
+    voices = max(voices, len(pcset))
+    out = []
+    for bass in range(low, min(high, low + 11) + 1):
+        if bass % 12 != bass_pc:
+            continue
+        uppers = [n for n in range(bass + 1, high + 1) if n % 12 in pcset]
+        for combo in combinations(uppers, voices - 1):
+            if combo[-1] - combo[0] > 18:
+                continue
+            if {n % 12 for n in combo} | {bass_pc} != pcset:
+                continue
+            out.append((bass,) + combo)
+    return tuple(out)
+
+
+def voicing_cost(prev: tuple[int, ...], cur: tuple[int, ...]) -> int:
+    """Total semitones moved from ``prev`` to ``cur``, voices matched from the bottom up."""
+    if len(prev) == len(cur):
+        return sum(abs(a - b) for a, b in zip(prev, cur))
+    # different sizes: each note of the smaller chord to its nearest in the larger
+    small, big = (prev, cur) if len(prev) < len(cur) else (cur, prev)
+    return sum(min(abs(a - b) for b in big) for a in small) + sum(min(abs(a - b) for a in small) for b in big)
+
+
+@lru_cache(maxsize=16384)
+def voice_lead(prev: tuple[int, ...] | None, pitch_classes: tuple[int, ...], bass_pc: int,
+               low: int, high: int, voices: int) -> tuple[int, ...]:
+    """The voicing of the chord closest to ``prev`` (smallest total movement) inside ``low..high``.
+
+    With no previous chord, the voicing centred in the register. Ties break towards the register
+    centre, then the lowest notes, so the answer is deterministic. Raises ``SpellingError`` when
+    the register cannot hold the chord.
+    """
+    candidates = voicing_candidates(pitch_classes, bass_pc, low, high, voices)
+    if not candidates:
+        raise SpellingError(f"no voicing of pitch classes {list(pitch_classes)} over bass {bass_pc} fits MIDI notes {low}-{high}")
+    centre = (low + high) / 2
+    root = pitch_classes[0]
+
+    def cost(v: tuple[int, ...]):
+        middle = abs(sum(v) / len(v) - centre)
+        doubled_non_root = sum(1 for n in v if n % 12 != root) - len(set(n % 12 for n in v if n % 12 != root))
+        mud = sum(1 for a, b in zip(v, v[1:]) if a < 52 and b - a < 5)  # close intervals low down
+        move = voicing_cost(prev, v) if prev else 0
+        return (move + 2 * doubled_non_root + 3 * mud + 0.25 * middle, v)
+
+    return min(candidates, key=cost)
