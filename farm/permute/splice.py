@@ -1,0 +1,304 @@
+"""Harmonic splicing: re-cut a loop bar by bar into new progressions, and measure the bleed.
+
+A splice is a *bar order*: the source bars (1-based) that fill the new loop, in order, e.g.
+``(1, 1, 3, 3)`` turns ``Am7 Am7 Dm7 Cmaj7`` into ``Am7 Am7 Dm7 Dm7``. Audio is cut at the exact
+bar boundaries in samples (``Template.bar_start_sample``); labels follow bar for bar.
+
+Because a rendered loop is seamless (its tail is folded into its start), every bar of it already
+holds what rings into it from the bar before, and reading past the end wraps to the start. A
+splice therefore takes each source bar whole, and joins bars that were not neighbours in the
+source with a short equal-power crossfade centred on the joint, so no sample step (click)
+appears and the total length stays exactly ``loop_samples``.
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from farm.errors import FarmError
+from farm.model import Template, canonical_json, content_id, loop_samples
+
+# Two-chord re-cut patterns, tiled over the loop's bars (AABB on 8 bars is AABBAABB). Each letter
+# stands for one distinct chord of the source; every ordered choice of chords is a candidate.
+DEFAULT_PATTERNS = ("AABB", "ABAB", "ABBA")
+CROSSFADE_MS = 4.0  # long enough to hide a waveform step, short enough to keep the downbeat's attack
+
+BLEED_WINDOW_S = 0.25  # the part of a bar right after a cut that is measured for foreign notes
+# Bleed above this share of the window's chroma energy rejects a splice. Dry patches measure
+# below ~0.05 here, tails of a different chord (long delay, reverb) well above 0.10.
+DEFAULT_BLEED_THRESHOLD = 0.10
+
+
+# -- planning -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplicePlan:
+    """One candidate re-cut: ``bar_order`` holds the source bars (1-based) of the new loop."""
+
+    name: str  # the pattern that made it: "AABB", "vamp" ...
+    bar_order: tuple[int, ...]
+    romans: tuple[str, ...]
+    symbols: tuple[str, ...]
+    allowed: bool
+    reason: str  # why it is allowed or not
+
+    @property
+    def params(self) -> dict:
+        """The parameters that identify this splice of its parent (hashed into the loop id)."""
+        return {"bars": list(self.bar_order)}
+
+
+def chord_bars(template: Template) -> dict[tuple, int]:
+    """One source bar per distinct chord: ``{(symbol, pitch_classes): bar}``, in order of appearance.
+
+    A bar that follows a bar of its own chord is preferred: what rings into it is its own chord,
+    so it splices without bleed even on a patch with a long tail.
+    """
+    chosen: dict[tuple, int] = {}
+    for c in template.chords:
+        sig = (c.symbol, c.pitch_classes)
+        prev = template.chords[(c.bar - 2) % template.bars]
+        clean = (prev.symbol, prev.pitch_classes) == sig
+        if sig not in chosen:
+            chosen[sig] = c.bar
+        elif clean and not _follows_itself(template, chosen[sig]):
+            chosen[sig] = c.bar
+    return chosen
+
+
+def _follows_itself(template: Template, bar: int) -> bool:
+    c = template.chords[bar - 1]
+    prev = template.chords[(bar - 2) % template.bars]
+    return (prev.symbol, prev.pitch_classes) == (c.symbol, c.pitch_classes)
+
+
+def plan_splices(
+    template: Template,
+    is_valid: Callable[[Sequence[str]], bool] | None = None,
+    patterns: Iterable[str] = DEFAULT_PATTERNS,
+    vamps: bool = True,
+) -> list[SplicePlan]:
+    """Every candidate re-cut of ``template``, each marked allowed or not.
+
+    ``is_valid(romans)`` is the style's grammar (e.g. ``progression_is_valid(rules, romans,
+    looping=True)``); a one-chord vamp is always allowed. Without a grammar only vamps are
+    allowed. Candidates that repeat an earlier bar order, or the source's own order, are dropped.
+    """
+    _check_template(template)
+    bars_of = chord_bars(template)
+    distinct = list(bars_of.values())
+    plans: list[SplicePlan] = []
+    seen = {tuple(range(1, template.bars + 1))}
+
+    def add(name: str, order: tuple[int, ...]):
+        if order in seen:
+            return
+        seen.add(order)
+        romans = tuple(template.chords[b - 1].roman for b in order)
+        symbols = tuple(template.chords[b - 1].symbol for b in order)
+        if len({(template.chords[b - 1].symbol, template.chords[b - 1].pitch_classes) for b in order}) == 1:
+            allowed, reason = True, "one-chord vamp"
+        elif is_valid is None:
+            allowed, reason = False, "no grammar to check the progression against"
+        elif is_valid(romans):
+            allowed, reason = True, f"valid {template.style} progression"
+        else:
+            allowed, reason = False, f"{' '.join(romans)} is not a valid {template.style} progression"
+        plans.append(SplicePlan(name, order, romans, symbols, allowed, reason))
+
+    if vamps:
+        for bar in distinct:
+            add("vamp", (bar,) * template.bars)
+    for pattern in patterns:
+        letters = sorted(set(pattern))
+        if not pattern or not all(ch in string.ascii_uppercase for ch in pattern):
+            raise FarmError(f"splice pattern {pattern!r} must be capital letters, e.g. AABB", field="patterns")
+        for choice in _ordered_choices(distinct, len(letters)):
+            mapping = dict(zip(letters, choice))
+            add(pattern, tuple(mapping[pattern[k % len(pattern)]] for k in range(template.bars)))
+    return plans
+
+
+def _ordered_choices(items: list[int], k: int) -> list[tuple[int, ...]]:
+    from itertools import permutations
+
+    return list(permutations(items, k))
+
+
+def _check_template(template: Template) -> None:
+    if len(template.chords) != template.bars or [c.bar for c in template.chords] != list(range(1, template.bars + 1)):
+        raise FarmError("splicing needs exactly one chord per bar, numbered 1..bars", field="chords")
+
+
+def _check_order(template: Template, bar_order: Sequence[int]) -> tuple[int, ...]:
+    order = tuple(int(b) for b in bar_order)
+    if not order:
+        raise FarmError("a splice needs at least one bar", field="bars")
+    bad = [b for b in order if not 1 <= b <= template.bars]
+    if bad:
+        raise FarmError(f"bar {bad[0]} is outside the loop's bars 1..{template.bars}", field="bars")
+    return order
+
+
+# -- labels -------------------------------------------------------------------------------------
+def derived_id(parent_id: str, operation: str, params: dict) -> str:
+    """The content address of a permutation: same parent, operation and parameters, same id."""
+    return content_id(parent_id, operation, canonical_json(params))
+
+
+def splice_template(template: Template, bar_order: Sequence[int]) -> Template:
+    """The labels of a splice: bar ``k`` of the new loop carries the chord of source bar ``bar_order[k-1]``.
+
+    Key, tempo and meter are unchanged; bars are renumbered from 1; ``bars`` is ``len(bar_order)``.
+    """
+    _check_template(template)
+    order = _check_order(template, bar_order)
+    chords = tuple(replace(template.chords[b - 1], bar=k) for k, b in enumerate(order, start=1))
+    return replace(
+        template,
+        id=derived_id(template.id, "splice", {"bars": list(order)}),
+        bars=len(order),
+        chords=chords,
+    )
+
+
+# -- audio --------------------------------------------------------------------------------------
+def splice_audio(
+    audio: np.ndarray,
+    template: Template,
+    bar_order: Sequence[int],
+    sample_rate: int,
+    crossfade_ms: float = CROSSFADE_MS,
+) -> np.ndarray:
+    """Re-cut a seamless loop into ``bar_order``.
+
+    ``audio``: float32 ``(channels, template.loop_samples(sample_rate))``. Returns float32
+    ``(channels, loop_samples(len(bar_order), meter, bpm, sample_rate))``: new bar ``k`` starts at
+    exactly the new template's ``bar_start_sample(k)``. At each joint between bars that were not
+    neighbours in the source (the wrap from the last bar to the first included, since the result
+    loops), an equal-power crossfade of ``crossfade_ms`` milliseconds centred on the joint blends
+    the outgoing bar's continuation into the incoming bar's lead-in; both come from the seamless
+    source, so the length is exact and the result is itself a seamless loop.
+    """
+    order = _check_order(template, bar_order)
+    audio = np.asarray(audio, dtype=np.float32)
+    n = template.loop_samples(sample_rate)
+    if audio.ndim != 2 or audio.shape[1] != n:
+        raise FarmError(f"audio is {audio.shape}, expected (channels, {n}) for this loop", field="audio")
+    starts = [template.bar_start_sample(b, sample_rate) for b in range(1, template.bars + 1)]
+    out_starts = [loop_samples(k, template.meter, template.bpm, sample_rate) for k in range(len(order) + 1)]
+    total = out_starts[-1]
+
+    # Source sample index for every output sample: each new bar reads its source bar from its start.
+    index = np.empty(total, dtype=np.int64)
+    for k, bar in enumerate(order):
+        lo, hi = out_starts[k], out_starts[k + 1]
+        index[lo:hi] = starts[bar - 1] + np.arange(hi - lo)
+    index %= n
+    out = audio[:, index]
+
+    fade_out, fade_in, offsets = equal_power_fades(crossfade_ms, sample_rate)
+    for k, bar in enumerate(order):
+        prev_bar = order[k - 1]  # k = 0: the wrap from the last bar
+        prev_len = out_starts[k] - out_starts[k - 1] if k > 0 else total - out_starts[-2]
+        continues_at = (starts[prev_bar - 1] + prev_len) % n  # where the outgoing bar would go on
+        incoming_at = starts[bar - 1]
+        if continues_at == incoming_at % n:
+            continue  # neighbours in the source: already seamless
+        where = (out_starts[k] + offsets) % total
+        outgoing = audio[:, (continues_at + offsets) % n]
+        incoming = audio[:, (incoming_at + offsets) % n]
+        out[:, where] = outgoing * fade_out + incoming * fade_in
+    return out.astype(np.float32, copy=False)
+
+
+def equal_power_fades(crossfade_ms: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fade_out, fade_in, offsets)`` of an equal-power crossfade centred on a joint.
+
+    ``offsets`` run from ``-half`` to ``half - 1`` samples around the joint; ``fade_out**2 +
+    fade_in**2 == 1`` everywhere, so uncorrelated material keeps its power through the fade.
+    """
+    half = max(1, int(round(crossfade_ms * 1e-3 * sample_rate / 2)))
+    theta = (np.arange(2 * half) + 0.5) / (2 * half) * (np.pi / 2)
+    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32), np.arange(-half, half)
+
+
+# -- bleed --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CutBleed:
+    """Foreign pitch-class energy a cut introduces.
+
+    ``share``: the part of the chroma energy in the first ``BLEED_WINDOW_S`` after the cut at pitch
+    classes outside the new bar's chord. ``baseline``: the same share in the last
+    ``BLEED_WINDOW_S`` of the same source bar in the source loop, where the bar's chord sounds on its
+    own (what rang into the bar has had a bar to die away): it holds the chord's own partials, its
+    non-chord tones and the drums. ``bleed = max(0, share - baseline)`` is what the cut brings in.
+    """
+
+    bar: int  # bar of the new loop that starts at the cut (1-based)
+    from_bar: int  # source bar before the cut
+    to_bar: int  # source bar after the cut
+    share: float
+    baseline: float
+
+    @property
+    def bleed(self) -> float:
+        return max(0.0, self.share - self.baseline)
+
+
+def foreign_share(chroma: np.ndarray, chord_pcs: Iterable[int]) -> float:
+    """Share (0..1) of a 12-bin chroma's energy at pitch classes outside ``chord_pcs``; 0 for silence."""
+    chroma = np.asarray(chroma, dtype=np.float64)
+    total = float(chroma.sum())
+    if total <= 1e-12:
+        return 0.0
+    inside = float(sum(chroma[pc % 12] for pc in set(chord_pcs)))
+    return max(0.0, (total - inside) / total)
+
+
+def measure_bleed(
+    source: np.ndarray,
+    spliced: np.ndarray,
+    template: Template,
+    bar_order: Sequence[int],
+    sample_rate: int,
+    window_s: float = BLEED_WINDOW_S,
+) -> list[CutBleed]:
+    """The bleed at every cut of a splice (joints between bars that were not neighbours in the source).
+
+    ``source``: the seamless parent loop; ``spliced``: ``splice_audio(source, template, bar_order, ...)``.
+    Windows are ``window_s`` seconds (capped at a bar); chroma comes from ``farm.audio.chroma``.
+    """
+    from farm.audio import chroma
+
+    order = _check_order(template, bar_order)
+    window = min(int(round(window_s * sample_rate)), template.loop_samples(sample_rate) // template.bars)
+    out_template = splice_template(template, order)
+    cuts = []
+    for k, bar in enumerate(order):
+        prev_bar = order[k - 1]
+        if prev_bar % template.bars + 1 == bar:
+            continue  # source neighbours: nothing new rings into the bar
+        chord = template.chords[bar - 1]
+        at = out_template.bar_start_sample(k + 1, sample_rate)
+        after = chroma(spliced, sample_rate, at, at + window)
+        bar_end = template.bar_start_sample(bar + 1, sample_rate)  # bars + 1 -> the loop's end
+        alone = chroma(source, sample_rate, bar_end - window, bar_end)
+        cuts.append(CutBleed(k + 1, prev_bar, bar, foreign_share(after, chord.pitch_classes),
+                             foreign_share(alone, chord.pitch_classes)))
+    return cuts
+
+
+def bleed_verdict(cuts: Sequence[CutBleed], threshold: float = DEFAULT_BLEED_THRESHOLD) -> tuple[bool, str]:
+    """``(passed, reason)``: a splice fails when any cut's bleed exceeds ``threshold``."""
+    if not cuts:
+        return True, "no cuts"
+    worst = max(cuts, key=lambda c: c.bleed)
+    figure = (f"bleed {worst.bleed:.3f} at bar {worst.bar} (source bar {worst.from_bar} -> {worst.to_bar}: "
+              f"{worst.share:.3f} foreign in the first {BLEED_WINDOW_S * 1000:.0f} ms vs {worst.baseline:.3f} "
+              f"in the chord alone)")
+    if worst.bleed > threshold:
+        return False, f"{figure} > threshold {threshold:.3f}"
+    return True, f"{figure} <= threshold {threshold:.3f}"
