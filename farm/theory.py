@@ -83,6 +83,15 @@ def spell_name(music21_name: str) -> str:
     return music21_name.replace("-", "b")
 
 
+def lead_sheet_name(music21_name: str) -> str:
+    """A note name for a chord symbol: single accidentals only ("F##" -> "G", "B--" -> "A")."""
+    if "##" in music21_name or "--" in music21_name:
+        from music21 import pitch as m21pitch
+
+        return spell_name(m21pitch.Pitch(music21_name).simplifyEnharmonic(mostCommon=True).name)
+    return spell_name(music21_name)
+
+
 def music21_figure(roman: str) -> str:
     """The music21 figure for a roman numeral, rewriting ``sus2``/``sus4``/``add9`` shorthand."""
     roman = roman.strip()
@@ -134,8 +143,8 @@ def _key_spelling(tonic: str, mode: str) -> str:
 def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
     """Realise ``roman`` in the key ``tonic`` ``mode`` with music21 and label it.
 
-    Raises :class:`SpellingError` when music21 cannot read the figure, when the chord's intervals
-    are not a quality this project can name, or when its root or bass would need a double accidental.
+    Raises :class:`SpellingError` when music21 cannot read the figure or when the chord's
+    intervals are not a quality this project can name with a symbol.
     """
     from music21 import roman as m21roman
 
@@ -157,10 +166,8 @@ def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
         raise SpellingError(f"roman numeral {roman!r} in {tonic} {mode} is {names}: not a chord quality with a symbol")
     suffix, order = QUALITIES[intervals]
     by_interval = {(p.pitchClass - root_pc) % 12: spell_name(p.name) for p in pitches}
-    root_name, bass_name = spell_name(root.name), spell_name(bass.name)
-    for n in (root_name, bass_name):
-        if "bb" in n[1:] or "##" in n:
-            raise SpellingError(f"roman numeral {roman!r} in {tonic} {mode} needs the double accidental {n}")
+    # lead sheets never put a double accidental in a chord symbol: F##dim7 in G# minor reads Gdim7
+    root_name, bass_name = lead_sheet_name(root.name), lead_sheet_name(bass.name)
     symbol = root_name + suffix + (f"/{bass_name}" if bass.pitchClass != root_pc else "")
     return ChordSpelling(
         roman=figure,

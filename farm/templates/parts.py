@@ -24,7 +24,7 @@ from farm.templates.rules import (ArpPart, BassPart, ChordsPart, DrumsPart, Melo
 from farm.theory import ChordSpelling, voice_lead
 
 # General MIDI percussion keys
-KICK, RIM, SNARE, CLAP, CLOSED_HAT, OPEN_HAT, TAMBOURINE, SHAKER = 36, 37, 38, 39, 42, 46, 54, 70
+KICK, RIM, SNARE, CLAP, CLOSED_HAT, OPEN_HAT, RIDE, TAMBOURINE, SHAKER = 36, 37, 38, 39, 42, 46, 51, 54, 70
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,8 @@ def write_drums(groove: Groove, bars: int, part: DrumsPart, timing: Timing, rng:
             if groove.clap:
                 hit(step, CLAP, part.velocity - 15)
         for step, is_open in groove.hats:
-            hit(step, OPEN_HAT if is_open else CLOSED_HAT, {0: 85, 1: 78, 2: 66, 3: 52}[_level(step, timing)])
+            key = RIDE if part.cymbal == "ride" else (OPEN_HAT if is_open else CLOSED_HAT)
+            hit(step, key, {0: 85, 1: 78, 2: 66, 3: 52}[_level(step, timing)])
         for step, key in groove.perc:
             hit(step, key, 55)
         if groove.fill and bar == bars - 1:

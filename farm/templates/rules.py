@@ -124,8 +124,9 @@ class DrumsPart:
     kick_density: Range = (0.4, 0.4)
     hat_density: Range = (0.6, 0.6)
     perc_density: Range = (0.0, 0.0)
-    kick: str | None = None  # explicit grid overrides the density knob
+    kick: str | None = None  # a named rhythm or grid: overrides the density knob
     snare: str = "backbeat"  # "backbeat", "none", or a grid
+    cymbal: str = "hat"  # what hat_density plays: closed/open hi-hat, or ride
     clap: bool = False
     open_hat: float = 0.0
     fill: float = 0.0  # chance the loop's last bar ends with a snare fill
@@ -305,8 +306,8 @@ def load_rules(path: str | Path) -> Rules:
             r.fail(k, f"unknown key (known: {', '.join(sorted(known))})")
 
     name = r.get("name", str, path.stem)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
-        r.fail("name", f"{name!r}: use lower-case letters, digits, - and _")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        r.fail("name", f"{name!r}: use letters, digits, - and _")
     description = r.get("description", str, "")
 
     tonics = r.strings("tonics", required=True)
@@ -489,10 +490,13 @@ def _load_parts(r: _Reader, meters: tuple[Meter, ...]) -> dict[str, Any]:
                 velocity=t.integer("velocity", d.velocity, 1, 127))
         elif name == "drums":
             kick = t.get("kick", str, None)
-            if kick is not None:
+            if kick is not None and kick not in NAMED_RHYTHMS:
                 kick = _grid(t, "kick", kick, meters)
                 if kick[0] != "x":
                     t.fail("kick", f"grid {kick!r} must have a kick on the downbeat (the bass starts there)")
+            cymbal = t.get("cymbal", str, d.cymbal)
+            if cymbal not in ("hat", "ride"):
+                t.fail("cymbal", f"{cymbal!r}: one of hat, ride")
             snare = t.get("snare", str, d.snare)
             if snare not in ("backbeat", "none"):
                 snare = _grid(t, "snare", snare, meters)
@@ -500,7 +504,7 @@ def _load_parts(r: _Reader, meters: tuple[Meter, ...]) -> dict[str, Any]:
                 kick_density=t.knob("kick_density", d.kick_density[0]),
                 hat_density=t.knob("hat_density", d.hat_density[0]),
                 perc_density=t.knob("perc_density", d.perc_density[0]),
-                kick=kick, snare=snare,
+                kick=kick, snare=snare, cymbal=cymbal,
                 clap=t.get("clap", bool, d.clap),
                 open_hat=t.number("open_hat", d.open_hat, 0.0, 1.0),
                 fill=t.number("fill", d.fill, 0.0, 1.0),
