@@ -251,11 +251,12 @@ def voicing_cost(prev: tuple[int, ...], cur: tuple[int, ...]) -> int:
 @lru_cache(maxsize=16384)
 def voice_lead(prev: tuple[int, ...] | None, pitch_classes: tuple[int, ...], bass_pc: int,
                low: int, high: int, voices: int) -> tuple[int, ...]:
-    """The voicing of the chord closest to ``prev`` (smallest total movement) inside ``low..high``.
+    """The voicing of the chord with the smallest total movement from ``prev`` inside ``low..high``.
 
-    With no previous chord, the voicing centred in the register. Ties break towards the register
-    centre, then the lowest notes, so the answer is deterministic. Raises ``SpellingError`` when
-    the register cannot hold the chord.
+    With no previous chord, the voicing centred in the register. Ties break towards fewer doubled
+    non-root tones, fewer close intervals low down (mud), the register centre, then the lowest
+    notes, so the answer is deterministic. Raises ``SpellingError`` when the register cannot hold
+    the chord.
     """
     candidates = voicing_candidates(pitch_classes, bass_pc, low, high, voices)
     if not candidates:
@@ -264,10 +265,11 @@ def voice_lead(prev: tuple[int, ...] | None, pitch_classes: tuple[int, ...], bas
     root = pitch_classes[0]
 
     def cost(v: tuple[int, ...]):
+        uppers = [n % 12 for n in v if n % 12 != root]
+        doubled_non_root = len(uppers) - len(set(uppers))
+        mud = sum(1 for a, b in zip(v, v[1:]) if a < 52 and b - a < 5)
         middle = abs(sum(v) / len(v) - centre)
-        doubled_non_root = sum(1 for n in v if n % 12 != root) - len(set(n % 12 for n in v if n % 12 != root))
-        mud = sum(1 for a, b in zip(v, v[1:]) if a < 52 and b - a < 5)  # close intervals low down
-        move = voicing_cost(prev, v) if prev else 0
-        return (move + 2 * doubled_non_root + 3 * mud + 0.25 * middle, v)
+        move = voicing_cost(prev, v) if prev else middle
+        return (move, doubled_non_root, mud, middle, v)
 
     return min(candidates, key=cost)

@@ -10,7 +10,7 @@ from pathlib import Path
 from farm.errors import FarmError
 from farm.files import atomic_dir
 from farm.model import ChordLabel, Key, Meter, PartInfo, Template, canonical_json, content_id
-from farm.templates.grammar import sample_progression
+from farm.templates.grammar import feasible_starts, sample_progression
 from farm.templates.parts import (Note, Timing, chord_voicings, make_groove, write_arp, write_bass,
                                   write_chords, write_drums, write_melody)
 from farm.templates.rules import Rules, find_rules, load_rules
@@ -74,7 +74,10 @@ def generate_template(rules: Rules, seed: int, *, bars: int | None = None) -> Ge
     if bars is not None:
         n_bars = bars
     swing = _knob(rng, rules.swing)
-    romans = sample_progression(rules.grammar, mode, n_bars, _rng(seed, "progression"))
+    try:
+        romans = sample_progression(rules.grammar, mode, n_bars, _rng(seed, "progression"))
+    except ValueError as err:  # only for a forced bar count the style does not list
+        raise FarmError(f"{err} for {n_bars} bars", file=rules.path, field="grammar") from None
     chords = [spell_chord(r, tonic, mode) for r in romans]
     timing = Timing(meter=meter, ppq=PPQ, swing=swing)
 
@@ -157,6 +160,8 @@ def generate(*, style: str | None = None, rules: str | Path | Rules | None = Non
         r = rules
     else:
         r = load_rules(find_rules(style) if style is not None else Path(rules))
+    if bars is not None and not feasible_starts(r.grammar, bars):
+        raise FarmError(f"no {bars}-bar progression meets the cadence rules", file=r.path, field="grammar")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FarmError("exists and is not a directory", file=out, field="out")

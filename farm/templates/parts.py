@@ -229,6 +229,7 @@ def write_bass(chords: Sequence[ChordSpelling], scale_pcs: Sequence[Sequence[int
         prev = base
         nxt = chords[(bar + 1) % n_bars]
         budget = s // 4  # sixteenths of non-bass_pc tones allowed in this bar
+        bar_notes: list[tuple[Note, int]] = []  # (note, tick its slot ends)
         for i, step in enumerate(onsets):
             end_step = onsets[i + 1] if i + 1 < len(onsets) else s
             pitch = base
@@ -262,7 +263,14 @@ def write_bass(chords: Sequence[ChordSpelling], scale_pcs: Sequence[Sequence[int
             else:
                 end = timing.tick(bar, end_step)
             vel = part.velocity if step % timing.beat == 0 else part.velocity - 10
-            notes.append(Note(pitch, start, end, _vel(rng, vel, 4)))
+            bar_notes.append((Note(pitch, start, end, _vel(rng, vel, 4)), timing.tick(bar, end_step)))
+        # bass_pc must sound at least twice as long as every other tone together, or they all give way
+        own = sum(n.end - n.start for n, _ in bar_notes if n.pitch % 12 == ch.bass_pc)
+        other = sum(n.end - n.start for n, _ in bar_notes if n.pitch % 12 != ch.bass_pc)
+        if own < 2 * other:
+            bar_notes = [(n if n.pitch % 12 == ch.bass_pc else Note(base, n.start, slot_end, n.velocity), slot_end)
+                         for n, slot_end in bar_notes]
+        notes.extend(n for n, _ in bar_notes)
     return notes
 
 
