@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS loops (
     progression TEXT NOT NULL,          -- chord symbols bar by bar, space separated
     renderer TEXT NOT NULL,
     renderer_version TEXT NOT NULL,
-    format TEXT NOT NULL,               -- flac, wav
+    format TEXT NOT NULL,               -- flac24, wav24, wav32f (farm.audio.FORMATS)
     sample_rate INTEGER NOT NULL,       -- Hz
     channels INTEGER NOT NULL,
     samples INTEGER NOT NULL,           -- frames per channel

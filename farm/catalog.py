@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import sqlite_utils
 
 from farm.errors import FarmError
-from farm.sidecar import (AUDIO_FORMATS, FIELDS, file_sha256, read_sidecar, sidecar_path, utc_now,
+from farm.sidecar import (AUDIO_SUFFIXES, FIELDS, file_sha256, read_sidecar, sidecar_path, utc_now,
                           validate_sidecar)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -268,7 +268,7 @@ class Catalog:
         out = []
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
-                if name.rsplit(".", 1)[-1].lower() in AUDIO_FORMATS and not _is_temp(name):
+                if os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES and not _is_temp(name):
                     out.append(Path(dirpath) / name)
         return sorted(out)
 
@@ -341,7 +341,7 @@ class Catalog:
         for sidecar in sorted(loops_dir.rglob("*.json")) if loops_dir.is_dir() else []:
             rel = sidecar.relative_to(self.root).as_posix()
             if rel not in sidecars and not _is_temp(sidecar.name) and not any(
-                    sidecar.with_suffix("." + f).exists() for f in AUDIO_FORMATS):
+                    sidecar.with_suffix(suffix).exists() for suffix in AUDIO_SUFFIXES):
                 sidecar.unlink()
                 removed.append(rel)
         for temp in self.temp_files():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
@@ -15,9 +16,10 @@ from scipy.ndimage import maximum_filter1d, uniform_filter1d
 # Spectral analysis frame: 2048 samples (46 ms at 44.1 kHz), hop 512 (11.6 ms).
 N_FFT = 2048
 HOP = 512
-# Spectral flux (summed rise of log1p(100 |X|) over the bins) of a clearly audible attack is in
-# the hundreds to thousands; a steady tone stays near 1.
-FLUX_FLOOR = 50.0
+MEL_BANDS = 64
+# Spectral flux (mean rise of the mel-band levels, dB) of a clearly audible attack is 10-40 dB;
+# a steady tone or a slow pad swell stays under 2 dB.
+FLUX_FLOOR_DB = 10.0
 
 
 @dataclass(frozen=True)
@@ -80,29 +82,49 @@ def magnitude_spectrogram(audio: np.ndarray, n_fft: int = N_FFT, hop: int = HOP)
     return np.abs(np.fft.rfft(padded[idx] * window, axis=1)).T.astype(np.float32)
 
 
-def onset_strength(audio: np.ndarray, sample_rate: int, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
-    """Spectral flux per frame: summed rise of log magnitude, circular (frame 0 follows the last)."""
-    spec = np.log1p(100.0 * magnitude_spectrogram(audio, n_fft, hop))
-    if spec.shape[1] < 2:
-        return np.zeros(spec.shape[1], dtype=np.float32)
-    rise = np.maximum(0.0, spec - np.roll(spec, 1, axis=1))
-    return rise.sum(axis=0)
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int = N_FFT, bands: int = MEL_BANDS, fmin: float = 30.0) -> np.ndarray:
+    """Triangular mel-spaced filters (``bands``, ``n_fft // 2 + 1``) from ``fmin`` to Nyquist."""
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = hz(np.linspace(mel(fmin), mel(sample_rate / 2.0), bands + 2))
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    return np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
+
+
+def onset_strength(audio: np.ndarray, sample_rate: int, n_fft: int = N_FFT, hop: int = HOP,
+                   spectrogram: np.ndarray | None = None) -> np.ndarray:
+    """Spectral flux per frame, in dB: the mean rise of mel-band level since the previous frame.
+
+    Band levels are floored 80 dB below the loop's loudest band, so noise in silent bands does
+    not count. Circular: frame 0 follows the last frame.
+    """
+    mag = spectrogram if spectrogram is not None else magnitude_spectrogram(audio, n_fft, hop)
+    power = mag.astype(np.float64) ** 2
+    if power.shape[1] < 2:
+        return np.zeros(power.shape[1])
+    bands = mel_filterbank(sample_rate, n_fft) @ power
+    level = 10.0 * np.log10(np.maximum(bands, 1e-20))
+    level = np.maximum(level, level.max() - 80.0)
+    return np.maximum(0.0, level - np.roll(level, 1, axis=1)).mean(axis=0)
 
 
 def onset_times(audio: np.ndarray, sample_rate: int, *, delta: float = 0.07, wait_s: float = 0.03,
-                n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+                n_fft: int = N_FFT, hop: int = HOP, spectrogram: np.ndarray | None = None) -> np.ndarray:
     """Onset times in seconds by spectral-flux peak picking.
 
     A frame is an onset when its flux is the local maximum within ±30 ms, exceeds the mean of
     the surrounding ±100 ms by ``delta`` (flux normalised to 0-1), and comes at least ``wait_s``
-    after the previous onset. Times are frame centres (within one hop, 11.6 ms at 44.1 kHz).
+    after the previous onset. Times are frame centres; an attack is seen a hop or two (12-25 ms
+    at 44.1 kHz) before it lands, as the window's leading edge reaches it.
     """
-    flux = onset_strength(audio, sample_rate, n_fft, hop)
+    flux = onset_strength(audio, sample_rate, n_fft, hop, spectrogram)
     if flux.size == 0:
         return np.zeros(0)
-    # Normalise by the loudest onset, but never by less than FLUX_FLOOR: a steady tone's tiny
-    # frame-to-frame wobble must not be blown up into onsets.
-    flux = flux / max(float(flux.max()), FLUX_FLOOR)
+    # Normalise by the loudest onset, but never by less than FLUX_FLOOR_DB: the small
+    # frame-to-frame wobble of a steady tone or a pad must not be blown up into onsets.
+    flux = flux / max(float(flux.max()), FLUX_FLOOR_DB)
     frame_s = hop / sample_rate
     pre_max = max(1, int(round(0.03 / frame_s)))
     avg = max(1, int(round(0.1 / frame_s)))
@@ -117,9 +139,11 @@ def onset_times(audio: np.ndarray, sample_rate: int, *, delta: float = 0.07, wai
     return np.asarray(picked, dtype=np.float64) * frame_s
 
 
-def spectral_centroid_hz(audio: np.ndarray, sample_rate: int, n_fft: int = N_FFT, hop: int = HOP) -> float:
+def spectral_centroid_hz(audio: np.ndarray, sample_rate: int, n_fft: int = N_FFT, hop: int = HOP,
+                         spectrogram: np.ndarray | None = None) -> float:
     """Mean spectral centroid in Hz, each frame weighted by its magnitude (silence counts for nothing)."""
-    spec = magnitude_spectrogram(audio, n_fft, hop).astype(np.float64)
+    spec = spectrogram if spectrogram is not None else magnitude_spectrogram(audio, n_fft, hop)
+    spec = spec.astype(np.float64)
     total = float(spec.sum())
     if total <= 0.0:
         return 0.0
@@ -131,14 +155,15 @@ def loop_features(audio: np.ndarray, sample_rate: int) -> LoopFeatures:
     """Level, onset count and brightness of a loop ``(channels, samples)`` at ``sample_rate`` Hz."""
     a = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     finite = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    spec = magnitude_spectrogram(finite)
     return LoopFeatures(
         channels=int(a.shape[0]),
         samples=int(a.shape[1]),
         duration_s=a.shape[1] / sample_rate,
         rms_db=rms_db(finite),
         peak_db=peak_db(finite),
-        onsets=int(onset_times(finite, sample_rate).size),
-        centroid_hz=spectral_centroid_hz(finite, sample_rate),
+        onsets=int(onset_times(finite, sample_rate, spectrogram=spec).size),
+        centroid_hz=spectral_centroid_hz(finite, sample_rate, spectrogram=spec),
     )
 
 

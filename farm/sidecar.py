@@ -11,7 +11,7 @@ Paths are relative to the catalog root. Example (abridged)::
      "progression": "Am7 Am7 Dm7 Cmaj7",
      "chords": [{"bar": 1, "symbol": "Am7", "roman": "i7", "root_pc": 9,
                  "pitch_classes": [9, 0, 4, 7], "bass_pc": 9, "start_s": 0.0, "end_s": 2.0}, ...],
-     "renderer": "embedded", "renderer_version": "...", "format": "flac", "sample_rate": 44100,
+     "renderer": "embedded", "renderer_version": "...", "format": "flac24", "sample_rate": 44100,
      "channels": 2, "samples": 352800, "duration_s": 8.0, "lufs": -16.0, "true_peak_db": -3.1,
      "rms_db": -19.2, "onsets": 16, "centroid_hz": 1480.5,
      "path": "loops/lofi/LF_120_chords_warm-rhodes_Am_3f2a....flac",
@@ -32,7 +32,7 @@ from farm.files import atomic_write_text
 from farm.model import Key, Template, canonical_json
 
 SIDECAR_VERSION = 1
-AUDIO_FORMATS = ("flac", "wav")
+AUDIO_SUFFIXES = (".flac", ".wav")  # what farm.audio.write_audio writes
 STATUSES = ("pending", "approved", "rejected")
 OPERATIONS = ("render", "splice", "pitch", "stretch", "repatch")
 
@@ -83,8 +83,10 @@ def loop_name(bpm: float, part: str, patch: str, key_short: str, loop_id: str) -
 
 
 def loop_path(style: str, name: str, fmt: str) -> str:
-    """The audio file, relative to the catalog root: ``loops/<style>/<name>.<fmt>``."""
-    return f"loops/{style}/{name}.{fmt}"
+    """The audio file, relative to the catalog root: ``loops/<style>/<name>.flac`` for ``flac24``."""
+    from farm.audio import FORMATS
+
+    return f"loops/{style}/{name}{FORMATS[fmt][2]}"
 
 
 def sidecar_path(audio_path: str | Path) -> Path:
@@ -166,9 +168,14 @@ def validate_sidecar(data: dict, file: str | Path | None = None) -> None:
     if data["operation"] not in OPERATIONS:
         raise FarmError(f"{data['operation']!r} is not one of {', '.join(OPERATIONS)}", file=file,
                         field="operation")
-    if data["format"] not in AUDIO_FORMATS:
-        raise FarmError(f"{data['format']!r} is not one of {', '.join(AUDIO_FORMATS)}", file=file,
+    from farm.audio import FORMATS
+
+    if data["format"] not in FORMATS:
+        raise FarmError(f"{data['format']!r} is not one of {', '.join(FORMATS)}", file=file,
                         field="format")
+    if Path(data["path"]).suffix != FORMATS[data["format"]][2]:
+        raise FarmError(f"a {data['format']} file must end in {FORMATS[data['format']][2]}", file=file,
+                        field="path")
     if (data["parent_id"] is None) != (data["operation"] == "render"):
         raise FarmError("a rendered loop has no parent; a permutation names its parent_id", file=file,
                         field="parent_id")

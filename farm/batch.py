@@ -1,0 +1,876 @@
+"""The nightly batch: rule sets -> templates -> rendered, checked, labelled loops in the catalog.
+
+A batch is a job of tasks stored in the catalog (``batches``, ``tasks``), run as stages in
+order by one *writer* process, the only one holding the SQLite connection:
+
+1. ``templates`` (in the writer: cheap and deterministic): generate each style's templates,
+   write them under ``<root>/templates/<id>/`` and record them.
+2. ``render``: one task per (template, part, fitting patch). ``-j N`` worker processes, each
+   with a warm renderer, render the loop, run the machine checks, write the audio file and
+   then its JSON sidecar (each atomically: temp name + rename), and return the sidecar. The
+   writer inserts the loop and chord rows and marks the task done in one transaction.
+
+A later stage is one more :class:`Stage` in :data:`STAGES` (given as ``"module:attribute"``,
+so this module never imports a later stage) with its own TOML table in the batch config.
+
+Every output is content-addressed: a loop's id hashes its inputs (template, part, patch bytes,
+renderer and version, sample rate, format), so a loop already catalogued is skipped, and a
+batch killed at any moment (even by SIGKILL) is finished by ``farm batch --resume``: running
+tasks go back to pending, a loop file whose sidecar is complete and matches its sha256 is
+adopted into the catalog, half-written files are removed, and the rest runs again.
+
+A task that runs past ``timeout_s`` has its worker killed (the whole process group) and is
+retried on a fresh worker, at most ``max_attempts`` times, then marked failed with its error
+and an excerpt of the worker's log (``<root>/logs/<batch id>/``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import tomllib
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from farm.catalog import Catalog
+from farm.errors import FarmError
+from farm.model import PART_ROLES, Template, content_id
+from farm.qa import QALimits
+from farm.sidecar import utc_now
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "nightly.toml"
+LOG_EXCERPT_CHARS = 2000
+WORKER_START_TIMEOUT_S = 120.0  # a worker must have its renderer warm within this
+
+
+# -- configuration ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchConfig:
+    """What a night renders (see ``farm/nightly.toml`` for every field, documented)."""
+
+    root: Path = Path("library")
+    styles: tuple[str, ...] | str = "all"
+    templates_per_style: int = 1
+    seed: int = 1
+    bars: int | None = None
+    parts: tuple[str, ...] | str = "all"
+    patches: tuple[str, ...] | str = "all"
+    patches_per_part: int | None = None
+    sample_rate: int = 44100
+    format: str = "flac24"
+    workers: int = 2
+    timeout_s: float = 300.0
+    max_attempts: int = 3
+    backend: str = "embedded"
+    backend_options: dict = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
+    qa: QALimits = QALimits()
+    stages: dict = field(default_factory=dict)  # TOML tables of later stages, by stage name
+    source: str | None = None  # the TOML file it was read from
+
+    def to_dict(self) -> dict:
+        """JSON-able form, stored with the batch so ``--resume`` runs exactly the same job."""
+        d = dataclasses.asdict(self)
+        d["root"] = str(self.root)
+        d["qa"] = dataclasses.asdict(self.qa)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BatchConfig":
+        d = dict(d)
+        d["root"] = Path(d["root"])
+        d["qa"] = QALimits(**d["qa"])
+        for key in ("styles", "parts", "patches", "plugins"):
+            if isinstance(d[key], list):
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+_KEYS = {f.name for f in dataclasses.fields(BatchConfig)} - {"qa", "stages", "source"} | {"qa"}
+
+
+def load_config(path: str | Path | None = None, **overrides) -> BatchConfig:
+    """Read and validate a batch TOML (default ``farm/nightly.toml``); ``overrides`` win.
+
+    Every problem is one FarmError naming the file and the field; nothing is written.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FarmError("no such batch config", file=path) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise FarmError(f"invalid TOML: {err}", file=path) from None
+    return parse_config(data, path, **overrides)
+
+
+def parse_config(data: dict, path: str | Path | None = None, **overrides) -> BatchConfig:
+    """Validate a batch config given as a dict (the parsed TOML)."""
+
+    def fail(key: str, message: str):
+        raise FarmError(message, file=path, field=key)
+
+    stage_tables = {s.name: s for s in stages() if s.config_table}
+    for key in data:
+        if key not in _KEYS and key not in stage_tables:
+            fail(key, f"unknown field (known: {', '.join(sorted(_KEYS | set(stage_tables)))})")
+
+    def integer(key, lo, hi, default):
+        value = data.get(key, default)
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            fail(key, f"expected a whole number {lo}..{hi}, got {value!r}")
+        return value
+
+    def names(key):
+        value = data.get(key, "all")
+        if value == "all":
+            return "all"
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            fail(key, f'expected "all" or a non-empty list of names, got {value!r}')
+        return tuple(dict.fromkeys(value))
+
+    from farm.audio import FORMATS
+    from farm.render import SAMPLE_RATES
+
+    root = data.get("root", "library")
+    if not isinstance(root, str) or not root:
+        fail("root", "expected a directory path")
+    sample_rate = data.get("sample_rate", 44100)
+    if sample_rate not in SAMPLE_RATES or isinstance(sample_rate, bool):
+        fail("sample_rate", f"{sample_rate!r} is not one of {', '.join(map(str, SAMPLE_RATES))}")
+    fmt = data.get("format", "flac24")
+    if fmt not in FORMATS:
+        fail("format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
+    timeout = data.get("timeout_s", 300)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
+        fail("timeout_s", f"expected seconds > 0, got {timeout!r}")
+    backend = data.get("backend", "embedded")
+    if not isinstance(backend, str) or not backend:
+        fail("backend", "expected a backend name")
+    options = data.get("backend_options", {})
+    if not isinstance(options, dict):
+        fail("backend_options", "expected a table")
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        fail("plugins", "expected a list of module names")
+    qa_table = data.get("qa", {})
+    if not isinstance(qa_table, dict):
+        fail("qa", "expected a table")
+    qa_fields = {f.name: f for f in dataclasses.fields(QALimits)}
+    for key, value in qa_table.items():
+        if key not in qa_fields:
+            fail(f"qa.{key}", f"unknown field (known: {', '.join(qa_fields)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(f"qa.{key}", f"expected a number, got {value!r}")
+    qa = QALimits(**{k: type(getattr(QALimits(), k))(v) for k, v in qa_table.items()})
+
+    config = BatchConfig(
+        root=Path(root), styles=names("styles"),
+        templates_per_style=integer("templates_per_style", 1, 1000, 1),
+        seed=integer("seed", 0, 2**31 - 1, 1), bars=integer("bars", 1, 32, None),
+        parts=names("parts"), patches=names("patches"),
+        patches_per_part=integer("patches_per_part", 1, 1000, None),
+        sample_rate=sample_rate, format=fmt, workers=integer("workers", 1, 256, 2),
+        timeout_s=float(timeout), max_attempts=integer("max_attempts", 1, 100, 3),
+        backend=backend, backend_options=dict(options), plugins=tuple(plugins), qa=qa,
+        stages={name: data[name] for name in stage_tables if name in data},
+        source=str(path) if path is not None else None)
+    if config.parts != "all":
+        for part in config.parts:
+            if part not in PART_ROLES:
+                fail("parts", f"unknown part {part!r} (known: {', '.join(PART_ROLES)})")
+    for name, table in config.stages.items():
+        if not isinstance(table, dict):
+            fail(name, "expected a table")
+        stage_tables[name].config_table(table, path)  # raises FarmError naming the field
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "root" in overrides:
+        overrides["root"] = Path(overrides["root"])
+    return dataclasses.replace(config, **overrides)
+
+
+# -- stages -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task to run: it makes ``output_id`` (a loop id) from ``params`` (JSON-able)."""
+
+    output_id: str
+    params: dict
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the night. ``plan`` runs in the writer and returns the stage's tasks;
+    ``task`` (``"module:function"``, called as ``function(params, worker)`` in a worker process)
+    makes one task's loops and returns their sidecars. ``config_table`` validates the stage's own
+    table of the batch TOML (named after the stage), raising FarmError on a bad field."""
+
+    name: str
+    plan: Callable[["BatchRun"], Iterable[TaskSpec]]
+    task: str | None = None
+    config_table: Callable[[dict, Path | None], None] | None = None
+
+
+def _resolve(spec: str):
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass
+class BatchRun:
+    """What the stages of one batch share in the writer."""
+
+    config: BatchConfig
+    catalog: Catalog
+    batch_id: str
+    renderer: str
+    renderer_version: str
+    templates: list[tuple[Template, str]] = field(default_factory=list)  # (template, dir rel. root)
+    patches: list = field(default_factory=list)  # farm.patches.Patch, in config order
+
+
+def plan_templates(run: BatchRun) -> list[TaskSpec]:
+    """Generate and write the templates of every configured style (no worker tasks)."""
+    from farm.templates import generate_template, write_template
+
+    out_dir = run.catalog.root / "templates"
+    for rules in _styles(run.config):
+        for i in range(run.config.templates_per_style):
+            generated = generate_template(rules, run.config.seed + i, bars=run.config.bars)
+            template = generated.template
+            if not (out_dir / template.id / "template.json").is_file():
+                write_template(generated, out_dir)
+            rel = f"templates/{template.id}"
+            run.catalog.add_template(template, rel, run.batch_id)
+            run.templates.append((template, rel))
+    return []
+
+
+def plan_renders(run: BatchRun) -> list[TaskSpec]:
+    """One task per (template, part, patch whose roles fit the part)."""
+    from farm.patches import patches_for_part
+
+    config = run.config
+    specs = []
+    for t_index, (template, rel) in enumerate(run.templates):
+        for part in template.parts:
+            if config.parts != "all" and part.name not in config.parts:
+                continue
+            fitting = patches_for_part(part.name, run.patches)
+            if config.patches_per_part is not None and len(fitting) > config.patches_per_part:
+                # Rotate through the fitting patches template by template, so a small night
+                # still hears every patch somewhere.
+                start = t_index % len(fitting)
+                fitting = [fitting[(start + k) % len(fitting)] for k in range(config.patches_per_part)]
+            for patch in fitting:
+                role = next(r for r in patch.roles if r in PART_ROLES[part.name])
+                loop_id = loop_content_id(template.id, part.name, patch.content_hash, run.renderer,
+                                          run.renderer_version, config.sample_rate, config.format)
+                specs.append(TaskSpec(loop_id, {
+                    "template_id": template.id, "template_dir": rel, "part": part.name,
+                    "patch": patch.name, "patch_path": str(patch.path), "patch_hash": patch.content_hash,
+                    "role": role, "renderer": run.renderer, "renderer_version": run.renderer_version,
+                    "sample_rate": config.sample_rate, "format": config.format,
+                    "batch_id": run.batch_id}))
+    return specs
+
+
+def loop_content_id(template_id: str, part: str, patch_hash: str, renderer: str, renderer_version: str,
+                    sample_rate: int, fmt: str) -> str:
+    """A rendered loop's id: the content address of everything that decides its bytes."""
+    return content_id(template_id, part, patch_hash, renderer, renderer_version, str(sample_rate), fmt)
+
+
+# The night, in order. A later stage is appended as "module:attribute" naming its Stage.
+STAGES: list[Stage | str] = [
+    Stage("templates", plan_templates),
+    Stage("render", plan_renders, task="farm.batch:render_task"),
+]
+
+
+def stages() -> list[Stage]:
+    return [_resolve(s) if isinstance(s, str) else s for s in STAGES]
+
+
+def _styles(config: BatchConfig):
+    from farm.templates import find_rules, list_styles, load_rules
+
+    if config.styles == "all":
+        return list_styles()
+    return [load_rules(find_rules(s)) for s in config.styles]
+
+
+def _patches(config: BatchConfig):
+    from farm.patches import list_patches, load_patch
+
+    if config.patches == "all":
+        return list_patches()
+    return [load_patch(name) for name in config.patches]
+
+
+# -- the worker side --------------------------------------------------------------------------
+@dataclass
+class Worker:
+    """What a worker process keeps between tasks: the catalog root and a warm renderer."""
+
+    root: Path
+    backend_name: str
+    backend_options: dict
+    qa: QALimits
+    _backend: Any = None
+    _templates: dict = field(default_factory=dict)
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from farm.render import get_backend
+
+            self._backend = get_backend(self.backend_name, **self.backend_options)
+        return self._backend
+
+    def template(self, rel: str) -> Template:
+        if rel not in self._templates:
+            self._templates[rel] = Template.load(self.root / rel)
+        return self._templates[rel]
+
+
+def render_task(params: dict, worker: Worker) -> list[dict]:
+    """Render one loop, check it, write its audio then its sidecar; return the sidecar.
+
+    The sidecar is written last: a sidecar on disk means its audio is complete, which is what
+    ``--resume`` relies on to adopt a loop the writer never recorded.
+    """
+    from farm.audio import write_audio
+    from farm.patches import load_patch
+    from farm.qa import loop_features, machine_check
+    from farm.render import RenderJob, render_loops
+    from farm.sidecar import (file_sha256, loop_name, loop_path, make_sidecar, sidecar_path,
+                              template_labels, write_sidecar)
+
+    root = worker.root
+    template = worker.template(params["template_dir"])
+    patch = load_patch(params["patch_path"])
+    if patch.content_hash != params["patch_hash"]:
+        raise FarmError("the patch changed since the batch was planned; start a new batch",
+                        file=patch.path, field="content_hash")
+    job = RenderJob(template=template, template_dir=root / params["template_dir"], part=params["part"],
+                    patch=patch, sample_rate=params["sample_rate"])
+    (loop,) = render_loops([job], worker.backend)
+    if (loop.renderer, loop.renderer_version) != (params["renderer"], params["renderer_version"]):
+        raise FarmError(f"renderer is {loop.renderer} {loop.renderer_version!r}, the batch was planned "
+                        f"for {params['renderer']} {params['renderer_version']!r}", field="renderer")
+    sr = loop.sample_rate
+    reason = machine_check(loop.audio, sr, expected_samples=job.loop_samples,
+                           target_lufs=patch.target_lufs, lufs=loop.lufs, limits=worker.qa)
+    features = loop_features(loop.audio, sr)
+    loop_id = loop_content_id(template.id, job.part, patch.content_hash, loop.renderer,
+                              loop.renderer_version, sr, params["format"])
+    labels = template_labels(template, sr)
+    name = loop_name(template.bpm, job.part, patch.name, labels["key"], loop_id)
+    rel = loop_path(template.style, name, params["format"])
+    write_audio(root / rel, loop.audio, sr, params["format"])
+    sidecar = make_sidecar(
+        id=loop_id, name=name, template_id=template.id, part=job.part, role=params["role"],
+        patch=patch.name, patch_hash=patch.content_hash, renderer=loop.renderer,
+        renderer_version=loop.renderer_version, format=params["format"], sample_rate=sr,
+        channels=features.channels, samples=features.samples, duration_s=features.duration_s,
+        lufs=float(loop.lufs), true_peak_db=float(loop.true_peak_db), rms_db=features.rms_db,
+        onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1), path=rel,
+        midi=f"{params['template_dir']}/{template.part(job.part).midi}", sha256=file_sha256(root / rel),
+        status="rejected" if reason else "pending", reject_reason=reason,
+        tags=_tags(template, job.part, params["role"], patch), batch_id=params["batch_id"], **labels)
+    write_sidecar(root / sidecar_path(rel), sidecar)
+    print(f"wrote {rel} ({'rejected: ' + reason if reason else 'pending'})", flush=True)
+    return [sidecar]
+
+
+def _tags(template: Template, part: str, role: str, patch) -> list[str]:
+    """Words to find the loop by: style, part, roles, patch, key, mode, meter, tempo."""
+    words = [template.style, part, role, *patch.roles, patch.name, template.key.short, template.key.mode,
+             str(template.meter), f"{template.bpm:g}bpm"]
+    return list(dict.fromkeys(w for w in words if w))
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the writer dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _worker_main(conn, parent_pid: int, log_path: str, root: str, backend: str, options: dict,
+                 plugins: Sequence[str], qa: dict) -> None:
+    """A worker process: warm up, then run tasks from ``conn`` until told to stop."""
+    os.setpgrp()  # its own process group, so a timeout kills whatever it started too
+    _die_with_parent()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the writer decides what Ctrl-C means
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)  # C libraries (FluidSynth ...) print here too
+    os.dup2(log, 2)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    try:
+        for module in plugins:
+            importlib.import_module(module)
+        worker = Worker(Path(root), backend, options, QALimits(**qa))
+        worker.backend  # warm: the renderer is ready before the first task
+    except BaseException as err:  # noqa: BLE001 - reported to the writer, which stops the batch
+        traceback.print_exc()
+        conn.send(("init_error", None, _one_line(err)))
+        return
+    print(f"worker {os.getpid()} ready: {backend} {getattr(worker.backend, 'version', '')}", flush=True)
+    conn.send(("ready", None, os.getpid()))
+    functions: dict[str, Callable] = {}
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        task_id, task_fn, params = message
+        print(f"[{utc_now()}] task {task_id}: {task_fn} {params.get('template_id', '')} "
+              f"{params.get('part', '')} {params.get('patch', '')}", flush=True)
+        try:
+            if task_fn not in functions:
+                functions[task_fn] = _resolve(task_fn)
+            result = functions[task_fn](params, worker)
+        except Exception as err:  # noqa: BLE001 - one task's failure is recorded, the worker lives on
+            traceback.print_exc()
+            sys.stdout.flush()
+            conn.send(("error", task_id, _one_line(err)))
+        else:
+            conn.send(("done", task_id, result))
+
+
+def _one_line(err: BaseException) -> str:
+    text = err.line() if isinstance(err, FarmError) else f"{type(err).__name__}: {err}"
+    return " ".join(text.split())[:500]
+
+
+# -- the pool ---------------------------------------------------------------------------------
+@dataclass
+class Task:
+    """A task row as the pool sees it."""
+
+    id: int
+    stage: str
+    output_id: str
+    function: str
+    params: dict
+    attempts: int = 0
+
+
+@dataclass
+class _Slot:
+    process: Any
+    conn: Any
+    log_path: Path
+    ready: bool = False
+    task: Task | None = None
+    started: float = 0.0
+    deadline: float = math.inf
+    log_offset: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class WorkerPool:
+    """``size`` worker processes with per-task deadlines.
+
+    concurrent.futures cannot kill one hung task; here each worker runs one task at a time over
+    its own pipe, so a task past its deadline is stopped by killing exactly its worker (its
+    process group), and a fresh worker takes the slot.
+    """
+
+    def __init__(self, size: int, *, root: Path, backend: str, backend_options: dict,
+                 plugins: Sequence[str], qa: QALimits, log_dir: Path, timeout_s: float):
+        self.size = size
+        self.timeout_s = timeout_s
+        self.log_dir = log_dir
+        self._args = (str(root.resolve()), backend, dict(backend_options), tuple(plugins),
+                      dataclasses.asdict(qa))
+        # spawn: a fresh interpreter per worker, never a fork of the writer's SQLite connection.
+        self._ctx = multiprocessing.get_context("spawn")
+        self._count = 0
+        self.slots: list[_Slot] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(size):
+            self.slots.append(self._spawn())
+
+    def _spawn(self) -> _Slot:
+        self._count += 1
+        log_path = self.log_dir / f"worker-{self._count}.log"
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(target=_worker_main, args=(child, os.getpid(), str(log_path), *self._args),
+                                    daemon=True, name=f"farm-worker-{self._count}")
+        process.start()
+        child.close()
+        return _Slot(process, parent, log_path, started=time.monotonic(),
+                     deadline=time.monotonic() + max(WORKER_START_TIMEOUT_S, self.timeout_s))
+
+    def _kill(self, slot: _Slot) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(slot.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            slot.process.kill()
+        slot.process.join(5)
+        slot.conn.close()
+
+    def _log_excerpt(self, slot: _Slot) -> str:
+        try:
+            with open(slot.log_path, "rb") as f:
+                f.seek(slot.log_offset)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return text[-LOG_EXCERPT_CHARS:]
+
+    def run(self, tasks: Iterable[Task], *, max_attempts: int,
+            on_start: Callable[[Task, int], None],
+            on_done: Callable[[Task, list, str, float], None],
+            on_error: Callable[[Task, str, str, float, bool], None]) -> None:
+        """Run every task; the callbacks (in this process) record what happens.
+
+        ``on_error(task, error, log, seconds, final)``: ``final`` when the task has used its
+        ``max_attempts`` and is given up.
+        """
+        queue = deque(tasks)
+        while queue or any(s.task for s in self.slots):
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.ready and slot.task is None and queue:
+                    task = queue.popleft()
+                    task.attempts += 1
+                    on_start(task, slot.pid)
+                    slot.task, slot.started = task, now
+                    slot.deadline = now + self.timeout_s
+                    slot.log_offset = slot.log_path.stat().st_size if slot.log_path.exists() else 0
+                    try:
+                        slot.conn.send((task.id, task.function, task.params))
+                    except OSError:  # the idle worker died: a fresh one takes the task, no attempt lost
+                        task.attempts -= 1
+                        queue.appendleft(task)
+                        self._kill(slot)
+                        self.slots[self.slots.index(slot)] = self._spawn()
+            busy = [s for s in self.slots if s.task or not s.ready]
+            timeout = max(0.0, min(s.deadline for s in busy) - time.monotonic()) if busy else None
+            ready = wait_for([s.conn for s in busy] + [s.process.sentinel for s in busy], timeout)
+            for index, slot in enumerate(list(self.slots)):
+                problem = None
+                if slot.conn in ready or slot.process.sentinel in ready:
+                    try:
+                        kind, task_id, payload = slot.conn.recv() if slot.conn.poll() else (None, None, None)
+                    except (EOFError, OSError):
+                        kind = None
+                    if kind == "ready":
+                        slot.ready = True
+                        slot.deadline = math.inf
+                        continue
+                    if kind == "init_error":
+                        self.close()
+                        raise FarmError(f"a worker could not start: {payload}", field="backend")
+                    if kind in ("done", "error") and slot.task and task_id == slot.task.id:
+                        task, seconds = slot.task, time.monotonic() - slot.started
+                        log = self._log_excerpt(slot)
+                        slot.task, slot.deadline = None, math.inf
+                        if kind == "done":
+                            on_done(task, payload, log, seconds)
+                        else:
+                            self._failed(task, payload, log, seconds, max_attempts, queue, on_error)
+                        continue
+                    if not slot.process.is_alive():
+                        problem = f"worker {slot.pid} died (exit code {slot.process.exitcode})"
+                if problem is None and time.monotonic() >= slot.deadline:
+                    problem = (f"timed out after {self.timeout_s:g} s: worker {slot.pid} killed"
+                               if slot.task else f"worker {slot.pid} did not start within "
+                                                 f"{max(WORKER_START_TIMEOUT_S, self.timeout_s):g} s")
+                if problem is None:
+                    continue
+                if not slot.ready and slot.task is None:  # a worker that cannot even start
+                    self.close()
+                    raise FarmError(problem, field="backend")
+                task, seconds, log = slot.task, time.monotonic() - slot.started, self._log_excerpt(slot)
+                self._kill(slot)
+                self.slots[index] = self._spawn()
+                if task is not None:
+                    self._failed(task, problem, log, seconds, max_attempts, queue, on_error)
+
+    @staticmethod
+    def _failed(task, error, log, seconds, max_attempts, queue, on_error) -> None:
+        final = task.attempts >= max_attempts
+        on_error(task, error, log, seconds, final)
+        if not final:
+            queue.appendleft(task)  # retried next, on whichever worker is free (a fresh one after a kill)
+
+    def close(self) -> None:
+        """Stop every worker: ask politely, then kill."""
+        for slot in self.slots:
+            with contextlib.suppress(Exception):
+                if slot.task is None:
+                    slot.conn.send(None)
+        deadline = time.monotonic() + 5
+        for slot in self.slots:
+            slot.process.join(max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                self._kill(slot)
+            with contextlib.suppress(Exception):
+                slot.conn.close()
+        self.slots = []
+
+
+# -- the writer -------------------------------------------------------------------------------
+@dataclass
+class BatchSummary:
+    """What a batch did."""
+
+    batch_id: str
+    root: Path
+    new_loops: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    failed: int = 0
+    adopted: int = 0
+    removed: int = 0
+    resumed: bool = False
+    seconds: float = 0.0
+    tasks: dict = field(default_factory=dict)  # status -> count
+
+    def lines(self) -> list[str]:
+        out = [f"batch {self.batch_id}{' (resumed)' if self.resumed else ''}: {self.new_loops} new loops "
+               f"({self.rejected} rejected by the machine checks), {self.skipped} already catalogued, "
+               f"{self.failed} failed, in {self.seconds:.1f} s"]
+        if self.adopted or self.removed:
+            out.append(f"recovered from the interruption: {self.adopted} loops adopted from their "
+                       f"sidecars, {self.removed} unfinished files removed")
+        out.append(f"catalog: {self.root / 'catalog.db'}")
+        return out
+
+
+@contextlib.contextmanager
+def _batch_lock(root: Path):
+    """One batch per catalog at a time (the kernel drops the lock if the writer dies)."""
+    path = root / ".batch.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise FarmError(f"another batch is running on this catalog (pid {holder or '?'})",
+                            file=root, field="lock") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: str | Path | None = None,
+              workers: int | None = None, progress: bool = True) -> BatchSummary:
+    """Run a batch (``farm batch``), or finish the unfinished one (``resume=True``).
+
+    Everything is validated before anything is written. With ``resume``, the batch's own stored
+    configuration is used (``root`` picks the catalog; ``workers`` may change).
+    """
+    config = config or load_config()
+    root = Path(root) if root is not None else config.root
+    started = time.monotonic()
+    for module in config.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise FarmError(f"cannot import plugin: {err}", file=config.source, field="plugins") from None
+
+    if resume:
+        if not (root / "catalog.db").is_file():
+            raise FarmError("no catalog here, nothing to resume", file=root / "catalog.db")
+        catalog = Catalog(root)
+        unfinished = catalog.db.execute(
+            "SELECT id, config FROM batches WHERE status = 'running' ORDER BY started_at DESC, id DESC "
+            "LIMIT 1").fetchone()
+        if unfinished is None:
+            with _batch_lock(root):
+                adopted, removed = catalog.reconcile()
+            catalog.close()
+            summary = BatchSummary("(none)", root, adopted=len(adopted), removed=len(removed),
+                                   resumed=True, seconds=time.monotonic() - started)
+            return summary
+        batch_id = unfinished[0]
+        config = dataclasses.replace(BatchConfig.from_dict(json.loads(unfinished[1])), root=root)
+        catalog.close()
+    config = dataclasses.replace(config, root=root, workers=workers or config.workers)
+    for module in config.plugins:
+        importlib.import_module(module)
+
+    # Validate everything before the first byte is written.
+    from farm.render import get_backend
+
+    _styles(config)
+    patches = _patches(config)
+    backend = get_backend(config.backend, **config.backend_options)
+    renderer, renderer_version = backend.name, backend.version
+    with contextlib.suppress(Exception):
+        backend.close()
+
+    catalog = Catalog(root)
+    try:
+        with _batch_lock(root):
+            summary = _run(catalog, config, patches, renderer, renderer_version,
+                           batch_id if resume else None, progress)
+    finally:
+        catalog.close()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _run(catalog: Catalog, config: BatchConfig, patches, renderer: str, renderer_version: str,
+         resume_id: str | None, progress: bool) -> BatchSummary:
+    db = catalog.db
+    if resume_id is None:
+        running = db.execute("SELECT id FROM batches WHERE status = 'running' LIMIT 1").fetchone()
+        if running:
+            raise FarmError(f"batch {running[0]} did not finish; `farm batch --resume` finishes it",
+                            file=catalog.path, field="batches")
+        batch_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + content_id(
+            json.dumps(config.to_dict(), sort_keys=True), str(time.time_ns()), length=6)
+        db["batches"].insert({
+            "id": batch_id, "status": "running", "config": json.dumps(config.to_dict(), sort_keys=True),
+            "config_file": config.source, "backend": config.backend, "workers": config.workers,
+            "started_at": utc_now(), "finished_at": None, "resumed": 0})
+    else:
+        batch_id = resume_id
+        db.execute("UPDATE batches SET resumed = resumed + 1 WHERE id = ?", [batch_id])
+    summary = BatchSummary(batch_id, catalog.root, resumed=resume_id is not None)
+    if resume_id is not None:
+        adopted, removed = catalog.reconcile()
+        summary.adopted, summary.removed = len(adopted), len(removed)
+        db.execute("UPDATE tasks SET status = 'pending' WHERE batch_id = ? AND status = 'running'", [batch_id])
+
+    run = BatchRun(config, catalog, batch_id, renderer, renderer_version, patches=patches)
+    with db.atomic():
+        for patch in patches:
+            catalog.add_patch(patch)
+    pool: WorkerPool | None = None
+    try:
+        for stage in stages():
+            specs = list(stage.plan(run))
+            if not specs or stage.task is None:
+                continue
+            _add_tasks(catalog, batch_id, stage, specs)
+            todo = [Task(r[0], stage.name, r[1], stage.task, json.loads(r[2]), r[3]) for r in db.execute(
+                "SELECT id, output_id, params, attempts FROM tasks WHERE batch_id = ? AND stage = ? "
+                "AND status = 'pending' ORDER BY id", [batch_id, stage.name])]
+            if todo and pool is None:
+                pool = WorkerPool(config.workers, root=catalog.root, backend=config.backend,
+                                  backend_options=config.backend_options, plugins=config.plugins,
+                                  qa=config.qa, log_dir=catalog.root / "logs" / batch_id,
+                                  timeout_s=config.timeout_s)
+            _run_stage(catalog, pool, config, batch_id, stage, todo, summary, progress)
+    except KeyboardInterrupt:
+        raise FarmError("interrupted; `farm batch --resume` finishes the batch", field="batch") from None
+    finally:
+        if pool is not None:
+            pool.close()
+    # Leftovers of attempts that were killed or failed (their files, never their rows).
+    summary.removed += len(catalog.reconcile()[1])
+    with db.atomic():
+        db.execute("UPDATE batches SET status = 'done', finished_at = ? WHERE id = ?", [utc_now(), batch_id])
+    counts = dict(db.execute("SELECT status, count(*) FROM tasks WHERE batch_id = ? GROUP BY status",
+                             [batch_id]).fetchall())
+    summary.tasks = counts
+    summary.failed = counts.get("failed", 0)
+    summary.skipped = counts.get("skipped", 0)
+    summary.new_loops, summary.rejected = db.execute(
+        "SELECT count(*), coalesce(sum(status = 'rejected'), 0) FROM loops WHERE batch_id = ?",
+        [batch_id]).fetchone()
+    return summary
+
+
+def _add_tasks(catalog: Catalog, batch_id: str, stage: Stage, specs: Sequence[TaskSpec]) -> None:
+    """Insert the stage's tasks once (idempotent); a loop catalogued before is ``skipped``."""
+    db = catalog.db
+    with db.atomic():
+        for spec in specs:
+            db.execute("INSERT OR IGNORE INTO tasks (batch_id, stage, output_id, params, status) "
+                       "VALUES (?, ?, ?, ?, 'pending')",
+                       [batch_id, stage.name, spec.output_id, json.dumps(spec.params, sort_keys=True)])
+        # Outputs already in the catalog: made by this batch before an interruption (done), or
+        # by an earlier batch (skipped).
+        db.execute("UPDATE tasks SET status = CASE WHEN (SELECT batch_id FROM loops WHERE id = output_id) = ? "
+                   "THEN 'done' ELSE 'skipped' END, finished_at = ? "
+                   "WHERE batch_id = ? AND stage = ? AND status = 'pending' "
+                   "AND output_id IN (SELECT id FROM loops)", [batch_id, utc_now(), batch_id, stage.name])
+
+
+def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, batch_id: str, stage: Stage,
+               todo: list[Task], summary: BatchSummary, progress: bool) -> None:
+    from tqdm import tqdm
+
+    db = catalog.db
+    total, finished, failed = db.execute(
+        "SELECT count(*), coalesce(sum(status IN ('done', 'skipped', 'failed')), 0), "
+        "coalesce(sum(status = 'failed'), 0) FROM tasks WHERE batch_id = ? AND stage = ?",
+        [batch_id, stage.name]).fetchone()
+    bar = tqdm(total=total, initial=finished, desc=stage.name, unit="loop", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} done{postfix} "
+                          "[{elapsed}<{remaining}, {rate_fmt}]")
+    state = {"failed": failed}
+    bar.set_postfix_str(f"{failed} failed", refresh=False)
+
+    def on_start(task: Task, pid: int) -> None:
+        db.execute("UPDATE tasks SET status = 'running', attempts = ?, worker_pid = ?, started_at = ? "
+                   "WHERE id = ?", [task.attempts, pid, utc_now(), task.id])
+
+    def on_done(task: Task, sidecars: list, log: str, seconds: float) -> None:
+        try:
+            with db.atomic():
+                for sidecar in sidecars:
+                    catalog.ingest_loop(sidecar)
+                db.execute("UPDATE tasks SET status = 'done', error = NULL, log = ?, seconds = ?, "
+                           "finished_at = ? WHERE id = ?",
+                           [log[-LOG_EXCERPT_CHARS:], round(seconds, 3), utc_now(), task.id])
+        except FarmError as err:  # a sidecar the catalog refuses: the task failed, for good
+            on_error(task, err.line(), log, seconds, True)
+            return
+        bar.update(1)
+
+    def on_error(task: Task, error: str, log: str, seconds: float, final: bool) -> None:
+        db.execute("UPDATE tasks SET status = ?, error = ?, log = ?, seconds = ?, finished_at = ? WHERE id = ?",
+                   ["failed" if final else "pending", error, log, round(seconds, 3),
+                    utc_now() if final else None, task.id])
+        if final:
+            state["failed"] += 1
+            bar.set_postfix_str(f"{state['failed']} failed", refresh=False)
+            bar.update(1)
+        if progress:
+            tqdm.write(f"{stage.name} task {task.id} attempt {task.attempts}/{config.max_attempts}: "
+                       f"{error}{'' if final else ' (retrying)'}", file=sys.stderr)
+
+    try:
+        if todo:
+            pool.run(todo, max_attempts=config.max_attempts, on_start=on_start, on_done=on_done,
+                     on_error=on_error)
+    finally:
+        bar.close()

@@ -1,0 +1,210 @@
+"""``farm batch``, ``sql``, ``query``, ``show``, ``stats``, ``approve``, ``reject``, ``check``.
+
+Thin click wrappers over ``farm.batch`` and ``farm.catalog``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from farm import catalog as cat
+from farm.errors import FarmError
+
+root_option = click.option(
+    "--root", type=click.Path(file_okay=False), default="library", show_default=True, envvar="FARM_ROOT",
+    help="Catalog root (holds catalog.db); also from $FARM_ROOT.")
+
+
+def _format_options(f):
+    f = click.option("--json", "fmt", flag_value="json", help="Output a JSON list of objects.")(f)
+    f = click.option("--csv", "fmt", flag_value="csv", help="Output CSV with a header row.")(f)
+    f = click.option("--table", "fmt", flag_value="table", default=True, help="Output an aligned table (default).")(f)
+    return f
+
+
+def _params(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        if "=" not in item:
+            raise FarmError(f"expected NAME=VALUE, got {item!r}", field="--param")
+        name, value = item.split("=", 1)
+        out[name.strip().lstrip(":")] = value
+    return out
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Batch TOML (default: farm/nightly.toml, documented there).")
+@click.option("--resume", is_flag=True, help="Finish the batch that was interrupted, with its own config.")
+@click.option("-j", "--workers", type=click.IntRange(1, 256), help="Worker processes (default: from the config).")
+@click.option("--backend", help="Renderer backend (default: from the config, normally embedded).")
+@click.option("--root", type=click.Path(file_okay=False), help="Catalog root (default: from the config).")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Base seed (default: from the config).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def batch(config_path, resume, workers, backend, root, seed, no_progress):
+    """Run the nightly batch: templates -> rendered loops -> checks, sidecars, catalog.
+
+    Kill it at any moment; `farm batch --resume` finishes it without duplicating or losing a
+    loop. Exits 1 when some task failed for good (see `farm query failed_tasks`).
+    """
+    from farm.batch import load_config, run_batch
+
+    config = None
+    if not resume or config_path:
+        config = load_config(config_path, backend=backend, seed=seed)
+    if resume and root is None:
+        root = str(config.root) if config else str(load_config().root)
+    summary = run_batch(config, resume=resume, root=root, workers=workers, progress=not no_progress)
+    if summary.batch_id == "(none)":
+        click.echo("no unfinished batch to resume"
+                   + (f"; adopted {summary.adopted} loops, removed {summary.removed} unfinished files"
+                      if summary.adopted or summary.removed else ""))
+        return
+    for line in summary.lines():
+        click.echo(line)
+    if summary.failed:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("sql")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Bind :NAME in the SQL.")
+@_format_options
+@root_option
+def sql(sql, params, fmt, root):
+    """Run SQL on the catalog, read-only.
+
+    \b
+    farm sql "SELECT key, count(*) FROM loops GROUP BY key"
+    farm sql "SELECT * FROM loops WHERE bpm > :bpm" -p bpm=100 --csv
+    """
+    from farm.catalog import parse_value
+
+    columns, rows = cat.run_sql(root, sql, {k: parse_value(v) for k, v in _params(params).items()})
+    click.echo(cat.format_rows(columns, rows, fmt))
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a :NAME parameter.")
+@click.option("--sql", "show_sql", is_flag=True, help="Print the query's SQL instead of running it.")
+@_format_options
+@root_option
+def query(name, params, show_sql, fmt, root):
+    """Run a saved query from catalog/queries/ (without NAME: list them).
+
+    \b
+    farm query chord_in_bar --param symbol=Dm7 --param bar=3
+    """
+    queries = cat.saved_queries()
+    if not name:
+        for q in queries.values():
+            defaults = " ".join(f"{p}={q.defaults.get(p, '?')}" for p in q.params)
+            click.echo(f"{q.name:18} {q.description}" + (f"\n{'':18} params: {defaults}" if defaults else ""))
+        return
+    if show_sql:
+        if name not in queries:
+            raise FarmError(f"no saved query {name!r} (known: {', '.join(queries)})", field="name")
+        click.echo(queries[name].sql.rstrip())
+        return
+    columns, rows = cat.run_query(root, name, _params(params))
+    click.echo(cat.format_rows(columns, rows, fmt))
+
+
+@click.command()
+@click.argument("loop_id")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@root_option
+def show(loop_id, as_json, root):
+    """Everything about one loop (id or a unique prefix of at least 6 characters)."""
+    info = cat.show_loop(root, loop_id)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    skip = {"chords", "reviews", "children", "params", "tags"}
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if key not in skip:
+            click.echo(f"{key:<{width}}  {'' if value is None else value}")
+    click.echo(f"{'tags':<{width}}  {info['tags']}")
+    if info["params"]:
+        click.echo(f"{'params':<{width}}  {json.dumps(info['params'], sort_keys=True)}")
+    click.echo("chords:")
+    click.echo(cat.format_rows(["bar", "symbol", "roman", "pitch_classes", "start_s", "end_s"],
+                               [(c["bar"], c["symbol"], c["roman"], c["pitch_classes"], f"{c['start_s']:.3f}",
+                                 f"{c['end_s']:.3f}") for c in info["chords"]]))
+    for r in info["reviews"]:
+        click.echo(f"review: {r['reviewed_at']} {r['reviewer']}: {r['previous_status']} -> {r['status']}"
+                   + (f" ({r['reason']})" if r["reason"] else ""))
+    if info["children"]:
+        click.echo(f"permutations: {' '.join(info['children'])}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@root_option
+def stats(as_json, root):
+    """Counts: loops by status, style, part and key; the latest batches."""
+    s = cat.catalog_stats(root)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    click.echo(f"loops: {s['loops']} ({s['hours_of_audio'] * 60:.1f} min of audio) from {s['templates']} "
+               f"templates and {s['patches']} patches; {s['reviews']} reviews")
+    for title in ("by_status", "by_style", "by_part", "by_operation", "by_key", "reject_reasons"):
+        if s[title]:
+            click.echo(f"{title.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in s[title].items()))
+    for b in s["batches"]:
+        tasks = ", ".join(f"{k} {v}" for k, v in b["tasks"].items())
+        click.echo(f"batch {b['id']}: {b['status']}, started {b['started_at']}"
+                   + (f", finished {b['finished_at']}" if b["finished_at"] else "") + f"; tasks: {tasks or 'none'}")
+
+
+def _review(status, ids, where, reason, reviewer, root):
+    changed = cat.review(root, ids, where, status=status, reason=reason, reviewer=reviewer)
+    click.echo(f"{status} {len(changed)} loop{'s' if len(changed) != 1 else ''}")
+    for loop_id in changed[:20]:
+        click.echo(f"  {loop_id}")
+    if len(changed) > 20:
+        click.echo(f"  ... and {len(changed) - 20} more")
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option("--where", help='SQL condition on loops, e.g. "patch = \'warm-rhodes\' AND status = \'pending\'".')
+@click.option("--reviewer", help="Who decides (default: $USER).")
+@root_option
+def approve(ids, where, reviewer, root):
+    """Approve loops by id (or unique prefix) and/or --where; recorded in reviews."""
+    _review("approved", ids, where, None, reviewer, root)
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option("--reason", required=True, help="Why (kept with the loop and the review).")
+@click.option("--where", help="SQL condition on loops.")
+@click.option("--reviewer", help="Who decides (default: $USER).")
+@root_option
+def reject(ids, reason, where, reviewer, root):
+    """Reject loops by id (or unique prefix) and/or --where, with a reason; nothing is deleted."""
+    _review("rejected", ids, where, reason, reviewer, root)
+
+
+@click.command()
+@root_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def check(root, no_progress):
+    """Verify the catalog: every row's file exists with its sha256, every audio file has a row.
+
+    Exits 1 when anything is wrong.
+    """
+    report = cat.check_catalog(root, progress=not no_progress)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        sys.exit(1)
+
+
+commands = [batch, sql, query, show, stats, approve, reject, check]
