@@ -325,13 +325,9 @@ def project_text(plan: ProjectPlan) -> str:
         "  ARM 0",
         f"  DEFSHAPE {TEMPO_SHAPE_SQUARE} -1 -1",
     ]
-    previous = None
-    for r in plan.regions:
-        point = (r.bpm, r.meter_numerator, r.meter_denominator)
-        if point != previous:
-            body.append(f"  PT {number(r.start_s)} {number(r.bpm)} {TEMPO_SHAPE_SQUARE} "
-                        f"{timesig_code(r.meter_numerator, r.meter_denominator)}")
-            previous = point
+    for r in plan.regions:  # every region starts with its own tempo and meter
+        body.append(f"  PT {number(r.start_s)} {number(r.bpm)} {TEMPO_SHAPE_SQUARE} "
+                    f"{timesig_code(r.meter_numerator, r.meter_denominator)}")
     body.append(">")
     for number_, r in enumerate(plan.regions, start=1):
         body.append(f"MARKER {number_} {number(r.start_s)} {quote(r.name)} 1")

@@ -1,0 +1,565 @@
+"""The REAPER backend, tested without REAPER.
+
+Generated projects are read back with ``rppxml`` (REAPER's own WDL parser, an independent
+reader); rendering runs against ``tests/standin/reaper``, a stand-in executable that reads the
+project's regions and writes the files REAPER would; reapy calls go to a recorder with reapy's
+interface. Nothing here runs REAPER itself.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pretty_midi
+import pytest
+import rppxml
+from click.testing import CliRunner
+
+from farm.cli import main as farm
+from farm.errors import FarmError
+from farm.model import ChordLabel, Key, Meter, PartInfo, Template, canonical_json, content_id
+from farm.patches import load_patch
+from farm.render import RenderJob, get_backend, render_loops
+from farm.render.reaper import (ProjectsWritten, ReaperBackend, ReaperRenderError, find_reaper,
+                                reaper_command, write_projects)
+from farm.rpp import fxchain_from_track_chunk, load_fxchain, plan_projects
+
+ROOT = Path(__file__).resolve().parent.parent
+STANDIN = ROOT / "tests" / "standin" / "reaper"
+SR = 44100
+PCS = {"C": (0, 4, 7), "F": (5, 9, 0), "G": (7, 11, 2), "Am": (9, 0, 4)}
+ROOTS = {"C": 48, "F": 53, "G": 55, "Am": 57}
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+def make_template(directory: Path, bpm: float, meter: str, symbols=("C", "F"), seed=0) -> Path:
+    """A template whose ``chords`` part holds each bar's triad for the whole bar (known notes)."""
+    m = Meter.parse(meter)
+    ppq = 480
+    bar_ticks = int(m.quarters_per_bar * ppq)
+    midi = pretty_midi.PrettyMIDI(resolution=ppq, initial_tempo=bpm)
+    inst = pretty_midi.Instrument(program=0, name="chords")
+    for i, s in enumerate(symbols):
+        for offset in (0, 4 if s != "Am" else 3, 7):
+            pitch = ROOTS[s] + offset
+            start = midi.tick_to_time(i * bar_ticks)
+            end = midi.tick_to_time((i + 1) * bar_ticks - 10)
+            inst.notes.append(pretty_midi.Note(velocity=100, pitch=pitch, start=start, end=end))
+    midi.instruments.append(inst)
+    if m.numerator != 4 or m.denominator != 4:
+        midi.time_signature_changes = [pretty_midi.TimeSignature(m.numerator, m.denominator, 0)]
+    chords = tuple(ChordLabel(bar=i + 1, symbol=s, roman="I", root_pc=PCS[s][0], pitch_classes=PCS[s],
+                              bass_pc=PCS[s][0]) for i, s in enumerate(symbols))
+    t = Template(id=content_id(str(bpm), meter, *symbols, str(seed)), style="test", seed=seed,
+                 key=Key("C", "major"), bpm=bpm, meter=m, bars=len(symbols), ppq=ppq, chords=chords,
+                 parts=(PartInfo("chords", "chords.mid", 3 * len(symbols)),), generator_version="test")
+    target = directory / t.id
+    target.mkdir(parents=True)
+    midi.write(str(target / "chords.mid"))
+    (target / "template.json").write_text(canonical_json(t.to_dict()))
+    return target
+
+
+@pytest.fixture
+def standin_env(monkeypatch):
+    """The stand-in runs under this venv's python (numpy), and never under Xvfb."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    for knob in ("SKIP", "SHORT", "SILENT", "ONCE", "HANG", "CRASH", "SLEEP", "LOG", "EXIT", "PER_REGION"):
+        monkeypatch.delenv(f"FARM_STANDIN_{knob}", raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    """Three loops at two tempi and two meters, through two patches with shipped chains."""
+    a = make_template(tmp_path / "templates", 120.0, "4/4", ("C", "F"))
+    b = make_template(tmp_path / "templates", 96.0, "3/4", ("Am", "G"), seed=1)
+    piano, strings = load_patch("dry-piano-chords"), load_patch("string-ensemble")
+    return [RenderJob(Template.load(a), a, "chords", piano, SR),
+            RenderJob(Template.load(b), b, "chords", piano, SR),
+            RenderJob(Template.load(a), a, "chords", strings, SR)]
+
+
+def backend(tmp_path, **options) -> ReaperBackend:
+    options = {"reaper": STANDIN, "xvfb": False, "workdir": tmp_path / "work", "progress": False, **options}
+    return get_backend("reaper", **options)
+
+
+def children(block, tag):
+    return [c for c in block.children if isinstance(c, rppxml.RPPXML) and c.name == tag]
+
+
+def lines(block, key):
+    return [c for c in block.children if isinstance(c, list) and c and c[0] == key]
+
+
+def pitch_classes(audio: np.ndarray, sr: int, top: int = 3) -> set[int]:
+    """The ``top`` strongest pitch classes of ``audio`` (FFT energy folded onto 12 classes)."""
+    mono = audio.mean(axis=0)
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(len(mono))))
+    freqs = np.fft.rfftfreq(len(mono), 1 / sr)
+    keep = (freqs > 60) & (freqs < 2000)
+    midi = 69 + 12 * np.log2(freqs[keep] / 440.0)
+    energy = np.zeros(12)
+    np.add.at(energy, np.round(midi).astype(int) % 12, spectrum[keep] ** 2)
+    return set(np.argsort(energy)[-top:].tolist())
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+# -- RPP files, read back by an independent parser -----------------------------------------------
+def test_projects_parse_with_rppxml_and_hold_regions_tempo_items_chain_and_render_settings(tmp_path, jobs):
+    paths = write_projects(jobs, tmp_path / "rpp", loops_per_project=2)
+    assert len(paths) == 2  # 3 loops, 2 per project
+    plans = plan_projects(jobs, tmp_path / "rpp", loops_per_project=2)
+    for path, plan in zip(paths, plans):
+        project = rppxml.load(str(path))
+        assert project.name == "REAPER_PROJECT"
+        # render settings: regions as separate files, $region, WAV 24-bit at the batch rate
+        assert lines(project, "RENDER_FILE")[0][1] == str(plan.render_dir)
+        assert lines(project, "RENDER_PATTERN")[0][1] == "$region"
+        assert lines(project, "RENDER_FMT")[0][1:] == [0, 2, SR]
+        assert lines(project, "RENDER_RANGE")[0][1] == 3  # bounds: all project regions
+        cfg = base64.b64decode(children(project, "RENDER_CFG")[0].children[0][0])
+        assert cfg[:4] == b"evaw" and cfg[4] == 24
+
+        markers = lines(project, "MARKER")
+        assert len(markers) == 2 * len(plan.regions)
+        points = [p for p in children(project, "TEMPOENVEX")[0].children if isinstance(p, list) and p[0] == "PT"]
+        tracks = {t.children[0][1]: t for t in children(project, "TRACK")}
+        for k, region in enumerate(plan.regions):
+            job = jobs[region.job_index]
+            start, end = markers[2 * k], markers[2 * k + 1]
+            assert start[1] == end[1] == k + 1 and start[3] == region.name and start[4] == 1
+            # region length in seconds and in beats: the loop plus the patch's tail
+            length_s = float(end[2]) - float(start[2])
+            assert round(length_s * SR) == job.loop_samples + round(job.patch.tail_s * SR)
+            loop_beats = job.template.bars * job.template.meter.quarters_per_bar
+            assert length_s * job.template.bpm / 60 == pytest.approx(
+                float(loop_beats) + job.patch.tail_s * job.template.bpm / 60, abs=1e-9)
+            assert float(start[2]) == int(float(start[2]))  # whole seconds: sample-exact bounds
+            # tempo and meter switch at the region start
+            pt = next(p for p in points if float(p[1]) == float(start[2]))
+            num, den = job.template.meter.numerator, job.template.meter.denominator
+            assert float(pt[2]) == job.template.bpm and pt[3] == 1 and pt[4] == num + den * 65536
+            # the loop's MIDI item on its patch's track, at the region start, one loop long
+            track = tracks[job.patch.name]
+            item = next(i for i in children(track, "ITEM") if lines(i, "NAME")[0][1] == region.name)
+            assert float(lines(item, "POSITION")[0][1]) == float(start[2])
+            assert float(lines(item, "LENGTH")[0][1]) == pytest.approx(job.template.duration_s, abs=1e-12)
+            source = children(item, "SOURCE")[0]
+            assert source.params == ["MIDI"]
+            assert Path(lines(source, "FILE")[0][1]) == job.midi_path.resolve()
+        for name, track in tracks.items():
+            chain = children(track, "FXCHAIN")[0]
+            shipped = rppxml.loads(load_fxchain(ROOT / "patches" / f"{name}.RfxChain"))
+            js = children(chain, "JS")[0]
+            assert js == next(c for c in shipped if isinstance(c, rppxml.RPPXML))
+    # deterministic: the same jobs give the same text (only the output directory differs)
+    again = write_projects(jobs, tmp_path / "rpp2", loops_per_project=2)
+    assert [p.read_text().replace(str(tmp_path / "rpp2"), "D") for p in again] == \
+           [p.read_text().replace(str(tmp_path / "rpp"), "D") for p in paths]
+
+
+def test_a_patch_without_a_usable_chain_is_one_clear_error(tmp_path, jobs):
+    template_dir = jobs[0].template_dir
+    vital = RenderJob(jobs[0].template, template_dir, "chords", load_patch("dusty-pad"), SR)
+    with pytest.raises(FarmError) as err:
+        write_projects([jobs[0], vital], tmp_path / "rpp")
+    assert err.value.file.endswith("dusty-pad.toml") and err.value.field == "reaper.fxchain"
+    assert not (tmp_path / "rpp").exists()  # nothing written before the check
+
+    # a patch with no [reaper] table at all
+    src = (ROOT / "patches" / "dry-piano-chords.toml").read_text()
+    bare = tmp_path / "patches" / "bare.toml"
+    bare.parent.mkdir()
+    bare.write_text(src.split("[reaper]")[0].replace('name = "dry-piano-chords"', 'name = "bare"'))
+    job = RenderJob(jobs[0].template, template_dir, "chords", load_patch(bare), SR)
+    with pytest.raises(FarmError) as err:
+        backend(tmp_path, rpp_only=tmp_path / "out").render_raw([job])
+    assert err.value.file == str(bare.resolve()) and err.value.field == "reaper.fxchain"
+
+    # a chain file that holds no plugin
+    empty = tmp_path / "patches" / "empty.RfxChain"
+    empty.write_text("BYPASS 0 0 0\nWAK 0 0\n")
+    with pytest.raises(FarmError, match="no plugin"):
+        load_fxchain(empty, patch_file=bare)
+
+
+def test_rpp_only_writes_the_projects_and_stops(tmp_path, jobs):
+    engine = backend(tmp_path, reaper=None, rpp_only=tmp_path / "rpp", loops_per_project=8)
+    with pytest.raises(ProjectsWritten) as done:
+        engine.render_raw(jobs)
+    assert [p.suffix for p in done.value.paths] == [".rpp"]
+    assert len(lines(rppxml.load(str(done.value.paths[0])), "MARKER")) == 6
+
+
+# -- rendering with the stand-in executable -------------------------------------------------------
+def test_render_through_the_standin_gives_exact_loops_with_the_labelled_chords(tmp_path, jobs, standin_env):
+    engine = backend(tmp_path, instances=2, loops_per_project=2)
+    raws = engine.render_raw(jobs)
+    for job, raw in zip(jobs, raws):
+        assert raw.dtype == np.float32 and raw.shape == (2, job.loop_samples + round(job.patch.tail_s * SR))
+        for bar in job.template.chords:  # each bar sounds its own chord: items sit in their regions
+            a = job.template.bar_start_sample(bar.bar, SR)
+            b = job.template.bar_start_sample(bar.bar + 1, SR)
+            assert pitch_classes(raw[:, a:b], SR) == set(bar.pitch_classes)
+    loops = render_loops(jobs, engine)  # then the shared folding and loudness path
+    for job, loop in zip(jobs, loops):
+        assert loop.audio.shape == (2, job.loop_samples)
+        assert loop.lufs == pytest.approx(job.patch.target_lufs, abs=0.5)
+        assert loop.renderer == "reaper" and loop.renderer_version.startswith("REAPER")
+    engine.close()
+
+
+def test_parallel_instances_run_at_once_each_in_its_own_group_and_resource_dir(tmp_path, jobs, standin_env):
+    log = tmp_path / "runs.jsonl"
+    standin_env.setenv("FARM_STANDIN_LOG", str(log))
+    standin_env.setenv("FARM_STANDIN_SLEEP", "0.8")
+    four = jobs + [jobs[0]]
+    backend(tmp_path, instances=2, loops_per_project=1).render_raw(four)
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(runs) == 4
+    for run in runs:
+        assert run["pgid"] == run["pid"]  # a new process group per REAPER run
+        assert {"-nosplash", "-ignoreerrors", "-newinst"} <= set(run["flags"])
+    overlap = max(sum(1 for r in runs if r["start"] < t["end"] and t["start"] < r["end"]) for t in runs)
+    assert overlap == 2  # two instances at a time, never more
+    for r in runs:
+        for t in runs:
+            if r is not t and r["start"] < t["end"] and t["start"] < r["end"]:
+                assert r["cfgfile"] != t["cfgfile"]  # concurrent instances never share a reaper.ini
+
+
+def test_a_hung_reaper_is_killed_with_its_whole_process_group(tmp_path, jobs, standin_env):
+    pids = tmp_path / "pids"
+    standin_env.setenv("FARM_STANDIN_HANG", "stubborn")  # ignores SIGTERM: needs SIGKILL
+    standin_env.setenv("FARM_STANDIN_PIDFILE", str(pids))
+    started = time.monotonic()
+    with pytest.raises(ReaperRenderError) as err:
+        backend(tmp_path, timeout_s=1.5, retries=0).render_raw(jobs[:1])
+    assert time.monotonic() - started < 10
+    assert "timed out after" in err.value.message and "file missing" in err.value.message
+    reaper_pid, child_pid = map(int, pids.read_text().split())
+    deadline = time.monotonic() + 3
+    while (alive(reaper_pid) or alive(child_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(reaper_pid) and not alive(child_pid)
+
+
+def test_a_missing_file_is_rendered_again_alone_and_then_succeeds(tmp_path, jobs, standin_env):
+    log = tmp_path / "runs.jsonl"
+    standin_env.setenv("FARM_STANDIN_LOG", str(log))
+    standin_env.setenv("FARM_STANDIN_SKIP", "0001_")  # the second loop's file is not written ...
+    standin_env.setenv("FARM_STANDIN_ONCE", str(tmp_path / "once"))  # ... the first time only
+    raws = backend(tmp_path, loops_per_project=8).render_raw(jobs)
+    assert [r.shape[1] for r in raws] == [j.loop_samples + round(j.patch.tail_s * SR) for j in jobs]
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(runs) == 2
+    retry = rppxml.load(runs[1]["project"])
+    starts = lines(retry, "MARKER")[::2]
+    assert len(starts) == 1 and starts[0][3].startswith("0001_")  # only the failed loop, alone
+
+
+def test_missing_short_and_silent_files_are_per_loop_failures_with_reasons(tmp_path, jobs, standin_env):
+    standin_env.setenv("FARM_STANDIN_SKIP", "0000_")
+    standin_env.setenv("FARM_STANDIN_SHORT", "0001_")
+    standin_env.setenv("FARM_STANDIN_SILENT", "0002_")
+    with pytest.raises(ReaperRenderError) as err:
+        backend(tmp_path, retries=1).render_raw(jobs)
+    failures = err.value.failures
+    assert failures[0].startswith("file missing")
+    short = jobs[1].loop_samples + round(jobs[1].patch.tail_s * SR)
+    assert failures[1].startswith(f"{short - 1} samples, expected exactly {short}")
+    assert failures[2].startswith("silent")
+    assert "3 of 3 loops failed after 2 attempt(s)" in err.value.message
+    assert err.value.field == "reaper" and err.value.file.endswith(".rpp")
+
+
+def test_a_crashing_reaper_fails_with_its_exit_code_and_log(tmp_path, jobs, standin_env):
+    standin_env.setenv("FARM_STANDIN_CRASH", "1")
+    with pytest.raises(ReaperRenderError) as err:
+        backend(tmp_path, retries=1).render_raw(jobs[:1])
+    assert "REAPER exited with code" in err.value.message and ".log" in err.value.message
+
+
+def test_exit_code_is_not_trusted_the_files_are(tmp_path, jobs, standin_env):
+    standin_env.setenv("FARM_STANDIN_EXIT", "1")  # REAPER may exit non-zero after a good render
+    raws = backend(tmp_path, retries=0).render_raw(jobs[:1])
+    assert raws[0].shape[1] == jobs[0].loop_samples + round(jobs[0].patch.tail_s * SR)
+
+
+# -- finding REAPER and the command line ----------------------------------------------------------
+def test_find_reaper_order_and_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FARM_CONFIG", raising=False)
+    monkeypatch.setenv("FARM_REAPER", str(STANDIN))
+    assert find_reaper() == (STANDIN.resolve(), "$FARM_REAPER")
+    other = tmp_path / "bin" / "reaper"
+    other.parent.mkdir()
+    shutil.copy(STANDIN, other)
+    assert find_reaper(other)[0] == other.resolve()  # --reaper beats the environment
+    monkeypatch.delenv("FARM_REAPER")
+    (tmp_path / "farm.toml").write_text(f'[reaper]\npath = "{other.parent}"\n')
+    assert find_reaper()[0] == other.resolve()  # a directory in the config is fine
+    monkeypatch.setenv("FARM_REAPER", str(tmp_path / "nope"))
+    with pytest.raises(FarmError, match="not found or not executable"):
+        find_reaper()
+
+
+def test_reaper_command_uses_xvfb_without_a_display(tmp_path, monkeypatch):
+    fake = tmp_path / "xvfb-run"
+    fake.write_text("#!/bin/sh\nexec \"$@\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    cmd = reaper_command("/opt/REAPER/reaper", "/p/a.rpp", "/i/0/reaper.ini", xvfb=False)
+    assert cmd == ["/opt/REAPER/reaper", "-renderproject", "/p/a.rpp", "-nosplash", "-ignoreerrors",
+                   "-newinst", "-cfgfile", "/i/0/reaper.ini"]
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert reaper_command("/r", "/p.rpp", "/c.ini")[:2] == [str(fake), "-a"]
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert reaper_command("/r", "/p.rpp", "/c.ini")[0] == "/r"
+    monkeypatch.delenv("DISPLAY")
+    fake.unlink()
+    with pytest.raises(FarmError, match="apt-get install xvfb"):
+        reaper_command("/r", "/p.rpp", "/c.ini")
+
+
+# -- reapy, through a recorder --------------------------------------------------------------------
+class FakeProject:
+    def __init__(self, api, path=None):
+        self.api, self.path, self.id = api, path, f"project:{path}"
+        self.tracks = []
+        self.time_selection = None
+
+    @property
+    def n_tracks(self):
+        return len(self.tracks)
+
+    def add_track(self, index=0, name=""):
+        track = SimpleNamespace(id=f"track:{len(self.tracks)}", name=name)
+        self.tracks.insert(index, track)
+        self.api.calls.append(("add_track", index, name))
+        return track
+
+    def perform_action(self, action):
+        self.api.calls.append(("perform_action", action))
+        if action == 42230 and self.api.on_render:
+            self.api.on_render(self.path)
+
+
+class FakeRPR:
+    def __init__(self, api):
+        self.api = api
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.api.calls.append((name,) + args)
+            if name == "GetTrackStateChunk":
+                return (1, args[0], self.api.chunks[args[0]], args[2], args[3])
+            return None
+        return call
+
+
+class FakeReapy:
+    """reapy's interface, recording every call; ``on_render`` plays REAPER's part."""
+
+    def __init__(self, reachable=True, on_render=None, resource_dir=None):
+        self.calls, self.reachable, self.on_render = [], reachable, on_render
+        self.project = FakeProject(self)
+        self.chunks = {}
+        self.reascript_api = FakeRPR(self)
+        self.config = SimpleNamespace(
+            configure_reaper=lambda path: self.calls.append(("configure_reaper", path)),
+            resource_path=SimpleNamespace(get_resource_path=lambda detect_portable_install=True: resource_dir))
+
+    def dist_api_is_enabled(self):
+        self.calls.append(("dist_api_is_enabled",))
+        return self.reachable
+
+    def reconnect(self):
+        self.calls.append(("reconnect",))
+        raise ConnectionRefusedError("nothing listens on 2306")
+
+    @contextlib.contextmanager
+    def inside_reaper(self):
+        self.calls.append(("inside_reaper",))
+        yield
+
+    def open_project(self, path, in_new_tab=False):
+        self.calls.append(("open_project", path, in_new_tab))
+        return FakeProject(self, path)
+
+    def get_reaper_version(self):
+        return "7.0/stand-in"
+
+    def Project(self):
+        return self.project
+
+
+def test_reapy_render_opens_each_project_renders_with_42230_and_checks_the_files(tmp_path, jobs, standin_env):
+    import subprocess
+
+    def reaper_renders(path):  # what REAPER does on action 42230: render the open project
+        subprocess.run([str(STANDIN), "-renderproject", path], check=True)
+
+    api = FakeReapy(on_render=reaper_renders)
+    engine = backend(tmp_path, via="reapy", reaper=None, reapy_api=api, loops_per_project=2)
+    raws = engine.render_raw(jobs)
+    assert [r.shape[1] for r in raws] == [j.loop_samples + round(j.patch.tail_s * SR) for j in jobs]
+    opened = [c[1] for c in api.calls if c[0] == "open_project"]
+    assert len(opened) == 2 and all(p.endswith(".rpp") for p in opened)
+    assert [c for c in api.calls if c[0] == "perform_action"] == [("perform_action", 42230),
+                                                                   ("perform_action", 40860)] * 2
+    assert engine.version == "REAPER 7.0/stand-in"
+
+
+def test_reapy_render_waits_with_a_timeout_and_reports_missing_files(tmp_path, jobs):
+    api = FakeReapy(on_render=lambda path: None)  # REAPER "renders" nothing
+    with pytest.raises(ReaperRenderError, match="files still missing"):
+        backend(tmp_path, via="reapy", reaper=None, reapy_api=api, timeout_s=0.5, retries=0).render_raw(jobs[:1])
+
+
+def test_unreachable_reaper_is_one_clear_error_in_python_and_cli(tmp_path, jobs, monkeypatch):
+    api = FakeReapy(reachable=False)
+    with pytest.raises(FarmError, match="not reachable through reapy") as err:
+        backend(tmp_path, via="reapy", reaper=None, reapy_api=api).render_raw(jobs[:1])
+    assert ("reconnect",) in api.calls and err.value.field == "reapy"
+    monkeypatch.setattr("farm.reaper_live.reapy_module", lambda: FakeReapy(reachable=False))
+    for args in (["patch", "pull", "x", "--track", "1", "--role", "pad"],
+                 ["reaper", "audition", str(jobs[0].template_dir), "--patch", "dry-piano-chords"]):
+        result = CliRunner().invoke(farm, args)
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines()[-1].startswith("error: reapy: REAPER is not reachable")
+
+
+VST_CHUNK = """<TRACK
+  NAME "Vital pad"
+  <FXCHAIN
+    WNDRECT 24 52 655 408
+    SHOW 0
+    LASTSEL 0
+    DOCKED 0
+    BYPASS 0 0 0
+    <VST "VST3i: Vital (Vital Audio)" Vital.vst3 0 "" 1447645030{56534156697461766974616C00000000} ""
+      ZmFrZSBwbHVnaW4gc3RhdGUgY2FwdHVyZWQgZnJvbSBSRUFQRVI=
+      AAAAAA==
+    >
+    FLOATPOS 0 0 0 0
+    FXID {11111111-2222-3333-4444-555555555555}
+    WAK 0 0
+  >
+>
+"""
+
+
+def test_patch_pull_saves_the_tracks_chain_and_the_next_render_uses_it(tmp_path, jobs):
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    shutil.copy(ROOT / "patches" / "dusty-pad.toml", patches / "dusty-pad.toml")
+    before = load_patch(patches / "dusty-pad.toml").content_hash
+    api = FakeReapy()
+    api.project.add_track(0, "drums")
+    api.project.add_track(1, "pad")
+    api.chunks["track:1"] = VST_CHUNK
+    chain, toml = pull_patch_via(api, "dusty-pad", 2, patches)
+    text = chain.read_text()
+    assert "WNDRECT" not in text and "SHOW 0" not in text  # window state is not part of a chain file
+    assert "ZmFrZSBwbHVnaW4gc3RhdGUgY2FwdHVyZWQgZnJvbSBSRUFQRVI=" in text  # plugin state kept verbatim
+    parsed = rppxml.loads(text)
+    assert [c.name for c in parsed if isinstance(c, rppxml.RPPXML)] == ["VST"]
+    patch = load_patch(toml)
+    assert patch.reaper_fxchain == chain.resolve() and patch.content_hash != before
+    assert toml.read_text() == (ROOT / "patches" / "dusty-pad.toml").read_text()  # already named it
+    # the next render of this patch carries the pulled chain
+    job = RenderJob(jobs[0].template, jobs[0].template_dir, "chords", patch, SR)
+    [plan] = plan_projects([job], tmp_path / "rpp")
+    assert plan.tracks[0].fxchain == load_fxchain(chain)
+    # a new patch gets a TOML that names its chain and validates
+    chain2, toml2 = pull_patch_via(api, "night-pad", 2, patches, roles=["pad"])
+    assert load_patch(toml2).reaper_fxchain == chain2.resolve()
+    assert ("GetTrackStateChunk", "track:1", "", 1 << 24, False) in api.calls
+    with pytest.raises(FarmError, match="track 3 does not exist"):
+        pull_patch_via(api, "dusty-pad", 3, patches)
+
+
+def pull_patch_via(api, name, track, patches, roles=()):
+    from farm.reaper_live import pull_patch
+
+    return pull_patch(name, track, api=api, patches_dir=patches, roles=roles)
+
+
+def test_fxchain_from_track_chunk_keeps_plugins_and_drops_window_lines():
+    chain = fxchain_from_track_chunk(VST_CHUNK)
+    assert chain.splitlines()[0] == "BYPASS 0 0 0" and chain.splitlines()[-1] == "WAK 0 0"
+    with pytest.raises(FarmError, match="no FX chain"):
+        fxchain_from_track_chunk("<TRACK\nNAME x\n>\n")
+
+
+def test_audition_puts_parts_on_tracks_with_the_chain_tempo_and_meter(tmp_path, jobs):
+    from farm.reaper_live import audition
+
+    api = FakeReapy()
+    template = jobs[1].template
+    names = audition(jobs[1].template_dir, "dry-piano-chords", api=api)
+    assert names == [f"{template.id} chords (dry-piano-chords)"]
+    tempo = next(c for c in api.calls if c[0] == "SetTempoTimeSigMarker")
+    assert tempo[6:9] == (96.0, 3, 4)  # (proj, index, time, measure, beat, bpm, num, den, linear)
+    chunk = next(c for c in api.calls if c[0] == "SetTrackStateChunk")[2]
+    track = rppxml.loads(chunk)
+    assert children(track, "FXCHAIN") and children(children(track, "FXCHAIN")[0], "JS")
+    item = children(track, "ITEM")[0]
+    assert Path(lines(children(item, "SOURCE")[0], "FILE")[0][1]) == jobs[1].midi_path.resolve()
+    assert api.project.time_selection == (0.0, template.duration_s)
+
+
+def test_setup_runs_reapys_configuration_and_installs_the_farm_files(tmp_path):
+    from farm.reaper_live import setup
+
+    resource = tmp_path / "REAPER"
+    resource.mkdir()
+    (resource / "reaper.ini").write_text("[REAPER]\n")
+    api = FakeReapy(resource_dir=str(resource))
+    done = setup(api=api)
+    assert ("configure_reaper", str(resource)) in api.calls
+    assert (resource / "Effects" / "LoopFarm" / "farm_synth.jsfx").is_file()
+    assert len(list((resource / "Scripts" / "LoopFarm").glob("*.lua"))) == len(
+        list((ROOT / "reaper_scripts").glob("*.lua")))
+    assert "restart REAPER" in done[-1]
+
+
+# -- doctor ---------------------------------------------------------------------------------------
+def test_doctor_reports_one_line_per_check_with_fixes(tmp_path, monkeypatch):
+    from farm.doctor import doctor, report
+
+    monkeypatch.setenv("FARM_REAPER", str(STANDIN))
+    checks = doctor(directory=tmp_path, reapy_api=FakeReapy(reachable=False))
+    assert [c.name for c in checks] == ["reaper", "xvfb-run", "fluidsynth", "soundfont", "reapy", "disk"]
+    assert checks[0].status == "ok" and str(STANDIN.resolve()) in checks[0].detail
+    assert checks[2].status == "ok" and checks[5].status == "ok"
+    assert checks[4].status == "info" and "farm reaper setup" in checks[4].fix
+    monkeypatch.setenv("FARM_REAPER", str(tmp_path / "missing"))
+    result = CliRunner().invoke(farm, ["doctor", "--no-live", "--dir", str(tmp_path)])
+    assert result.exit_code == 0
+    out = result.output.splitlines()
+    assert out[0].startswith("missing reaper") and "->" in out[0]
+    assert any(line.startswith("ok      fluidsynth") for line in out)
+    assert out[-1].startswith("renderers available: embedded")
