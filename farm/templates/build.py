@@ -1,7 +1,6 @@
 """From a rule set and a seed to a labelled template in memory, then to a directory on disk."""
 from __future__ import annotations
 
-import io
 import random
 import sys
 from dataclasses import dataclass, replace
@@ -11,14 +10,14 @@ from farm.errors import FarmError
 from farm.files import atomic_dir
 from farm.model import ChordLabel, Key, Meter, PartInfo, Template, canonical_json, content_id
 from farm.templates.grammar import feasible_starts, sample_progression
-from farm.templates.parts import (Note, Timing, chord_voicings, make_groove, write_arp, write_bass,
-                                  write_chords, write_drums, write_melody)
+from farm.templates.midi import DRUM_CHANNEL, Note, Track, merge_parts, midi_bytes
+from farm.templates.parts import (Timing, chord_voicings, make_groove, write_arp, write_bass, write_chords,
+                                  write_drums, write_melody)
 from farm.templates.rules import Rules, find_rules, load_rules
 from farm.theory import chord_scale, key_spelling, spell_chord
 
 GENERATOR_VERSION = "farm.templates 1"
 PPQ = 480
-DRUM_CHANNEL = 9  # GM channel 10, 0-based
 
 
 @dataclass(frozen=True)
@@ -37,27 +36,6 @@ def _rng(seed: int, purpose: str) -> random.Random:
 def _knob(rng: random.Random, lo_hi: tuple[float, float]) -> float:
     lo, hi = lo_hi
     return lo if lo == hi else round(rng.uniform(lo, hi), 3)
-
-
-def midi_bytes(tracks: list[tuple[str, int, bool, list[Note]]], bpm: float, meter: Meter, ppq: int) -> bytes:
-    """A Standard MIDI File (pretty_midi) with tempo, time signature and one track per part.
-
-    ``tracks``: (name, GM program, is_drum, notes in ticks). Times go through seconds at exactly
-    the file's tick scale, so pretty_midi writes back the same ticks.
-    """
-    import pretty_midi
-
-    pm = pretty_midi.PrettyMIDI(resolution=ppq, initial_tempo=float(bpm))
-    pm.time_signature_changes.append(pretty_midi.TimeSignature(meter.numerator, meter.denominator, 0.0))
-    tick = 60.0 / (float(bpm) * ppq)
-    for name, program, is_drum, notes in tracks:
-        inst = pretty_midi.Instrument(program=program, is_drum=is_drum, name=name)
-        inst.notes = [pretty_midi.Note(velocity=n.velocity, pitch=n.pitch, start=n.start * tick, end=n.end * tick)
-                      for n in sorted(notes, key=lambda n: (n.start, n.pitch, n.end))]
-        pm.instruments.append(inst)
-    buf = io.BytesIO()
-    pm.write(buf)
-    return buf.getvalue()
 
 
 def generate_template(rules: Rules, seed: int, *, bars: int | None = None) -> GeneratedTemplate:
@@ -110,8 +88,8 @@ def generate_template(rules: Rules, seed: int, *, bars: int | None = None) -> Ge
 
     midi: dict[str, bytes] = {}
     for name, (program, is_drum, notes) in written.items():
-        midi[name] = midi_bytes([(name, program, is_drum, notes)], bpm, meter, PPQ)
-    midi["all"] = midi_bytes([(n, p, d, notes) for n, (p, d, notes) in written.items()], bpm, meter, PPQ)
+        midi[name] = midi_bytes([Track(name, program, is_drum, notes)], bpm, meter, PPQ)
+    midi["all"] = merge_parts([(midi[name], is_drum) for name, (_, is_drum, _) in written.items()])
 
     labels = tuple(
         ChordLabel(bar=i + 1, symbol=c.symbol, roman=c.roman, root_pc=c.root_pc,

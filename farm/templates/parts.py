@@ -16,25 +16,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 from farm.model import Meter
+from farm.templates.midi import Note
 from farm.templates.rules import (ArpPart, BassPart, ChordsPart, DrumsPart, MelodyPart, beat_steps,
                                   rhythm_onsets, steps_per_bar)
 from farm.theory import ChordSpelling, voice_lead
 
 # General MIDI percussion keys
 KICK, RIM, SNARE, CLAP, CLOSED_HAT, OPEN_HAT, RIDE, TAMBOURINE, SHAKER = 36, 37, 38, 39, 42, 46, 51, 54, 70
-
-
-@dataclass(frozen=True)
-class Note:
-    """One note: MIDI ``pitch``, ``start``/``end`` in ticks from the loop start, ``velocity`` 1-127."""
-
-    pitch: int
-    start: int
-    end: int
-    velocity: int
 
 
 @dataclass(frozen=True)
@@ -54,7 +46,7 @@ class Timing:
     def beat(self) -> int:
         return beat_steps(self.meter)
 
-    @property
+    @cached_property
     def ticks_per_bar(self) -> int:
         return int(self.meter.quarters_per_bar * self.ppq)
 
