@@ -1,0 +1,279 @@
+"""Audio helpers shared by every stage: plain functions over float32 arrays.
+
+Audio is ``np.ndarray`` of float32 shaped ``(channels, samples)`` (as pedalboard and librosa use
+it); sample rates are in Hz; levels in LUFS (integrated loudness, ITU-R BS.1770) and dBTP
+(true peak, 4x oversampled). A loop is treated as circular wherever that matters (true peak,
+limiting), because it will be played over and over.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from farm.errors import FarmError
+from farm.files import atomic_path
+
+FORMATS = {
+    # name: (libsndfile format, subtype, file suffix)
+    "flac24": ("FLAC", "PCM_24", ".flac"),
+    "wav24": ("WAV", "PCM_24", ".wav"),
+    "wav32f": ("WAV", "FLOAT", ".wav"),
+}
+OVERSAMPLING = 4  # true peak per ITU-R BS.1770-4 Annex 2
+_SILENCE_LUFS = -70.0  # BS.1770 absolute gate
+
+
+# -- loops ------------------------------------------------------------------------------------
+def fold_tail(raw: np.ndarray, loop_samples: int, fade_samples: int = 1024) -> np.ndarray:
+    """Sum everything past ``loop_samples`` back into the loop start, wrapping as often as needed.
+
+    ``raw`` is the loop rendered from sample 0 with its release/effect tail after it. Summing the
+    tail into the start gives exactly what a listener hears once the loop has repeated a few
+    times, so the loop joins itself without a click. The last ``fade_samples`` of the tail are
+    faded out (raised cosine) so a tail cut short leaves no step inside the loop. Mono becomes
+    stereo. Returns float32 ``(2, loop_samples)``.
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim == 1:
+        raw = raw[None, :]
+    if raw.shape[0] == 1:
+        raw = np.repeat(raw, 2, axis=0)
+    if raw.shape[0] != 2:
+        raise ValueError(f"expected mono or stereo audio, got {raw.shape[0]} channels")
+    if loop_samples <= 0:
+        raise ValueError("loop_samples must be positive")
+    n = raw.shape[1]
+    out = np.zeros((2, loop_samples), dtype=np.float32)
+    if n <= loop_samples:
+        out[:, :n] = raw
+        return out
+    raw = raw.copy()
+    tail = n - loop_samples
+    fade = min(fade_samples, tail)
+    if fade > 0:
+        ramp = (0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, fade, dtype=np.float64))).astype(np.float32)
+        raw[:, n - fade:] *= ramp
+    for start in range(0, n, loop_samples):
+        chunk = raw[:, start:start + loop_samples]
+        out[:, :chunk.shape[1]] += chunk
+    return out
+
+
+# -- levels -----------------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _meter(sample_rate: int):
+    import pyloudnorm
+
+    return pyloudnorm.Meter(sample_rate)  # K-weighting, 400 ms blocks, BS.1770-4 gating
+
+
+def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
+    """Integrated loudness in LUFS (ITU-R BS.1770-4 via pyloudnorm); ``-inf`` for silence.
+
+    Audio shorter than one 400 ms gating block is measured as a loop repeated to 1 s.
+    """
+    audio = _as_2d(audio)
+    n = audio.shape[1]
+    if n == 0:
+        return float("-inf")
+    if n < int(0.4 * sample_rate) + 1:
+        audio = np.tile(audio, (1, int(np.ceil(sample_rate / n))))
+    with np.errstate(divide="ignore"):
+        value = _meter(sample_rate).integrated_loudness(audio.T.astype(np.float64))
+    return float(value)
+
+
+def true_peak_dbtp(audio: np.ndarray, sample_rate: int | None = None) -> float:
+    """True peak in dBTP: the largest magnitude of the 4x oversampled signal (BS.1770-4 Annex 2).
+
+    The loop end is joined to its start, so a peak across the seam is found too. The result does
+    not depend on ``sample_rate`` (oversampling is relative); it is accepted for symmetry.
+    """
+    peak = float(oversampled_peak(_as_2d(audio)).max(initial=0.0))
+    return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
+
+
+def _interpolation_phases() -> np.ndarray:
+    """The 4 x 12 polyphase taps of a 48-tap interpolation low-pass (BS.1770-4 Annex 2 shape).
+
+    Row ``q`` interpolates the point ``(q + 0.5) / 4`` of the way from ``x[n]`` to ``x[n+1]``
+    from ``x[n-5 .. n+6]``. Passband flat to -0.1 dB at 20 kHz for 48 kHz audio.
+    """
+    from scipy.signal import firwin
+
+    h = firwin(48, 0.27, window=("kaiser", 5.0)) * OVERSAMPLING
+    return np.array([[h[4 * (6 - k) + q] for k in range(-5, 7)] for q in range(OVERSAMPLING)],
+                    dtype=np.float32)
+
+
+_PHASES = _interpolation_phases()
+_PHASE_GAIN = float(np.abs(_PHASES).sum(axis=1).max())  # |interpolated| <= this x max |x| around it
+
+
+def oversampled_peak(audio: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """Per-sample peak of the 4x oversampled loop, all channels linked: shape ``(samples,)``.
+
+    Sample ``n`` gets the largest magnitude among itself and the interpolated points on either
+    side of it. Interpolated points can only exceed ``floor`` (default: the sample peak) where
+    the samples around them come within ``_PHASE_GAIN`` of it, so only those are computed:
+    everywhere else the value returned is the sample magnitude, which is then known to be at
+    most ``floor``. Circular: the end joins the start.
+    """
+    from scipy.ndimage import maximum_filter1d
+
+    audio = _as_2d(audio).astype(np.float32, copy=False)
+    n = audio.shape[1]
+    env = np.abs(audio).max(axis=0)
+    if n == 0:
+        return env
+    if floor is None:
+        floor = float(env.max())
+    # max |x| over x[n-5 .. n+6], the samples feeding the points between n and n+1
+    around = maximum_filter1d(env, size=12, mode="wrap", origin=-1)
+    candidates = np.nonzero(around * _PHASE_GAIN > floor)[0]
+    if candidates.size == 0:
+        return env
+    taps = (candidates[:, None] + np.arange(-5, 7)[None, :]) % n
+    points = np.abs(audio[:, taps] @ _PHASES.T).max(axis=(0, 2))  # (channels, k, 4) -> (k,)
+    env[candidates] = np.maximum(env[candidates], points)
+    after = (candidates + 1) % n
+    env[after] = np.maximum(env[after], points)
+    return env
+
+
+def limit_circular(audio: np.ndarray, sample_rate: int, ceiling_dbtp: float = -1.0,
+                   lookahead_s: float = 0.01) -> np.ndarray:
+    """A look-ahead, true-peak-aware, stereo-linked limiter over a loop treated as circular.
+
+    The gain needed at each sample (ceiling / oversampled peak) is spread by a running minimum
+    over +-``lookahead_s`` and smoothed by a moving average of the same width: the smoothed gain
+    never exceeds the needed gain, so no peak passes, and it changes over ~2 x ``lookahead_s``
+    seconds rather than sample by sample (no clicks, little distortion). Both filters wrap
+    around the loop end, which is what processing ``[loop, loop]`` and keeping the second copy
+    would give, so the seam stays clean.
+    """
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+    audio = _as_2d(audio)
+    ceiling = 10.0 ** (ceiling_dbtp / 20.0)
+    peak = oversampled_peak(audio, floor=ceiling)
+    needed = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
+    if needed.min() >= 1.0:
+        return audio.astype(np.float32, copy=True)
+    width = 2 * max(1, int(round(lookahead_s * sample_rate))) + 1
+    width = min(width, audio.shape[1] | 1)
+    gain = minimum_filter1d(needed, size=width, mode="wrap")
+    gain = uniform_filter1d(gain, size=width, mode="wrap")
+    gain = np.minimum(gain, needed)  # guards float rounding in the moving average
+    return (audio * gain[None, :]).astype(np.float32)
+
+
+def normalise_loudness(audio: np.ndarray, sample_rate: int, target_lufs: float,
+                       ceiling_dbtp: float = -1.0, tolerance_lu: float = 0.1,
+                       max_iterations: int = 10) -> tuple[np.ndarray, float, float]:
+    """Bring a loop to ``target_lufs`` integrated loudness with its true peak under the ceiling.
+
+    Gain first. Integrated loudness and true peak both move exactly with a gain, so when the
+    gained loop stays under ``ceiling_dbtp`` that is the answer. Otherwise the circular limiter
+    takes the peaks down and the gain is corrected (secant steps) for the loudness the limiter
+    removed, until loudness is within ``tolerance_lu`` and the true peak under the ceiling.
+    Returns ``(audio float32, integrated LUFS, true peak dBTP)`` of the returned audio.
+    Silence is returned unchanged with ``-inf`` figures.
+    """
+    audio = _as_2d(audio).astype(np.float32)
+    lufs = integrated_lufs(audio, sample_rate)
+    if not np.isfinite(lufs) or lufs < _SILENCE_LUFS:
+        return audio, lufs, true_peak_dbtp(audio)
+    peak = true_peak_dbtp(audio)
+    gain_db = target_lufs - lufs
+    if peak + gain_db <= ceiling_dbtp - 0.01:
+        return _gain(audio, gain_db), lufs + gain_db, peak + gain_db
+
+    limit_at = ceiling_dbtp - 0.05  # headroom for the interpolation between limited samples
+    previous = None  # (gain_db, lufs) of the last try
+    out, tp = audio, peak
+    for _ in range(max_iterations):
+        out = limit_circular(_gain(audio, gain_db), sample_rate, limit_at)
+        lufs, tp = integrated_lufs(out, sample_rate), true_peak_dbtp(out)
+        if abs(lufs - target_lufs) <= tolerance_lu and tp <= ceiling_dbtp:
+            break
+        if tp > ceiling_dbtp:
+            limit_at -= tp - ceiling_dbtp + 0.02
+        slope = 1.0
+        if previous is not None and gain_db != previous[0]:
+            slope = min(1.0, max(0.1, (lufs - previous[1]) / (gain_db - previous[0])))
+        previous = (gain_db, lufs)
+        gain_db += (target_lufs - lufs) / slope
+    return out, lufs, tp
+
+
+def _gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
+    return (audio * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32)
+
+
+# -- files ------------------------------------------------------------------------------------
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str = "flac24") -> Path:
+    """Write ``audio`` (float32 ``(channels, samples)``) atomically as FLAC 24-bit (default),
+    WAV 24-bit or WAV 32-bit float. Quantisation to integers happens only here."""
+    import soundfile
+
+    if fmt not in FORMATS:
+        raise FarmError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", field="format")
+    container, subtype, _ = FORMATS[fmt]
+    data = _as_2d(audio).T
+    if subtype != "FLOAT":
+        data = np.clip(data, -1.0, 1.0)  # libsndfile wraps integer overflow instead of clipping
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        soundfile.write(tmp, np.ascontiguousarray(data, dtype=np.float32), int(sample_rate),
+                        format=container, subtype=subtype)
+    return path
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """``(float32 (channels, samples), sample_rate)``; a corrupt file is a FarmError naming it."""
+    import soundfile
+
+    try:
+        data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError, OSError) as err:
+        raise FarmError(f"cannot read audio: {err}", file=path, field="audio") from None
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+# -- pitch ------------------------------------------------------------------------------------
+def chroma(audio: np.ndarray, sample_rate: int, start: int = 0, stop: int | None = None,
+           fmin: float = 40.0, fmax: float = 4000.0) -> np.ndarray:
+    """Share of spectral energy per pitch class (C = 0) in samples ``[start, stop)``, shape (12,).
+
+    One Hann-windowed FFT of the mono mix; each bin between ``fmin`` and ``fmax`` Hz goes to its
+    nearest equal-tempered pitch class (A4 = 440 Hz). Sums to 1, or all zeros for silence.
+    """
+    audio = _as_2d(audio)
+    segment = audio[:, start:stop].mean(axis=0, dtype=np.float64)
+    n = segment.shape[0]
+    out = np.zeros(12)
+    if n < 16:
+        return out
+    spectrum = np.abs(np.fft.rfft(segment * np.hanning(n))) ** 2
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    keep = (freqs >= fmin) & (freqs <= fmax)
+    pcs = (np.rint(12.0 * np.log2(freqs[keep] / 440.0)).astype(int) + 9) % 12
+    np.add.at(out, pcs, spectrum[keep])
+    total = out.sum()
+    return out / total if total > 0 else out
+
+
+def bar_chroma(audio: np.ndarray, sample_rate: int, template, **kwargs) -> np.ndarray:
+    """``chroma`` of every bar of ``template`` (exact bar starts in samples), shape (bars, 12)."""
+    return np.stack([
+        chroma(audio, sample_rate, template.bar_start_sample(bar, sample_rate),
+               template.bar_start_sample(bar + 1, sample_rate), **kwargs)
+        for bar in range(1, template.bars + 1)])
+
+
+def _as_2d(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio)
+    return audio[None, :] if audio.ndim == 1 else audio

@@ -1,0 +1,54 @@
+"""``farm patches`` and ``farm render``: thin wrappers over farm.patches and farm.render.run."""
+from __future__ import annotations
+
+import click
+
+from farm.render import SAMPLE_RATES
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--show", "show", metavar="NAME", help="Show one patch in full.")
+@click.option("--dir", "patches_dir", type=click.Path(file_okay=False), default=None,
+              help="Patch directory (default: the project's patches/, or $FARM_PATCHES_DIR).")
+def patches(name, show, patches_dir):
+    """List the synth patches, or show one (NAME or --show NAME)."""
+    from farm.patches import describe_patch, list_patches, load_patch, patch_summary
+
+    name = name or show
+    if name:
+        click.echo(describe_patch(load_patch(name, patches_dir)))
+        return
+    rows = [patch_summary(p) for p in list_patches(patches_dir)]
+    if not rows:
+        click.echo("no patches")
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        click.echo("  ".join(r[c].ljust(widths[c]) for c in columns).rstrip())
+
+
+@click.command()
+@click.option("--template", "template_dir", required=True, type=click.Path(),
+              help="Template directory (holds template.json and the part MIDI files).")
+@click.option("--patch", required=True, help="Patch name (patches/NAME.toml) or a .toml path.")
+@click.option("--part", default=None, help="Render only this part (default: every part the patch fits).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("-j", "--jobs", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--sample-rate", default=44100, show_default=True,
+              type=click.Choice([str(s) for s in SAMPLE_RATES]), help="Hz.")
+@click.option("--format", "fmt", default="flac24", show_default=True,
+              type=click.Choice(["flac24", "wav24", "wav32f"]))
+@click.option("--backend", default="embedded", show_default=True, help="Renderer backend.")
+def render(template_dir, patch, part, out, jobs, sample_rate, fmt, backend):
+    """Render a template's parts through a patch into exact, seamless loop files."""
+    from farm.render.run import render as render_template
+
+    for path in render_template(template_dir, patch, part=part, out=out, sample_rate=int(sample_rate),
+                                fmt=fmt, jobs=jobs, backend=backend, progress=True):
+        click.echo(str(path))
+
+
+commands = [patches, render]
