@@ -556,6 +556,7 @@ def test_doctor_reports_one_line_per_check_with_fixes(tmp_path, monkeypatch):
     assert checks[0].status == "ok" and str(STANDIN.resolve()) in checks[0].detail
     assert checks[2].status == "ok" and checks[5].status == "ok"
     assert checks[4].status == "info" and "farm reaper setup" in checks[4].fix
+    assert len(report(checks).splitlines()) == len(checks) + 1  # one line each, then the summary
     monkeypatch.setenv("FARM_REAPER", str(tmp_path / "missing"))
     result = CliRunner().invoke(farm, ["doctor", "--no-live", "--dir", str(tmp_path)])
     assert result.exit_code == 0
@@ -563,3 +564,134 @@ def test_doctor_reports_one_line_per_check_with_fixes(tmp_path, monkeypatch):
     assert out[0].startswith("missing reaper") and "->" in out[0]
     assert any(line.startswith("ok      fluidsynth") for line in out)
     assert out[-1].startswith("renderers available: embedded")
+
+
+# -- the ReaScripts, run in Lua 5.4 against a stand-in `reaper` API ------------------------------
+class FakeReaperLua:
+    """The ReaScript functions the scripts call, recording them; the scripts run for real in Lua."""
+
+    def __init__(self, **answers):
+        self.calls, self.messages, self.answers = [], [], answers
+
+    def run(self, script: str):
+        from lupa import lua54
+
+        lua = lua54.LuaRuntime(unpack_returned_tuples=True)
+        proxy = lua.eval("function(lookup) return setmetatable({}, {__index = function(_, k) return lookup(k) end}) end")
+        lua.globals().reaper = proxy(lambda name: getattr(self, name))
+        lua.execute((ROOT / "reaper_scripts" / script).read_text())
+
+    def __getattr__(self, name):  # any other API call: recorded, returns nothing
+        if name[:1].isupper():
+            return lambda *args: self.calls.append((name,) + tuple(args))
+        raise AttributeError(name)
+
+    def ShowMessageBox(self, msg, title, kind):
+        self.messages.append(msg)
+
+    def GetExtState(self, section, key):
+        return ""
+
+    def GetSelectedTrack(self, proj, index):
+        return "track:0"
+
+    def GetTrackStateChunk(self, track, buf, undo):
+        return True, self.answers["chunk"]
+
+    def GetSetMediaTrackInfo_String(self, track, key, value, is_set):
+        self.calls.append(("GetSetMediaTrackInfo_String", track, key, value, is_set))
+        return True, "Vital pad"
+
+    def GetUserInputs(self, title, n, captions, defaults):
+        return True, self.answers["inputs"]
+
+    def GetUserFileNameForRead(self, path, title, ext):
+        return True, self.answers["file"]
+
+    def CountTracks(self, proj):
+        return sum(1 for c in self.calls if c[0] == "InsertTrackAtIndex")
+
+    def GetTrack(self, proj, index):
+        return f"track:{index}"
+
+    def CountProjectMarkers(self, proj):
+        return len(self.answers["regions"]), 0, len(self.answers["regions"])
+
+    def EnumProjectMarkers3(self, proj, index):
+        name, start, end = self.answers["regions"][index]
+        return index + 1, True, start, end, name, index + 1, 0
+
+    def GetProjectPath(self, buf):
+        return self.answers["project_dir"]
+
+    def GetSetProjectInfo(self, proj, key, value, is_set):
+        self.calls.append(("GetSetProjectInfo", key, value, is_set))
+        return 48000.0 if key == "PROJECT_SRATE" and not is_set else value
+
+    def RecursiveCreateDirectory(self, path, ignored):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return 1
+
+    def Main_OnCommand(self, command, flag):
+        self.calls.append(("Main_OnCommand", command, flag))
+        if command == 42230:  # "REAPER" renders every region but the last
+            for name, _, _ in self.answers["regions"][:-1]:
+                (Path(self.answers["project_dir"]) / "renders" / f"{name}.wav").write_bytes(b"RIFF")
+
+    def file_exists(self, path):
+        return Path(path).is_file()
+
+
+def test_lua_save_fxchain_writes_the_same_chain_and_toml_as_patch_pull(tmp_path):
+    from farm.reaper_live import with_reaper_fxchain
+
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    fake = FakeReaperLua(chunk=VST_CHUNK, inputs=f"night-pad,{patches},pad chords")
+    fake.run("farm_save_fxchain.lua")
+    assert (patches / "night-pad.RfxChain").read_text() == fxchain_from_track_chunk(VST_CHUNK)
+    patch = load_patch(patches / "night-pad.toml")  # a valid patch that names its chain
+    assert patch.roles == ("pad", "chords") and patch.reaper_fxchain == (patches / "night-pad.RfxChain").resolve()
+    assert "night-pad.RfxChain" in fake.messages[-1]
+    # an existing patch: its TOML gains the chain exactly as `farm patch pull` would write it
+    for name, text in [("a", 'name = "a"\n[embedded]\nprogram = 1\n'),
+                       ("b", 'name = "b"\n[reaper]\ninstrument = "Vital"\n[effects]\nx = 1\n'),
+                       ("c", 'name = "c"\n[reaper]\nfxchain = "old.RfxChain"\n')]:
+        (patches / f"{name}.toml").write_text(text)
+        FakeReaperLua(chunk=VST_CHUNK, inputs=f"{name},{patches},").run("farm_save_fxchain.lua")
+        assert (patches / f"{name}.toml").read_text() == with_reaper_fxchain(text, f"{name}.RfxChain")
+    no_fx = FakeReaperLua(chunk="<TRACK\nNAME x\n>\n", inputs=f"z,{patches},pad")
+    no_fx.run("farm_save_fxchain.lua")
+    assert no_fx.messages == ["The selected track has no FX."] and not (patches / "z.RfxChain").exists()
+
+
+def test_lua_import_template_makes_a_track_per_part_at_the_templates_tempo(tmp_path, jobs):
+    job = jobs[1]  # 96 BPM, 3/4
+    fake = FakeReaperLua(file=str(job.template_dir / "template.json"))
+    fake.run("farm_import_template.lua")
+    tempo = next(c for c in fake.calls if c[0] == "SetTempoTimeSigMarker")
+    assert tempo[6:9] == (96, 3, 4)
+    media = [c[1] for c in fake.calls if c[0] == "InsertMedia"]
+    assert media == [str(job.template_dir / p.midi) for p in job.template.parts]
+    region = next(c for c in fake.calls if c[0] == "AddProjectMarker")
+    assert region[2:6] == (True, 0, pytest.approx(job.template.duration_s), job.template.id)
+
+
+def test_lua_render_regions_sets_the_farm_render_settings_and_names_missing_files(tmp_path):
+    regions = [("0000_a_chords_pad", 0.0, 4.0), ("0001_b_bass_sub", 6.0, 9.0)]
+    fake = FakeReaperLua(regions=regions, project_dir=str(tmp_path))
+    fake.run("farm_render_regions.lua")
+    strings = {c[2]: c[3] for c in fake.calls if c[0] == "GetSetProjectInfo_String"}  # (proj, key, value, set)
+    values = {c[1]: c[2] for c in fake.calls if c[0] == "GetSetProjectInfo" and c[3]}
+    assert strings["RENDER_PATTERN"] == "$region" and strings["RENDER_FILE"] == str(tmp_path / "renders")
+    assert base64.b64decode(strings["RENDER_FORMAT"])[:5] == b"evaw\x18"
+    assert values["RENDER_BOUNDSFLAG"] == 3 and values["RENDER_SRATE"] == 48000 and values["RENDER_TAILFLAG"] == 0
+    assert ("Main_OnCommand", 42230, 0) in fake.calls
+    assert "0001_b_bass_sub" in fake.messages[-1] and "0000_a" not in fake.messages[-1]
+
+
+def test_every_reascript_starts_with_a_comment_saying_what_it_does():
+    scripts = sorted((ROOT / "reaper_scripts").glob("*.lua"))
+    assert len(scripts) == 3
+    for script in scripts:
+        assert script.read_text().startswith("-- Loop Farm: ")
