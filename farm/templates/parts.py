@@ -127,8 +127,9 @@ def backbeat(timing: Timing) -> tuple[int, ...]:
 
 
 def make_groove(part: DrumsPart, timing: Timing, rng: random.Random, knobs: dict[str, float]) -> Groove:
-    """A groove shaped by ``kick_density`` (0: downbeat only, 1: busy) and ``hat_density``
-    (0: no hats, 1/3: on the beats, 2/3: eighths, 1: every sixteenth)."""
+    """A groove shaped by ``kick_density`` (0: downbeat only; 1: ``steps/4 + 1`` more kicks, strong
+    positions first) and ``hat_density`` (0: no hats; from 0.27 every beat, from 0.6 every eighth,
+    from 0.94 every sixteenth; in between, some of the next level)."""
     s = timing.steps
     if part.snare == "backbeat":
         snare = backbeat(timing)
@@ -155,7 +156,8 @@ def make_groove(part: DrumsPart, timing: Timing, rng: random.Random, knobs: dict
     hats = []
     for i in range(s):
         lvl = {0: 0, 1: 0, 2: 1, 3: 2}[_level(i, timing)]  # beats, eighths, sixteenths
-        if rng.random() < min(1.0, max(0.0, h * 3 - lvl)):
+        # each third of the knob fills one level: a level is full 0.8 of the way through its third
+        if rng.random() < min(1.0, max(0.0, (h * 3 - lvl) / 0.8)):
             is_open = _level(i, timing) == 2 and rng.random() < part.open_hat
             hats.append((i, is_open))
     p = knobs["perc_density"]
@@ -171,7 +173,7 @@ def make_groove(part: DrumsPart, timing: Timing, rng: random.Random, knobs: dict
 
 def write_drums(groove: Groove, bars: int, part: DrumsPart, timing: Timing, rng: random.Random) -> list[Note]:
     notes = []
-    length = timing.ppq // 4
+    length = timing.ppq // 8  # a 32nd: shorter than any swung gap, so hits on one key never overlap
     for bar in range(bars):
         def hit(step: int, key: int, vel: int) -> None:
             start = timing.tick(bar, step)

@@ -1,0 +1,562 @@
+"""Templates: rule sets -> labelled MIDI. The labels are checked against the written MIDI."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import mido
+import pytest
+from click.testing import CliRunner
+
+from farm.cli import main as farm_cli
+from farm.errors import FarmError
+from farm.model import Template, canonical_json, note_name_to_pc
+from farm.templates import (TEMPLATES_DIR, beat_steps, find_rules, generate, generate_template, list_styles,
+                            load_rules, merge_parts, midi_bytes, progression_is_valid, steps_per_bar,
+                            template_id, write_template)
+from farm.theory import voicing_candidates, voicing_cost
+
+ROOT = Path(__file__).resolve().parents[1]
+STYLES = sorted(p.stem for p in TEMPLATES_DIR.glob("*.toml"))
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def read_notes(data: bytes) -> list[list[tuple[int, int, int, int, int]]]:
+    """Per track: (start tick, end tick, pitch, channel, velocity), read with mido."""
+    tracks = []
+    for track in mido.MidiFile(file=io.BytesIO(data)).tracks:
+        now, open_, notes = 0, {}, []
+        for msg in track:
+            now += msg.time
+            if msg.type == "note_on" and msg.velocity > 0:
+                open_[(msg.channel, msg.note)] = (now, msg.velocity)
+            elif msg.type in ("note_off", "note_on"):
+                start, vel = open_.pop((msg.channel, msg.note))
+                notes.append((start, now, msg.note, msg.channel, vel))
+        assert not open_, "a note is never released"
+        tracks.append(sorted(notes))
+    return tracks
+
+
+def part_notes(generated, name: str):
+    tracks = read_notes(generated.midi[name])
+    assert len(tracks) == 2  # tempo/meter track + the part
+    return tracks[1]
+
+
+def music21_key(key):
+    from music21 import key as m21key
+
+    return m21key.Key(key.tonic.replace("b", "-") if len(key.tonic) > 1 else key.tonic,
+                      {"harmonic_minor": "minor"}.get(key.mode, key.mode))
+
+
+def music21_scale_pcs(key) -> set[int]:
+    from music21 import scale
+
+    cls = {"major": scale.MajorScale, "minor": scale.MinorScale, "harmonic_minor": scale.HarmonicMinorScale,
+           "dorian": scale.DorianScale}[key.mode]
+    tonic = key.tonic.replace("b", "-") if len(key.tonic) > 1 else key.tonic
+    return {p.pitchClass for p in cls(tonic).getPitches(f"{tonic}3", f"{tonic}5")}
+
+
+def samples(style: str, n: int = 3):
+    """A few templates of the style, covering each of its meters."""
+    rules = load_rules(find_rules(style))
+    out, meters = [], set()
+    for seed in range(40):
+        g = generate_template(rules, seed)
+        if len(out) < n or str(g.template.meter) not in meters:
+            out.append(g)
+            meters.add(str(g.template.meter))
+        if len(out) >= n and meters == {str(m) for m in rules.meters}:
+            break
+    assert meters == {str(m) for m in rules.meters}
+    return rules, out
+
+
+@pytest.fixture(scope="module")
+def style_samples():
+    return {s: samples(s) for s in STYLES}
+
+
+MINI = """
+name = "mini"
+description = "test rules"
+tonics = ["C", "A"]
+modes = ["major"]
+tempo = [100, 110]
+meters = ["4/4"]
+bars = [4]
+
+[grammar]
+first = ["T"]
+last = ["D"]
+[grammar.transitions]
+T = { T = 0, S = 1, D = 1 }
+S = { T = 0, S = 0, D = 1 }
+D = { T = 1, S = 0 }
+
+[grammar.chords.major]
+T = { I = 1, vi = 1 }
+S = { IV = 1, ii7 = 1 }
+D = { V = 1, Vsus4 = 1 }
+
+[parts.chords]
+register = [48, 72]
+
+[parts.bass]
+
+[parts.drums]
+kick_density = KICK
+hat_density = HAT
+"""
+
+
+def mini(tmp_path: Path, text: str | None = None, kick="0.5", hat="0.5", name="mini.toml") -> Path:
+    p = tmp_path / name
+    p.write_text((text or MINI).replace("KICK", kick).replace("HAT", hat))
+    return p
+
+
+# -- rule sets ----------------------------------------------------------------------------------
+
+def test_styles_cover_modes_meters_lengths_and_chord_vocabulary():
+    rules = list_styles()
+    assert len(rules) >= 6
+    assert {m for r in rules for m in r.modes} >= {"major", "minor", "harmonic_minor", "dorian"}
+    meters = {str(m) for r in rules for m in r.meters}
+    assert "4/4" in meters and meters & {"3/4", "6/8"}
+    assert all(set(r.bars) >= {2, 4, 8} for r in rules)
+    assert all(r.tempo[0] < r.tempo[1] for r in rules)
+    from farm.theory import spell_chord
+    symbols = set()
+    for r in rules:
+        for mode, table in r.grammar.chords.items():
+            for romans in table.values():
+                symbols |= {spell_chord(x, r.tonics[0], mode).symbol for x in romans}
+    def has(pred):
+        return any(pred(s) for s in symbols)
+    assert has(lambda s: s in ("C", "Am", "F", "G", "Dm", "Em"))  # plain triads
+    assert has(lambda s: s.endswith("maj7")) and has(lambda s: s.endswith("m7")) and has(lambda s: s.endswith("7"))
+    assert has(lambda s: "sus2" in s) and has(lambda s: "sus4" in s) and has(lambda s: "add9" in s)
+    assert has(lambda s: "/" in s)  # inversions
+    drums = [r.parts["drums"] for r in rules if "drums" in r.parts]
+    assert drums and all(0 <= k <= 1 for d in drums for k in d.kick_density + d.hat_density)
+
+
+def test_templates_dir_env_override(tmp_path, monkeypatch):
+    mini(tmp_path, name="house-rules.toml")
+    monkeypatch.setenv("FARM_TEMPLATES_DIR", str(tmp_path))
+    assert find_rules("house-rules") == tmp_path / "house-rules.toml"
+    assert [r.name for r in list_styles()] == ["mini"]
+    result = CliRunner().invoke(farm_cli, ["styles"])
+    assert result.exit_code == 0 and "mini" in result.stdout and "lofi-hiphop" not in result.stdout
+
+
+def test_farm_styles_lists_every_rule_set():
+    result = CliRunner().invoke(farm_cli, ["styles"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for r in list_styles():
+        row = next(line for line in lines if line.startswith(r.name + " "))
+        assert ",".join(r.modes) in row and f"{r.tempo[0]}-{r.tempo[1]}" in row
+
+
+# -- labels against the MIDI --------------------------------------------------------------------
+
+@pytest.mark.parametrize("style", STYLES)
+def test_chord_labels_equal_music21_chordify_of_the_chords_part(style, style_samples, tmp_path):
+    """An independent analysis: music21 reads the written chords MIDI, chordifies it, and every bar
+    sounds exactly the labelled pitch classes from its first beat to its last, lowest note bass_pc."""
+    from music21 import converter, roman
+
+    _, gens = style_samples[style]
+    for g in gens:
+        t = g.template
+        path = tmp_path / f"{t.id}.mid"
+        path.write_bytes(g.midi["chords"])
+        qpb = float(t.quarters_per_bar)
+        flat = converter.parse(path, quantizePost=False).chordify().flatten()
+        found, covered, lowest = defaultdict(set), defaultdict(float), {}
+        for c in flat.getElementsByClass("Chord"):
+            off, dur = float(c.offset), float(c.quarterLength)
+            bar = int(off // qpb + 1e-9)
+            assert off + dur <= (bar + 1) * qpb + 1e-6, "a chord rings into the next bar"
+            found[bar + 1] |= {p.pitchClass for p in c.pitches}
+            covered[bar + 1] += dur
+            low = min(c.pitches, key=lambda p: p.ps)
+            lowest.setdefault(bar + 1, set()).add(low.pitchClass)
+        assert sorted(found) == list(range(1, t.bars + 1))
+        k = music21_key(t.key)
+        for label in t.chords:
+            assert found[label.bar] == set(label.pitch_classes), (t.id, label)
+            assert covered[label.bar] == pytest.approx(qpb), "the chord does not sound the whole bar"
+            assert lowest[label.bar] == {label.bass_pc}
+            rn = roman.RomanNumeral(label.roman, k)  # the label's roman numeral means the same chord
+            assert {p.pitchClass for p in rn.pitches} == set(label.pitch_classes)
+            assert rn.root().pitchClass == label.root_pc == label.pitch_classes[0]
+            assert rn.bass().pitchClass == label.bass_pc
+            root, _, bass = label.symbol.partition("/")
+            name = root[:2] if len(root) > 1 and root[1] in "#b" else root[:1]
+            assert note_name_to_pc(name) == label.root_pc
+            assert note_name_to_pc(bass or name) == label.bass_pc
+            assert "-" not in label.symbol
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_bass_starts_every_bar_on_bass_pc_and_keeps_it_strongest(style, style_samples):
+    rules, gens = style_samples[style]
+    for g in gens:
+        t = g.template
+        if "bass" not in g.midi:
+            continue
+        tpb = t.ticks_per_bar
+        notes = part_notes(g, "bass")
+        lo, hi = rules.parts["bass"].register
+        assert all(lo <= p <= hi for _, _, p, _, _ in notes)
+        for label in t.chords:
+            b0, b1 = (label.bar - 1) * tpb, label.bar * tpb
+            in_bar = [n for n in notes if b0 <= n[0] < b1]
+            assert [p % 12 for s, _, p, _, _ in in_bar if s == b0] == [label.bass_pc]
+            sounding = Counter()
+            for s, e, p, _, _ in in_bar:
+                sounding[p % 12] += min(e, b1) - s
+            others = sum(v for pc, v in sounding.items() if pc != label.bass_pc)
+            assert sounding[label.bass_pc] >= 2 * others
+        if "kick" in rules.parts["bass"].rhythm and "drums" in g.midi:
+            kicks = {s for s, _, p, _, _ in part_notes(g, "drums") if p == 36}
+            assert {s for s, *_ in notes} <= kicks, "the bass plays off the kick's rhythm"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_melody_chord_tones_on_beats_scale_tones_between_stable_end(style, style_samples):
+    from music21 import roman
+
+    rules, gens = style_samples[style]
+    for g in gens:
+        t = g.template
+        if "melody" not in g.midi:
+            continue
+        tpb, beat = t.ticks_per_bar, beat_steps(t.meter) * t.ppq // 4
+        notes = part_notes(g, "melody")
+        scale = music21_scale_pcs(t.key)
+        strong = 0
+        for label in t.chords:
+            b0, b1 = (label.bar - 1) * tpb, label.bar * tpb
+            for s, e, p, _, _ in notes:
+                if not b0 <= s < b1:
+                    continue
+                assert e <= b1
+                if (s - b0) % beat == 0:
+                    strong += 1
+                    assert p % 12 in label.pitch_classes, (t.id, label.bar, s, p)
+                else:
+                    assert p % 12 in scale | set(label.pitch_classes)
+                    assert not any(s < b0 + k * beat < e for k in range(1, 13)), "a passing tone held over a beat"
+        assert strong >= t.bars
+        last = max(notes)
+        final = t.chords[-1]
+        tonic_triad = {p.pitchClass for p in roman.RomanNumeral("I" if t.key.mode == "major" else "i",
+                                                                   music21_key(t.key)).pitches}
+        stable = [pc for pc in final.pitch_classes if pc in tonic_triad] or [final.root_pc]
+        assert (last[0] - (t.bars - 1) * tpb) % beat == 0 and last[2] % 12 in stable
+        assert last[1] == t.bars * tpb
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_files_tempo_meter_channels_and_bar_lengths(style, style_samples):
+    _, gens = style_samples[style]
+    for g in gens:
+        t = g.template
+        tpb = t.ticks_per_bar
+        assert tpb == t.meter.numerator * 4 * t.ppq // t.meter.denominator
+        assert set(g.midi) == {p.name for p in t.parts} | {"all"}
+        for part in t.parts:
+            mf = mido.MidiFile(file=io.BytesIO(g.midi[part.name]))
+            assert mf.ticks_per_beat == t.ppq
+            metas = [m for m in mf.tracks[0] if m.is_meta]
+            tempo = next(m.tempo for m in metas if m.type == "set_tempo")
+            assert mido.tempo2bpm(tempo) == pytest.approx(t.bpm, abs=1e-3)
+            ts = next(m for m in metas if m.type == "time_signature")
+            assert (ts.numerator, ts.denominator) == (t.meter.numerator, t.meter.denominator)
+            notes = read_notes(g.midi[part.name])[1]
+            assert len(notes) == part.notes > 0
+            assert all(0 <= s < e <= t.bars * tpb for s, e, *_ in notes)
+            assert {c for *_, c, _ in notes} == {part.channel}
+            assert (part.channel == 9) == (part.name == "drums")
+        if "chords" in g.midi:
+            assert max(e for _, e, *_ in part_notes(g, "chords")) == t.bars * tpb
+        all_tracks = read_notes(g.midi["all"])[1:]
+        assert [len(n) for n in all_tracks] == [p.notes for p in t.parts]
+        for part, notes in zip(t.parts, all_tracks):
+            channels = {c for *_, c, _ in notes}
+            assert (channels == {9}) if part.name == "drums" else (9 not in channels and len(channels) == 1)
+
+
+def test_three_four_and_six_eight_bars_have_the_right_length_in_ticks():
+    seen = {}
+    for style in STYLES:
+        rules = load_rules(find_rules(style))
+        for seed in range(30):
+            g = generate_template(rules, seed, bars=2)
+            m = str(g.template.meter)
+            if m in ("3/4", "6/8") and m not in seen:
+                seen[m] = g
+    assert set(seen) == {"3/4", "6/8"}
+    for m, g in seen.items():
+        t = g.template
+        assert t.ticks_per_bar == 1440  # 3 quarter notes at 480 ppq, in both meters
+        assert t.duration_s == pytest.approx(2 * 3 * 60 / t.bpm)
+        chords = part_notes(g, "chords")
+        assert max(e for _, e, *_ in chords) == 2 * 1440
+        assert {s for s, *_ in chords} >= {0, 1440}
+        kicks = sorted({s for s, _, p, _, _ in part_notes(g, "drums") if p == 36})
+        assert 0 in kicks and 1440 in kicks and all(k < 2880 for k in kicks)
+
+
+def test_voicings_move_as_little_as_possible_within_the_register(style_samples):
+    for style in STYLES:
+        rules, gens = style_samples[style]
+        part = rules.parts["chords"]
+        for g in gens:
+            notes = part_notes(g, "chords")
+            tpb = g.template.ticks_per_bar
+            voicings = [tuple(sorted({p for s, _, p, _, _ in notes if s == bar * tpb})) for bar in range(g.template.bars)]
+            assert all(part.register[0] <= p <= part.register[1] for v in voicings for p in v)
+            for prev, cur, label in zip(voicings, voicings[1:], g.template.chords[1:]):
+                options = voicing_candidates(label.pitch_classes, label.bass_pc, *part.register, part.voices)
+                assert voicing_cost(prev, cur) == min(voicing_cost(prev, o) for o in options)
+
+
+def test_drum_knobs_shape_the_groove(tmp_path):
+    def groove(kick, hat):
+        rules = load_rules(mini(tmp_path, kick=kick, hat=hat))
+        g = generate_template(rules, 3)
+        drums = part_notes(g, "drums")
+        per_bar = g.template.bars
+        return (sum(1 for n in drums if n[2] == 36) / per_bar, sum(1 for n in drums if n[2] in (42, 46)) / per_bar)
+
+    assert groove("0.0", "0.0") == (1, 0)  # downbeat kick only, no hats
+    assert groove("0.0", "0.3")[1] == 4  # hats on the beats
+    assert groove("0.0", "0.6")[1] == 8  # eighths
+    assert groove("0.0", "1.0")[1] == 16  # sixteenths
+    assert groove("1.0", "0.0")[0] > groove("0.5", "0.0")[0] > groove("0.0", "0.0")[0]
+
+
+# -- grammar ------------------------------------------------------------------------------------
+
+def test_progression_is_valid_follows_the_grammar(tmp_path):
+    rules = load_rules(mini(tmp_path))
+    assert progression_is_valid(rules, ["I", "IV", "V", "Vsus4"]) is False  # D -> D has weight 0
+    assert progression_is_valid(rules, ["I", "IV", "ii7", "V"]) is False  # S -> S has weight 0
+    assert progression_is_valid(rules, ["I", "ii7", "V", "V[no3][add4]"]) is False
+    assert progression_is_valid(rules, ["I", "IV", "V"]) is True
+    assert progression_is_valid(rules, ["vi", "ii7", "Vsus4"]) is True  # shorthand for V[no3][add4]
+    assert progression_is_valid(rules, ["vi", "ii7", "V[no3][add4]"]) is True
+    assert progression_is_valid(rules, ["IV", "V", "I", "V"]) is False  # bar 1 must be a tonic
+    assert progression_is_valid(rules, ["I", "V", "I", "IV"]) is False  # the last bar must be a dominant
+    assert progression_is_valid(rules, ["I", "V", "vi", "V"]) is True
+    assert progression_is_valid(rules, ["I", "iii", "V"]) is False  # not in the vocabulary
+    assert progression_is_valid(rules, []) is False
+    # re-cutting to one chord: T -> T has weight 0 and V is no tonic
+    assert progression_is_valid(rules, ["I", "I", "I", "I"]) is False
+    # the wrap from the last bar to bar 1 only counts for loops
+    wrap = MINI.replace("D = { T = 1, S = 0 }", "D = { T = 0, S = 1 }")
+    wrap = wrap.replace('first = ["T"]', 'first = ["T", "S"]')
+    r2 = load_rules(mini(tmp_path, wrap, name="wrap.toml"))
+    assert progression_is_valid(r2, ["I", "V", "IV", "V"], looping=True) is False  # V -> I wrap has weight 0
+    assert progression_is_valid(r2, ["I", "V", "IV", "V"], looping=False) is True
+    assert progression_is_valid(r2, ["IV", "V", "IV", "V"], looping=True) is True
+
+
+def test_generated_progressions_are_valid_and_seed_drives_key_tempo_meter_bars():
+    for style in STYLES:
+        rules = load_rules(find_rules(style))
+        seen = defaultdict(set)
+        for seed in range(25):
+            t = generate_template(rules, seed).template
+            assert progression_is_valid(rules, [c.roman for c in t.chords], mode=t.key.mode)
+            assert rules.tempo[0] <= t.bpm <= rules.tempo[1] and t.bpm == int(t.bpm)
+            assert t.key.mode in rules.modes and t.bars in rules.bars and t.meter in rules.meters
+            for k, v in (("key", t.key), ("bpm", t.bpm), ("bars", t.bars), ("meter", t.meter)):
+                seen[k].add(v)
+        assert len(seen["key"]) > 2 and len(seen["bpm"]) > 2 and len(seen["bars"]) == len(rules.bars)
+        assert len(seen["meter"]) == len(rules.meters)
+        assert generate_template(rules, 7, bars=2).template.bars == 2
+
+
+# -- outputs, ids, determinism ------------------------------------------------------------------
+
+def test_write_template_is_content_addressed_and_round_trips(tmp_path):
+    rules = load_rules(find_rules("synthwave"))
+    g = generate_template(rules, 11)
+    t = g.template
+    assert t.id == template_id(t, g.midi) and len(t.id) == 16
+    path = write_template(g, tmp_path)
+    assert path == tmp_path / t.id
+    assert sorted(p.name for p in path.iterdir()) == sorted([f"{n}.mid" for n in g.midi] + ["template.json"])
+    assert Template.load(path) == t
+    data = json.loads((path / "template.json").read_text())
+    assert (path / "template.json").read_text() == canonical_json(data)
+    assert set(data) == {"id", "style", "seed", "key", "bpm", "meter", "bars", "ppq", "chords", "parts",
+                         "generator_version"}
+    assert data["style"] == "synthwave" and data["seed"] == 11 and data["ppq"] == 480
+    assert [c["bar"] for c in data["chords"]] == list(range(1, t.bars + 1))
+    for p in t.parts:
+        assert (path / p.midi).read_bytes() == g.midi[p.name]
+    mtime = (path / "template.json").stat().st_mtime_ns
+    assert write_template(generate_template(rules, 11), tmp_path) == path
+    assert (path / "template.json").stat().st_mtime_ns == mtime
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert generate_template(rules, 12).template.id != t.id
+
+
+def test_all_mid_is_what_pretty_midi_writes_for_every_part_at_once():
+    from farm.templates.midi import Track
+    from farm.templates import build
+
+    for style in STYLES:
+        g = generate_template(load_rules(find_rules(style)), 5)
+        t = g.template
+        rules = load_rules(find_rules(style))
+        tracks = []
+        for p in t.parts:
+            notes = part_notes(g, p.name)
+            from farm.templates.midi import Note
+            program = 0 if p.name == "drums" else rules.parts[p.name].program
+            tracks.append(Track(p.name, program, p.name == "drums", [Note(n[2], n[0], n[1], n[4]) for n in notes]))
+        assert midi_bytes(tracks, t.bpm, t.meter, t.ppq) == g.midi["all"]
+        assert merge_parts([(g.midi[p.name], p.name == "drums") for p in t.parts]) == g.midi["all"]
+        assert build.PPQ == t.ppq
+
+
+DIGEST = """
+import hashlib, sys
+from farm.templates import find_rules, load_rules, generate_template
+for style in sys.argv[1:]:
+    rules = load_rules(find_rules(style))
+    for seed in (0, 1):
+        g = generate_template(rules, seed)
+        h = hashlib.sha256(g.template.id.encode())
+        for k in sorted(g.midi):
+            h.update(g.midi[k])
+        print(style, seed, h.hexdigest())
+"""
+
+
+def test_same_rules_and_seed_give_the_same_bytes_in_a_fresh_process(tmp_path):
+    def digest_here():
+        lines = []
+        for style in STYLES:
+            rules = load_rules(find_rules(style))
+            for seed in (0, 1):
+                g = generate_template(rules, seed)
+                h = hashlib.sha256(g.template.id.encode())
+                for k in sorted(g.midi):
+                    h.update(g.midi[k])
+                lines.append(f"{style} {seed} {h.hexdigest()}")
+        return lines
+
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", DIGEST, *STYLES], capture_output=True, text=True, env=env,
+                         cwd=ROOT, check=True).stdout.split("\n")
+    assert [line for line in out if line] == digest_here()
+
+    # and through the command line, twice, in two processes: identical trees
+    farm = str(Path(sys.executable).parent / "farm")
+    for name, hashseed in (("a", "1"), ("b", "2")):
+        subprocess.run([farm, "generate", "--style", "cinematic-minor", "--count", "2", "--seed", "40",
+                        "--out", str(tmp_path / name), "-q"], check=True, capture_output=True,
+                       env=dict(os.environ, PYTHONHASHSEED=hashseed))
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) == 2 * 7
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
+
+
+def test_generate_function_and_cli_write_count_templates_from_seed(tmp_path):
+    rules = load_rules(find_rules("pop-ballad"))
+    paths = generate(style="pop-ballad", count=3, seed=20, out=tmp_path / "py", progress=False)
+    assert [p.name for p in paths] == [generate_template(rules, 20 + i).template.id for i in range(3)]
+    result = CliRunner().invoke(farm_cli, ["generate", "--style", "pop-ballad", "--count", "3", "--seed", "20",
+                                           "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [Path(line.split()[0]).name for line in lines] == [p.name for p in paths]
+    for line, p in zip(lines, paths):
+        t = Template.load(p)
+        assert t.key.short in line and " ".join(c.symbol for c in t.chords) in line
+        assert (tmp_path / "cli" / p.name / "template.json").read_bytes() == (p / "template.json").read_bytes()
+    assert "100%" in result.stderr  # the progress bar
+    by_file = generate(rules=find_rules("pop-ballad"), count=1, seed=20, out=tmp_path / "py", progress=False)
+    assert by_file == paths[:1]
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+BAD_CASES = {
+    "invalid-toml": (lambda s: s.replace('name = "mini"', 'name = "mini'), "toml"),
+    "unreadable-chord": (lambda s: s.replace("vi = 1", "Qx7 = 1"), "grammar.chords.major.T.Qx7"),
+    "unspellable-chord": (lambda s: s.replace("ii7 = 1", "It6 = 1"), "grammar.chords.major.S.It6"),
+    "impossible-tempo": (lambda s: s.replace("tempo = [100, 110]", "tempo = [140, 90]"), "tempo"),
+    "tempo-out-of-range": (lambda s: s.replace("tempo = [100, 110]", "tempo = [0, 90]"), "tempo"),
+    "dead-grammar": (lambda s: s.replace("D = { T = 1, S = 0 }", "D = { T = 0, S = 0, D = 0 }"), "grammar.transitions.D"),
+    "no-cadence": (lambda s: s.replace('last = ["D"]', 'last = ["S"]'), "grammar"),
+    "bad-meter": (lambda s: s.replace('meters = ["4/4"]', 'meters = ["4/3"]'), "meters"),
+    "bad-knob": (lambda s: s.replace("kick_density = KICK", "kick_density = 1.5"), "parts.drums.kick_density"),
+    "narrow-register": (lambda s: s.replace("register = [48, 72]", "register = [60, 63]"), "parts.chords.register"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_rules_fail_with_one_line_naming_file_and_field_and_write_nothing(case, tmp_path):
+    mutate, field = BAD_CASES[case]
+    path = tmp_path / f"{case}.toml"
+    path.write_text(mutate(MINI).replace("KICK", "0.5").replace("HAT", "0.5"))
+    out = tmp_path / "out"
+    with pytest.raises(FarmError) as err:
+        generate(rules=path, count=2, out=out, progress=False)
+    assert err.value.file == str(path) and err.value.field == field
+    assert not out.exists()
+    result = CliRunner().invoke(farm_cli, ["generate", "--rules", str(path), "--count", "2", "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {path}: {field}: ") and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_count_below_one_and_unknown_style_fail_before_writing(tmp_path):
+    out = tmp_path / "out"
+    for count in (0, -3):
+        with pytest.raises(FarmError) as err:
+            generate(style="lofi-hiphop", count=count, out=out, progress=False)
+        assert err.value.field == "count"
+        result = CliRunner().invoke(farm_cli, ["generate", "--style", "lofi-hiphop", "--count", str(count),
+                                               "--out", str(out)])
+        assert result.exit_code == 2 and result.stderr.startswith("error: count: ")
+        assert result.stderr.count("\n") == 1
+    with pytest.raises(FarmError) as err:
+        generate(style="polka-core", out=out, progress=False)
+    assert err.value.field == "style" and err.value.file == str(TEMPLATES_DIR) and "lofi-hiphop" in err.value.message
+    result = CliRunner().invoke(farm_cli, ["generate", "--style", "polka-core", "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {TEMPLATES_DIR}: style: unknown style 'polka-core'")
+    assert result.stderr.count("\n") == 1
+    result = CliRunner().invoke(farm_cli, ["generate", "--style", "lofi-hiphop", "--rules", "x.toml", "--out", str(out)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    result = CliRunner().invoke(farm_cli, ["generate", "--rules", str(tmp_path / "missing.toml"), "--out", str(out)])
+    assert result.exit_code == 2 and str(tmp_path / "missing.toml") in result.stderr
+    assert not out.exists()
+
+
+def test_shipped_rule_files_load_with_their_file_names():
+    for p in sorted(TEMPLATES_DIR.glob("*.toml")):
+        assert load_rules(p).name == p.stem
+    assert steps_per_bar(load_rules(find_rules("cinematic-minor")).meters[0]) == 12
