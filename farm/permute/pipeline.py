@@ -1,0 +1,445 @@
+"""The permute stage: catalogued loops in, catalogued permutations out.
+
+For every parent loop picked by an SQL condition, each operation proposes permutations
+(``splice``, ``pitch``, ``stretch``, ``repatch``); each permutation's id is the content address of
+``(parent id, operation, parameters)``, so running the stage again skips everything already
+there. A permutation is written like any loop (audio file, JSON sidecar, catalog row with its
+per-bar chords), passes the same machine checks, and lands as ``pending`` for a person, or as
+``rejected`` with the measured reason when a check (or the splice bleed measure) fails.
+
+Only rendered originals (``operation = 'render'``) are permuted: every permutation is one step
+from audio that was rendered from MIDI, and a second run never permutes the first run's output.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from farm.errors import FarmError
+from farm.model import Template
+from farm.permute.shift import (DEFAULT_BPM_STEPS, DEFAULT_SEMITONES, pitch_shift, retempo_template,
+                                stretch_to_bpm, transpose_template)
+from farm.permute.splice import (DEFAULT_BLEED_THRESHOLD, DEFAULT_PATTERNS, bleed_verdict, derived_id,
+                                 measure_bleed, plan_splices, splice_audio, splice_template)
+
+OPERATIONS = ("splice", "pitch", "stretch", "repatch")
+_FORMAT_WRITERS = {"flac": "flac24", "wav": "wav24"}  # catalog format -> farm.audio writer
+
+
+@dataclass(frozen=True)
+class PermuteSettings:
+    """What the stage makes; the batch TOML ``[permute]`` table and ``farm permute`` options set it."""
+
+    ops: tuple[str, ...] = OPERATIONS
+    semitones: int = DEFAULT_SEMITONES  # pitch: -N..-1 and +1..+N semitones
+    bpm_steps: int = DEFAULT_BPM_STEPS  # stretch: -N..-1 and +1..+N BPM
+    bleed_threshold: float = DEFAULT_BLEED_THRESHOLD  # splice: reject above this bleed share (0-1)
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS  # splice: re-cut patterns besides one-chord vamps
+    vamps: bool = True  # splice: one-chord vamps of each distinct chord
+    patches: tuple[str, ...] = ()  # repatch: only these patches (empty: every patch of the role)
+    high_quality: bool = True  # Rubber Band's high-quality mode for pitch and stretch
+    where: str = "1"  # SQL condition on loops picking the parents
+    limit: int | None = None  # at most this many parent loops (oldest first)
+    backend: str = "embedded"  # renderer for repatch
+
+    def __post_init__(self):
+        unknown = [op for op in self.ops if op not in OPERATIONS]
+        if unknown or not self.ops:
+            raise FarmError(f"unknown operation {unknown[0] if unknown else ''!r} (known: {', '.join(OPERATIONS)})",
+                            field="ops")
+        if not (isinstance(self.semitones, int) and 0 <= self.semitones <= 12):
+            raise FarmError(f"semitones must be a whole number 0-12, got {self.semitones!r}", field="semitones")
+        if not (isinstance(self.bpm_steps, int) and 0 <= self.bpm_steps <= 20):
+            raise FarmError(f"bpm_steps must be a whole number 0-20, got {self.bpm_steps!r}", field="bpm_steps")
+        if not (isinstance(self.bleed_threshold, (int, float)) and 0 <= self.bleed_threshold <= 1):
+            raise FarmError(f"bleed_threshold must be a share 0-1, got {self.bleed_threshold!r}",
+                            field="bleed_threshold")
+        if self.limit is not None and not (isinstance(self.limit, int) and self.limit >= 0):
+            raise FarmError(f"limit must be a whole number >= 0, got {self.limit!r}", field="limit")
+
+    @classmethod
+    def from_table(cls, table: dict, file: str | Path | None = None) -> "PermuteSettings":
+        """Settings from a TOML table (the batch config's ``[permute]``); unknown keys are errors."""
+        known = {f.name for f in fields(cls)}
+        for name, value in table.items():
+            if name not in known:
+                raise FarmError(f"unknown setting (known: {', '.join(sorted(known))})", file=file,
+                                field=f"permute.{name}")
+        values = dict(table)
+        for name in ("ops", "patterns", "patches"):
+            if name in values:
+                if isinstance(values[name], str):
+                    values[name] = [v.strip() for v in values[name].split(",") if v.strip()]
+                if not isinstance(values[name], list) or not all(isinstance(v, str) for v in values[name]):
+                    raise FarmError("must be a list of strings", file=file, field=f"permute.{name}")
+                values[name] = tuple(values[name])
+        try:
+            return cls(**values)
+        except FarmError as err:
+            raise FarmError(err.message, file=file, field=f"permute.{err.field}") from None
+        except TypeError as err:
+            raise FarmError(str(err), file=file, field="permute") from None
+
+
+def load_settings(path: str | Path) -> PermuteSettings:
+    """The ``[permute]`` table of a TOML file (a batch config) as settings."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise FarmError(f"cannot read: {err}", file=path) from None
+    return PermuteSettings.from_table(data.get("permute", {}), file=path)
+
+
+@dataclass
+class PermuteReport:
+    """What one run of the stage did."""
+
+    parents: int = 0
+    made: dict[str, int] = field(default_factory=dict)  # operation -> new rows
+    rejected: dict[str, int] = field(default_factory=dict)  # operation -> new rows machine-rejected
+    skipped: int = 0  # already catalogued
+    ids: list[str] = field(default_factory=list)  # new loop ids, in order
+
+    def lines(self) -> list[str]:
+        ops = sorted(set(self.made) | set(self.rejected))
+        out = [f"{self.parents} parent loops"]
+        out += [f"{op}: {self.made.get(op, 0)} new ({self.rejected.get(op, 0)} machine-rejected)" for op in ops]
+        out.append(f"already catalogued: {self.skipped}")
+        return out
+
+
+# -- one permutation ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Permutation:
+    """A planned permutation of one parent: ``operation`` with ``params`` (hashed into ``id``)."""
+
+    parent_id: str
+    operation: str
+    params: dict
+    id: str
+
+
+@dataclass
+class Parent:
+    """A catalogued loop being permuted: ``info`` (JSON-able row fields), labels and audio."""
+
+    info: dict
+    template: Template
+    template_dir: Path
+    audio: np.ndarray | None = None
+    sample_rate: int = 44100
+
+    @property
+    def id(self) -> str:
+        return self.info["id"]
+
+
+# Row fields a worker needs to permute a loop without the catalog.
+PARENT_FIELDS = ("id", "template_id", "style", "part", "role", "patch", "patch_hash", "renderer",
+                 "renderer_version", "format", "sample_rate", "channels", "path", "midi", "tags", "lufs")
+
+
+def plan_permutations(parent: Parent, settings: PermuteSettings, grammar=None) -> Iterator[Permutation]:
+    """Every permutation ``settings`` asks of ``parent``, in a fixed order (ids not yet checked)."""
+    info, tpl = parent.info, parent.template
+    drum = info["part"] == "drums"
+
+    def make(op: str, params: dict) -> Permutation:
+        return Permutation(info["id"], op, params, derived_id(info["id"], op, params))
+
+    for op in settings.ops:
+        if op == "splice":
+            for plan in plan_splices(tpl, grammar, settings.patterns, settings.vamps):
+                if plan.allowed:
+                    yield make("splice", plan.params)
+        elif op == "pitch" and not drum:  # a drum loop has no key to move
+            for n in _steps(settings.semitones):
+                yield make("pitch", {"semitones": n})
+        elif op == "stretch":
+            for d in _steps(settings.bpm_steps):
+                if tpl.bpm + d > 0:
+                    yield make("stretch", {"bpm": round(tpl.bpm + d, 3)})
+        elif op == "repatch":
+            for patch in repatch_candidates(info, settings.patches):
+                yield make("repatch", {"patch": patch.name, "patch_hash": patch.content_hash})
+
+
+def _steps(n: int) -> list[int]:
+    return [s for k in range(1, n + 1) for s in (-k, k)]
+
+
+def repatch_candidates(info: dict, only: Sequence[str] = ()):
+    """The other patches that can play the loop's part in the same role (``farm.patches``)."""
+    from farm.patches import list_patches
+
+    out = []
+    for patch in list_patches():
+        if patch.name == info["patch"] or info["role"] not in patch.roles or not patch.fits(info["part"]):
+            continue
+        if only and patch.name not in only:
+            continue
+        out.append(patch)
+    return out
+
+
+@dataclass
+class Made:
+    """A permutation's audio and labels, before it is written."""
+
+    audio: np.ndarray
+    template: Template
+    reject_reason: str | None = None
+    patch: object = None  # repatch: the new farm.patches.Patch
+    renderer: tuple[str, str] | None = None  # repatch: (name, version)
+
+
+def make_permutation(parent: Parent, perm: Permutation, *, target_lufs: float,
+                     bleed_threshold: float = DEFAULT_BLEED_THRESHOLD, high_quality: bool = True,
+                     backend=None) -> Made:
+    """Compute one permutation's audio (float32 ``(channels, samples)``) and exact labels.
+
+    Edited audio (splice, pitch, stretch) is brought back to ``target_lufs`` (the parent patch's
+    loudness target) under the renderer's true-peak ceiling; a repatch is a full render.
+    """
+    from farm.audio import normalise_loudness
+    from farm.render import TRUE_PEAK_CEILING_DBTP
+
+    tpl, sr, audio = parent.template, parent.sample_rate, parent.audio
+    reason = None
+    if perm.operation == "splice":
+        order = perm.params["bars"]
+        out = splice_audio(audio, tpl, order, sr)
+        new = splice_template(tpl, order)
+        if parent.info["part"] != "drums":  # drums have no pitch classes to bleed
+            passed, why = bleed_verdict(measure_bleed(audio, out, tpl, order, sr), bleed_threshold)
+            if not passed:
+                reason = f"splice bleed: {why}"
+    elif perm.operation == "pitch":
+        n = perm.params["semitones"]
+        out = pitch_shift(audio, sr, n, high_quality=high_quality)
+        new = transpose_template(tpl, n)
+    elif perm.operation == "stretch":
+        bpm = perm.params["bpm"]
+        out = stretch_to_bpm(audio, tpl, bpm, sr, high_quality=high_quality)
+        new = retempo_template(tpl, bpm)
+    elif perm.operation == "repatch":
+        return _repatch(parent, perm, backend)
+    else:
+        raise FarmError(f"unknown operation {perm.operation!r}", field="ops")
+    out, _lufs, _tp = normalise_loudness(out, sr, target_lufs, ceiling_dbtp=TRUE_PEAK_CEILING_DBTP)
+    return Made(out, new, reason)
+
+
+def _repatch(parent: Parent, perm: Permutation, backend) -> Made:
+    """The parent's part MIDI rendered again through another patch: a render, not an audio edit."""
+    from farm.patches import load_patch
+    from farm.render import RenderJob, get_backend, render_loops
+
+    patch = load_patch(perm.params["patch"])
+    if patch.content_hash != perm.params["patch_hash"]:
+        raise FarmError("the patch changed since the permutations were planned", file=patch.path,
+                        field="content_hash")
+    backend = backend or get_backend("embedded")
+    job = RenderJob(parent.template, parent.template_dir, parent.info["part"], patch, parent.sample_rate)
+    [loop] = render_loops([job], backend)
+    return Made(loop.audio, parent.template, None, patch, (loop.renderer, loop.renderer_version))
+
+
+# -- planning (in the process holding the catalog) ----------------------------------------------
+def select_parents(cat, settings: PermuteSettings) -> list[dict]:
+    """Rendered, not machine-rejected loops matching ``settings.where``, newest first."""
+    query = (f"SELECT * FROM loops WHERE ({settings.where}) AND operation = 'render' "
+             f"AND status != 'rejected' ORDER BY created_at DESC, id")
+    if settings.limit is not None:
+        query += f" LIMIT {int(settings.limit)}"
+    columns, rows = cat.sql(query)
+    return [dict(zip(columns, r)) for r in rows]
+
+
+def _template_dir(cat, row: dict) -> str:
+    found = cat.db.execute("SELECT path FROM templates WHERE id = ?", [row["template_id"]]).fetchone()
+    return found[0] if found else f"templates/{row['template_id']}"
+
+
+def _grammar_for(style: str):
+    """The style's grammar check, or None when its rule set is not here (then only vamps splice)."""
+    from farm.templates import find_rules, load_rules, progression_is_valid
+
+    try:
+        rules = load_rules(find_rules(style))
+    except FarmError:
+        return None
+    return lambda romans, mode: progression_is_valid(rules, romans, looping=True, mode=mode)
+
+
+def plan_tasks(cat, settings: PermuteSettings, *, batch_id: str | None = None) -> list[tuple[str, dict]]:
+    """``(output loop id, task params)`` for every permutation of the selected parents.
+
+    Runs where the catalog is open: it reads the parents' rows and templates and records the
+    patches a repatch will use. Permutations already catalogued are included (the caller skips
+    them); the params hold everything :func:`permutation_task` needs, as JSON.
+    """
+    grammars: dict[str, object] = {}
+    tasks = []
+    for row in select_parents(cat, settings):
+        rel = _template_dir(cat, row)
+        path = cat.root / rel / "template.json"
+        if not path.is_file():
+            raise FarmError("the loop's template is missing", file=path, field=row["id"])
+        template = Template.load(cat.root / rel)
+        info = {k: row[k] for k in PARENT_FIELDS}
+        target = cat.db.execute("SELECT target_lufs FROM patches WHERE content_hash = ?",
+                                [row["patch_hash"]]).fetchone()
+        if row["style"] not in grammars:
+            grammars[row["style"]] = _grammar_for(row["style"])
+        grammar = grammars[row["style"]]
+        mode = template.key.mode
+        check = (lambda romans, g=grammar, m=mode: g(romans, m)) if grammar else None
+        parent = Parent(info, template, cat.root / rel, sample_rate=row["sample_rate"])
+        for perm in plan_permutations(parent, settings, check):
+            if perm.operation == "repatch":
+                from farm.patches import load_patch
+
+                cat.add_patch(load_patch(perm.params["patch"]))
+            tasks.append((perm.id, {
+                "parent": info, "template_dir": rel, "operation": perm.operation, "params": perm.params,
+                "target_lufs": float(target[0]) if target else row["lufs"],
+                "bleed_threshold": settings.bleed_threshold, "high_quality": settings.high_quality,
+                "batch_id": batch_id}))
+    return tasks
+
+
+# -- one task (anywhere: a batch worker or this process) ----------------------------------------
+_PARENTS: dict[tuple[str, str], Parent] = {}  # the last parents read, so a parent is read once
+
+
+def _parent(root: Path, info: dict, template_dir: str) -> Parent:
+    from farm.audio import read_audio
+
+    key = (str(root), info["id"])
+    if key not in _PARENTS:
+        template = Template.load(root / template_dir)
+        audio, sr = read_audio(root / info["path"])
+        if audio.shape[1] != template.loop_samples(sr):
+            raise FarmError(f"{audio.shape[1]} samples, its labels say {template.loop_samples(sr)}",
+                            file=root / info["path"], field="samples")
+        if len(_PARENTS) >= 4:
+            _PARENTS.pop(next(iter(_PARENTS)))
+        _PARENTS[key] = Parent(info, template, root / template_dir, audio.astype(np.float32), sr)
+    return _PARENTS[key]
+
+
+def permutation_task(params: dict, worker=None, *, root: str | Path | None = None, backend=None) -> list[dict]:
+    """Make, check and write one permutation; return its sidecar (the catalog row to insert).
+
+    ``worker``: a ``farm.batch.Worker`` (catalog root, warm renderer, QA limits) when run by
+    ``farm batch``; otherwise ``root`` and optionally ``backend`` are given.
+    """
+    from farm.qa import QALimits
+
+    root = Path(worker.root if worker is not None else root)
+    if worker is not None and params["operation"] == "repatch":
+        backend = worker.backend
+    limits = worker.qa if worker is not None else QALimits()
+    parent = _parent(root, params["parent"], params["template_dir"])
+    perm = Permutation(parent.id, params["operation"], params["params"],
+                       derived_id(parent.id, params["operation"], params["params"]))
+    made = make_permutation(parent, perm, target_lufs=params["target_lufs"],
+                            bleed_threshold=params["bleed_threshold"], high_quality=params["high_quality"],
+                            backend=backend)
+    return [write_permutation(root, parent, perm, made, target_lufs=params["target_lufs"],
+                              batch_id=params.get("batch_id"), limits=limits)]
+
+
+def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made, *, target_lufs: float,
+                      batch_id: str | None = None, limits=None) -> dict:
+    """Machine-check a permutation, write its audio then its sidecar (each atomically); return the sidecar."""
+    from farm.audio import integrated_lufs, true_peak_dbtp, write_audio
+    from farm.qa import QALimits, loop_features, machine_check
+    from farm.sidecar import (file_sha256, loop_name, loop_path, make_sidecar, sidecar_path,
+                              template_labels, write_sidecar)
+
+    info, sr, tpl = parent.info, parent.sample_rate, made.template
+    patch_name, patch_hash, role = info["patch"], info["patch_hash"], info["role"]
+    renderer, renderer_version = info["renderer"], info["renderer_version"]
+    midi = None  # edited audio no longer matches the part's MIDI
+    if made.patch is not None:
+        patch_name, patch_hash, target_lufs = made.patch.name, made.patch.content_hash, made.patch.target_lufs
+        renderer, renderer_version = made.renderer
+        midi = info["midi"]  # a repatch plays the same MIDI
+    lufs = integrated_lufs(made.audio, sr)
+    reason = machine_check(made.audio, sr, expected_samples=tpl.loop_samples(sr), target_lufs=target_lufs,
+                           lufs=lufs, expected_channels=int(info["channels"]),
+                           limits=limits or QALimits()) or made.reject_reason
+    features = loop_features(made.audio, sr)
+    name = loop_name(tpl.bpm, info["part"], patch_name, tpl.key.short, perm.id)
+    fmt = info["format"]
+    path = loop_path(info["style"], name, fmt)
+    write_audio(root / path, made.audio, sr, fmt)
+    tags = [t for t in (info["tags"] or "").split() if t] + [perm.operation]
+    data = make_sidecar(
+        id=perm.id, name=name, template_id=info["template_id"], parent_id=info["id"],
+        operation=perm.operation, params=perm.params, part=info["part"], role=role, patch=patch_name,
+        patch_hash=patch_hash, renderer=renderer, renderer_version=renderer_version, format=fmt,
+        sample_rate=sr, channels=features.channels, samples=features.samples,
+        duration_s=features.duration_s, lufs=float(lufs), true_peak_db=float(true_peak_dbtp(made.audio, sr)),
+        rms_db=features.rms_db, onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1),
+        path=path, midi=midi, sha256=file_sha256(root / path),
+        status="rejected" if reason else "pending", reject_reason=reason,
+        tags=list(dict.fromkeys(tags)), batch_id=batch_id, **template_labels(tpl, sr))
+    write_sidecar(root / sidecar_path(path), data)
+    return data
+
+
+# -- the stage ----------------------------------------------------------------------------------
+def permute(catalog_root: str | Path, where: str = "1", ops: Sequence[str] = OPERATIONS, *,
+            semitones: int = DEFAULT_SEMITONES, bpm_steps: int = DEFAULT_BPM_STEPS,
+            bleed_threshold: float = DEFAULT_BLEED_THRESHOLD, progress: bool = True,
+            **options) -> PermuteReport:
+    """``farm permute``: permute the rendered loops matching ``where`` (an SQL condition on ``loops``).
+
+    ``ops``: any of splice, pitch, stretch, repatch. Other ``PermuteSettings`` fields (patterns,
+    patches, limit, high_quality, backend ...) may be given as keywords. Returns what was made;
+    a permutation already catalogued is skipped, never made twice.
+    """
+    from farm.catalog import Catalog
+
+    settings = PermuteSettings(ops=tuple(ops), semitones=semitones, bpm_steps=bpm_steps,
+                               bleed_threshold=bleed_threshold, where=where, **options)
+    with Catalog(catalog_root, create=False) as cat:
+        return run_stage(cat, settings, progress=progress)
+
+
+def run_stage(cat, settings: PermuteSettings, *, progress: bool = True) -> PermuteReport:
+    """Plan, make and catalogue permutations in this process, one after another."""
+    from tqdm import tqdm
+
+    report = PermuteReport(parents=len(select_parents(cat, settings)))
+    tasks = plan_tasks(cat, settings)
+    todo, planned = [], set()
+    for loop_id, params in tasks:
+        if cat.has_loop(loop_id) or loop_id in planned:
+            report.skipped += 1
+        else:
+            todo.append((loop_id, params))
+            planned.add(loop_id)
+    backend = None
+    if any(params["operation"] == "repatch" for _, params in todo):
+        from farm.render import get_backend
+
+        backend = get_backend(settings.backend)
+    for loop_id, params in tqdm(todo, desc="permute", unit="loop", disable=not progress):
+        [sidecar] = permutation_task(params, root=cat.root, backend=backend)
+        cat.ingest_loop(sidecar)
+        op = params["operation"]
+        report.ids.append(loop_id)
+        report.made[op] = report.made.get(op, 0) + 1
+        if sidecar["status"] == "rejected":
+            report.rejected[op] = report.rejected.get(op, 0) + 1
+    return report
