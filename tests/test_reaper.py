@@ -214,6 +214,7 @@ def test_rpp_only_writes_the_projects_and_stops(tmp_path, jobs):
 def test_render_through_the_standin_gives_exact_loops_with_the_labelled_chords(tmp_path, jobs, standin_env):
     engine = backend(tmp_path, instances=2, loops_per_project=2)
     raws = engine.render_raw(jobs)
+    assert not list((tmp_path / "work" / "projects").iterdir())  # read back, then cleaned up
     for job, raw in zip(jobs, raws):
         assert raw.dtype == np.float32 and raw.shape == (2, job.loop_samples + round(job.patch.tail_s * SR))
         for bar in job.template.chords:  # each bar sounds its own chord: items sit in their regions
@@ -231,7 +232,7 @@ def test_render_through_the_standin_gives_exact_loops_with_the_labelled_chords(t
 def test_parallel_instances_run_at_once_each_in_its_own_group_and_resource_dir(tmp_path, jobs, standin_env):
     log = tmp_path / "runs.jsonl"
     standin_env.setenv("FARM_STANDIN_LOG", str(log))
-    standin_env.setenv("FARM_STANDIN_SLEEP", "0.8")
+    standin_env.setenv("FARM_STANDIN_SLEEP", "1.5")  # long enough to overlap on a busy machine
     four = jobs + [jobs[0]]
     backend(tmp_path, instances=2, loops_per_project=1).render_raw(four)
     runs = [json.loads(line) for line in log.read_text().splitlines()]
@@ -268,7 +269,7 @@ def test_a_missing_file_is_rendered_again_alone_and_then_succeeds(tmp_path, jobs
     standin_env.setenv("FARM_STANDIN_LOG", str(log))
     standin_env.setenv("FARM_STANDIN_SKIP", "0001_")  # the second loop's file is not written ...
     standin_env.setenv("FARM_STANDIN_ONCE", str(tmp_path / "once"))  # ... the first time only
-    raws = backend(tmp_path, loops_per_project=8).render_raw(jobs)
+    raws = backend(tmp_path, loops_per_project=8, keep_files=True).render_raw(jobs)
     assert [r.shape[1] for r in raws] == [j.loop_samples + round(j.patch.tail_s * SR) for j in jobs]
     runs = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(runs) == 2

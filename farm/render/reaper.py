@@ -49,6 +49,9 @@ ENV_REAPER = "FARM_REAPER"
 ENV_RESOURCE = "FARM_REAPER_RESOURCE"
 ENV_CONFIG = "FARM_CONFIG"
 SILENCE_PEAK = 10 ** (-100 / 20)  # below -100 dBFS a render counts as silent
+# Default time one REAPER run may take: start-up (measured reports: 7-8 s) with ample margin,
+# plus a generous allowance per loop (a render takes ~0.15 s per extra region in those reports).
+TIMEOUT_BASE_S, TIMEOUT_PER_LOOP_S = 60.0, 5.0
 KILL_GRACE_S = 2.0  # SIGTERM, then SIGKILL this long after
 VIA = ("process", "reapy")
 # Files of a REAPER resource directory an instance needs: settings, plugin caches, licence.
@@ -305,33 +308,38 @@ class ReaperBackend:
 
     Options: ``reaper`` (executable; else ``$FARM_REAPER``, config, ``PATH``), ``via``
     (``"process"`` or ``"reapy"``), ``instances`` (parallel REAPER processes), ``timeout_s``
-    (seconds one project may take), ``retries`` (extra attempts for failed loops),
-    ``loops_per_project``, ``rpp_only`` (a directory: write the projects there and stop),
-    ``workdir`` (projects, renders and logs; a temporary directory by default), ``gap_s``
+    (seconds one project may take; default 60 s + 5 s per loop), ``retries`` (extra attempts for
+    failed loops), ``loops_per_project``, ``rpp_only`` (a directory: write the projects there and
+    stop), ``workdir`` (projects, renders and logs; a temporary directory by default), ``gap_s``
     (silence between regions, seconds), ``xvfb`` (None = when there is no display),
-    ``resource_dir`` (REAPER settings to copy into each instance), ``progress``,
-    ``reapy_api`` (the ``reapy`` module or a stand-in with its interface).
+    ``resource_dir`` (REAPER settings to copy into each instance), ``keep_files`` (keep projects
+    and renders that succeeded; failed ones are always kept), ``progress``, ``reapy_api`` (the
+    ``reapy`` module or a stand-in with its interface).
+
+    ``version`` is fixed when the backend is made (``whatsnew.txt`` beside the executable, or the
+    running REAPER for ``via="reapy"``), so every process of a batch reports the same one.
     """
 
     name = "reaper"
 
     def __init__(self, reaper: str | Path | None = None, via: str = "process", instances: int = 1,
-                 timeout_s: float = 600.0, retries: int = 2, loops_per_project: int = 64,
+                 timeout_s: float | None = None, retries: int = 2, loops_per_project: int = 64,
                  rpp_only: str | Path | None = None, workdir: str | Path | None = None,
                  gap_s: float = DEFAULT_GAP_S, xvfb: bool | None = None,
-                 resource_dir: str | Path | None = None, progress: bool = True, reapy_api=None,
-                 **_other_backend_options):
+                 resource_dir: str | Path | None = None, keep_files: bool = False, progress: bool = True,
+                 reapy_api=None, **_other_backend_options):
         if via not in VIA:
             raise FarmError(f"{via!r} is not one of {', '.join(VIA)}", field="via")
         if int(instances) < 1:
             raise FarmError("must be at least 1", field="instances")
         if int(retries) < 0:
             raise FarmError("must be 0 or more", field="retries")
-        if float(timeout_s) <= 0:
+        if timeout_s is not None and float(timeout_s) <= 0:
             raise FarmError("must be positive", field="timeout_s")
         self.via = via
         self.instances = int(instances) if via == "process" else 1
-        self.timeout_s = float(timeout_s)
+        self.timeout_s = float(timeout_s) if timeout_s is not None else None
+        self.keep_files = bool(keep_files)
         self.retries = int(retries)
         self.loops_per_project = int(loops_per_project)
         self.rpp_only = Path(rpp_only) if rpp_only else None
@@ -356,6 +364,11 @@ class ReaperBackend:
             self.resource_dir = Path(resource_dir) if resource_dir else default_resource_dir(self.executable)
         else:
             self.resource_dir = Path(resource_dir) if resource_dir else None
+        if via == "reapy" and self.rpp_only is None:
+            from farm.reaper_live import ReapySession
+
+            self._session = ReapySession.connect(reapy_api)
+            self.version = self._session.version()
         self._slots: queue.Queue[int] = queue.Queue()
         for slot in range(self.instances):
             self._slots.put(slot)
@@ -403,11 +416,16 @@ class ReaperBackend:
         return [results[i] for i in range(len(jobs))]
 
     def close(self) -> None:
-        """Remove the temporary work directory (a given ``workdir`` is kept)."""
-        if self._session is not None:
-            self._session = None
-        if self._own_workdir:
+        """Remove the temporary work directory unless it holds a failed run (a given one is kept)."""
+        self._session = None
+        if self._own_workdir and not any(self.workdir.glob("projects/*.rpp")):
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def project_timeout(self, plan: ProjectPlan) -> float:
+        """Seconds one REAPER run of ``plan`` may take before it is killed."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return TIMEOUT_BASE_S + TIMEOUT_PER_LOOP_S * len(plan.regions)
 
     # -- internals ------------------------------------------------------------------------------
     def _render_chunk(self, jobs, plan: ProjectPlan, advance: Callable[[int], object]):
@@ -416,10 +434,12 @@ class ReaperBackend:
         failed: dict[int, str] = {}
         pending = [r.job_index for r in plan.regions]
         current = plan
+        attempted = []
         for attempt in range(self.retries + 1):
             if attempt:
                 current = plan_project(jobs, pending, plan.path.parent, gap_s=self.gap_s,
                                        name=f"{plan.path.stem.split('_')[0]}-retry{attempt}")
+            attempted.append((current, attempt))
             write_project(current)
             _clear_renders(current)
             outcome = self._run(current, attempt)
@@ -435,6 +455,11 @@ class ReaperBackend:
             pending = sorted(failed)
             if not pending:
                 break
+        if not failed and not self.keep_files:  # everything read back: the files are no longer needed
+            for tried, attempt in attempted:
+                shutil.rmtree(tried.render_dir, ignore_errors=True)
+                tried.path.unlink(missing_ok=True)
+                _attempt_log(tried, attempt).unlink(missing_ok=True)
         return done, failed, current.path
 
     def _run(self, plan: ProjectPlan, attempt: int) -> str | None:
@@ -444,32 +469,26 @@ class ReaperBackend:
 
             if self._session is None:
                 self._session = ReapySession.connect(self.reapy_api)
-                self.version = self._session.version()
-            return self._session.render(plan.path, list(plan.expected_files().values()), self.timeout_s)
+            return self._session.render(plan.path, list(plan.expected_files().values()),
+                                        self.project_timeout(plan))
         slot = self._slots.get()
         try:
             instance = self.workdir / "instances" / str(slot)
             cfgfile = prepare_instance(instance, self.resource_dir)
             splash = instance / "splash.log"
             cmd = reaper_command(self.executable, plan.path, cfgfile, xvfb=self.xvfb, splashlog=splash)
-            result = run_reaper(cmd, timeout_s=self.timeout_s,
-                                log=plan.render_dir.with_name(f"{plan.render_dir.name}.attempt{attempt}.log"))
-            self._learn_version(splash)
+            result = run_reaper(cmd, timeout_s=self.project_timeout(plan), log=_attempt_log(plan, attempt))
         finally:
             self._slots.put(slot)
         if result.timed_out or result.returncode != 0:
             return result.describe()
         return None
 
-    def _learn_version(self, splash: Path) -> None:
-        """REAPER writes its version on the first line of ``-splashlog``."""
-        try:
-            first = splash.read_text(encoding="utf-8", errors="replace").splitlines()[0]
-        except (OSError, IndexError):
-            return
-        m = re.search(r"(\d+\.\d+[0-9a-z+./-]*)", first)
-        if m:
-            self.version = f"REAPER {m.group(1)}"
+
+
+def _attempt_log(plan: ProjectPlan, attempt: int) -> Path:
+    """Where REAPER's output for one attempt at ``plan`` goes."""
+    return plan.render_dir.with_name(f"{plan.render_dir.name}.attempt{attempt}.log")
 
 
 def _clear_renders(plan: ProjectPlan) -> None:
