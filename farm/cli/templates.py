@@ -31,9 +31,11 @@ def styles(rules_dir: Path | None):
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    for r in found:
-        if r.description:
-            click.echo(f"\n{r.name}: {r.description}" if r is found[0] else f"{r.name}: {r.description}")
+    described = [r for r in found if r.description]
+    if described:
+        click.echo()
+    for r in described:
+        click.echo(f"{r.name}: {r.description}")
 
 
 @click.command("generate")

@@ -1,6 +1,7 @@
 """From a rule set and a seed to a labelled template in memory, then to a directory on disk."""
 from __future__ import annotations
 
+import os
 import random
 import sys
 from dataclasses import dataclass, replace
@@ -117,10 +118,17 @@ def write_template(generated: GeneratedTemplate, out_dir: str | Path) -> Path:
     if target.exists():
         return target
     with atomic_dir(target) as tmp:
+        tmp.chmod(0o777 & ~_umask())  # a temporary directory is private; the template is not
         for name, data in generated.midi.items():
             (tmp / f"{name}.mid").write_bytes(data)
         (tmp / "template.json").write_text(canonical_json(t.to_dict()), encoding="utf-8")
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def generate(*, style: str | None = None, rules: str | Path | Rules | None = None, count: int = 1,
