@@ -43,7 +43,11 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--root", type=click.Path(file_okay=False), help="Catalog root (default: from the config).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Base seed (default: from the config).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def batch(config_path, resume, workers, backend, root, seed, no_progress):
+@click.option("--reaper", "reaper_path", type=click.Path(),
+              help="REAPER backend: the reaper executable (else backend_options, $FARM_REAPER, PATH).")
+@click.option("--via", type=click.Choice(["process", "reapy"]),
+              help="REAPER backend: reaper processes (default) or the running REAPER through reapy (-j 1).")
+def batch(config_path, resume, workers, backend, root, seed, no_progress, reaper_path, via):
     """Run the nightly batch: templates -> rendered loops -> checks, sidecars, catalog.
 
     Kill it at any moment; `farm batch --resume` finishes it without duplicating or losing a
@@ -54,6 +58,15 @@ def batch(config_path, resume, workers, backend, root, seed, no_progress):
     config = None
     if not resume or config_path:
         config = load_config(config_path, backend=backend, seed=seed)
+    reaper_options = {k: v for k, v in (("reaper", reaper_path), ("via", via)) if v is not None}
+    if reaper_options:  # merged into the config's [backend_options], so --resume keeps them
+        import dataclasses
+
+        if config is None or config.backend != "reaper":
+            raise FarmError("--reaper and --via need --backend reaper (not with a bare --resume)", field="backend")
+        if via == "reapy" and (workers or config.workers) > 1:
+            raise FarmError("--via reapy renders in the one running REAPER: use -j 1", field="--via")
+        config = dataclasses.replace(config, backend_options={**config.backend_options, **reaper_options})
     if resume and root is None:
         root = str(config.root) if config else str(load_config().root)
     summary = run_batch(config, resume=resume, root=root, workers=workers, progress=not no_progress)

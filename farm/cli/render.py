@@ -35,19 +35,39 @@ def patches(name, show, patches_dir):
               help="Template directory (holds template.json and the part MIDI files).")
 @click.option("--patch", required=True, help="Patch name (patches/NAME.toml) or a .toml path.")
 @click.option("--part", default=None, help="Render only this part (default: every part the patch fits).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory (required unless --rpp-only).")
 @click.option("-j", "--jobs", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option("--sample-rate", default=44100, show_default=True,
               type=click.Choice([str(s) for s in SAMPLE_RATES]), help="Hz.")
 @click.option("--format", "fmt", default="flac24", show_default=True,
               type=click.Choice(["flac24", "wav24", "wav32f"]))
 @click.option("--backend", default="embedded", show_default=True, help="Renderer backend.")
-def render(template_dir, patch, part, out, jobs, sample_rate, fmt, backend):
+@click.option("--rpp-only", type=click.Path(file_okay=False), default=None,
+              help="REAPER: write the RPP projects into this directory and stop.")
+@click.option("--via", type=click.Choice(["process", "reapy"]), default=None,
+              help="REAPER: start reaper processes (default) or use the running REAPER through reapy.")
+@click.option("--reaper", "reaper_path", type=click.Path(), default=None,
+              help="REAPER: the reaper executable (else $FARM_REAPER, farm.toml, PATH).")
+@click.option("--instances", type=click.IntRange(1, 64), default=None, help="REAPER: parallel reaper processes.")
+def render(template_dir, patch, part, out, jobs, sample_rate, fmt, backend, rpp_only, via, reaper_path,
+           instances):
     """Render a template's parts through a patch into exact, seamless loop files."""
-    from farm.render.run import render as render_template
+    from farm.errors import FarmError
+    from farm.render.run import plan_jobs, render as render_template
 
+    options = {k: v for k, v in (("via", via), ("reaper", reaper_path), ("instances", instances)) if v is not None}
+    if (options or rpp_only) and backend != "reaper":
+        raise FarmError("--rpp-only, --via, --reaper and --instances need --backend reaper", field="backend")
+    if rpp_only:
+        from farm.render.reaper import write_projects
+
+        for path in write_projects(plan_jobs(template_dir, patch, part, int(sample_rate)), rpp_only):
+            click.echo(str(path))
+        return
+    if out is None:
+        raise FarmError("missing (where the loops go)", field="--out")
     for path in render_template(template_dir, patch, part=part, out=out, sample_rate=int(sample_rate),
-                                fmt=fmt, jobs=jobs, backend=backend, progress=True):
+                                fmt=fmt, jobs=jobs, backend=backend, progress=True, backend_options=options):
         click.echo(str(path))
 
 

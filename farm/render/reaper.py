@@ -321,6 +321,7 @@ class ReaperBackend:
     """
 
     name = "reaper"
+    renders_in_chunks = True  # give it many loops per call: one project, one REAPER start-up
 
     def __init__(self, reaper: str | Path | None = None, via: str = "process", instances: int = 1,
                  timeout_s: float | None = None, retries: int = 2, loops_per_project: int = 64,

@@ -111,7 +111,8 @@ def _worker_render(job: RenderJob, backend: str, out_dir: str, fmt: str) -> str:
 
 def render(template_dir: str | Path, patch: str | Patch, part: str | None = None,
            out: str | Path = "loops", sample_rate: int = 44100, fmt: str = "flac24", jobs: int = 1,
-           backend: str = "embedded", progress: bool = True) -> list[Path]:
+           backend: str = "embedded", progress: bool = True,
+           backend_options: dict | None = None) -> list[Path]:
     """Render a template's parts through ``patch`` into finished loop files in ``out``.
 
     Every input (template, patch, part, each part's MIDI) is checked before anything is written.
@@ -124,7 +125,7 @@ def render(template_dir: str | Path, patch: str | Patch, part: str | None = None
     if jobs < 1:
         raise FarmError("jobs must be at least 1", field="jobs")
     plan = plan_jobs(template_dir, patch, part, sample_rate)
-    engine = get_backend(backend)
+    engine = get_backend(backend, **(backend_options or {}))
     if backend == "embedded":
         from farm.render.embedded import read_part_notes
 
@@ -134,7 +135,11 @@ def render(template_dir: str | Path, patch: str | Patch, part: str | None = None
     bar = tqdm(total=len(plan), desc="render", unit="loop", disable=not progress)
     paths: list[Path] = []
     try:
-        if jobs == 1 or len(plan) == 1:
+        if getattr(engine, "renders_in_chunks", False):  # REAPER: all loops in one project, one run
+            for loop in render_loops(plan, engine):
+                paths.append(write_loop(loop, out, fmt))
+                bar.update()
+        elif jobs == 1 or len(plan) == 1:
             for job in plan:
                 [loop] = render_loops([job], engine)
                 paths.append(write_loop(loop, out, fmt))
