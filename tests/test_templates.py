@@ -560,3 +560,21 @@ def test_shipped_rule_files_load_with_their_file_names():
     for p in sorted(TEMPLATES_DIR.glob("*.toml")):
         assert load_rules(p).name == p.stem
     assert steps_per_bar(load_rules(find_rules("cinematic-minor")).meters[0]) == 12
+
+
+def test_plot_draws_a_piano_roll_beside_the_midi_without_changing_the_template(tmp_path):
+    import matplotlib.image
+
+    plain = generate(style="deep-house", count=1, seed=2, out=tmp_path / "a", progress=False)[0]
+    result = CliRunner().invoke(farm_cli, ["generate", "--style", "deep-house", "--seed", "2", "--plot", "-q",
+                                           "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    drawn = tmp_path / "b" / plain.name
+    assert sorted(p.name for p in drawn.iterdir()) == sorted([p.name for p in plain.iterdir()] + ["piano_roll.png"])
+    image = matplotlib.image.imread(drawn / "piano_roll.png")
+    t = Template.load(drawn)
+    assert image.shape[0] > 200 and image.shape[1] > 400
+    assert (image[..., :3].std(axis=2) > 0.1).mean() > 0.001  # coloured note bars, not a blank canvas
+    # asking for the picture later adds it to the folder that is already there
+    again = generate(style="deep-house", count=1, seed=2, out=tmp_path / "a", progress=False, plot=True)[0]
+    assert again == plain and (plain / "piano_roll.png").is_file() and Template.load(plain) == t

@@ -47,8 +47,9 @@ def styles(rules_dir: Path | None):
 @click.option("--bars", type=int, default=None, help="Force a bar count (default: the style's choice per seed).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("out/templates"),
               show_default=True, help="Output folder; each template goes to OUT/<template id>/.")
+@click.option("--plot", is_flag=True, help="Also draw piano_roll.png in each template folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def generate(style, rules_file, count, seed, bars, out, quiet):
+def generate(style, rules_file, count, seed, bars, out, plot, quiet):
     """Write labelled MIDI templates (template.json + one MIDI per part + all.mid).
 
     Prints each template's folder with its key, bpm, meter and chords.
@@ -57,7 +58,7 @@ def generate(style, rules_file, count, seed, bars, out, quiet):
     from farm.templates import generate as generate_templates
 
     paths = generate_templates(style=style, rules=rules_file, count=count, seed=seed, out=out, bars=bars,
-                               progress=not quiet)
+                               progress=not quiet, plot=plot)
     for p in paths:
         t = Template.load(p)
         chords = " ".join(c.symbol for c in t.chords)

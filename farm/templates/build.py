@@ -110,14 +110,23 @@ def template_id(template: Template, midi: dict[str, bytes]) -> str:
     return content_id(canonical_json(d), *(f"{k}\0".encode() + midi[k] for k in sorted(midi)))
 
 
-def write_template(generated: GeneratedTemplate, out_dir: str | Path) -> Path:
+def write_template(generated: GeneratedTemplate, out_dir: str | Path, *, plot: bool = False) -> Path:
     """Write ``out_dir/<id>/`` with ``template.json``, ``<part>.mid`` per part and ``all.mid``,
-    atomically. A directory already there with this id holds the same content and is left as is."""
+    atomically. A directory already there with this id holds the same content and is left as is.
+    ``plot`` adds ``piano_roll.png`` (a picture, not part of the id) when it is missing."""
     t = generated.template
     target = Path(out_dir) / t.id
+    if plot and not (target / "piano_roll.png").exists() and target.exists():
+        from farm.templates.plot import piano_roll_png
+
+        piano_roll_png(t, generated.midi, target / "piano_roll.png")
     if target.exists():
         return target
     with atomic_dir(target) as tmp:
+        if plot:
+            from farm.templates.plot import piano_roll_png
+
+            piano_roll_png(t, generated.midi, tmp / "piano_roll.png")
         tmp.chmod(0o777 & ~_umask())  # a temporary directory is private; the template is not
         for name, data in generated.midi.items():
             (tmp / f"{name}.mid").write_bytes(data)
@@ -133,9 +142,10 @@ def _umask() -> int:
 
 def generate(*, style: str | None = None, rules: str | Path | Rules | None = None, count: int = 1,
              seed: int = 0, out: str | Path = "out/templates", bars: int | None = None,
-             progress: bool = True) -> list[Path]:
+             progress: bool = True, plot: bool = False) -> list[Path]:
     """``farm generate``: write ``count`` templates of one style to ``out``; template i uses seed
-    ``seed + i``. Every input is checked before anything is written. Returns the directories."""
+    ``seed + i``. Every input is checked before anything is written. Returns the directories.
+    ``plot`` also draws each template's ``piano_roll.png``."""
     if (style is None) == (rules is None):
         raise FarmError("give exactly one of a style name or a rule file", field="style/rules")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -156,5 +166,5 @@ def generate(*, style: str | None = None, rules: str | Path | Rules | None = Non
     paths = []
     for i in tqdm(range(count), desc=f"generate {r.name}", unit="template", file=sys.stderr,
                   disable=not progress, dynamic_ncols=True):
-        paths.append(write_template(generate_template(r, seed + i, bars=bars), out))
+        paths.append(write_template(generate_template(r, seed + i, bars=bars), out, plot=plot))
     return paths
