@@ -696,3 +696,54 @@ def test_every_reascript_starts_with_a_comment_saying_what_it_does():
     assert len(scripts) == 3
     for script in scripts:
         assert script.read_text().startswith("-- Loop Farm: ")
+
+
+# -- the CLI --------------------------------------------------------------------------------------
+def test_farm_render_with_the_reaper_backend_writes_exact_labelled_loops(tmp_path, jobs, standin_env):
+    from farm.audio import read_audio
+    from farm.render.run import read_loop_metadata
+
+    standin_env.setenv("DISPLAY", ":99")  # REAPER would need a display; the stand-in ignores it
+    job = jobs[1]
+    args = ["render", "--template", str(job.template_dir), "--patch", "dry-piano-chords", "--backend", "reaper"]
+    result = CliRunner().invoke(farm, args + ["--reaper", str(STANDIN), "--out", str(tmp_path / "loops")])
+    assert result.exit_code == 0, result.output
+    [path] = [Path(line) for line in result.stdout.splitlines() if line.endswith(".flac")]
+    audio, sr = read_audio(path)
+    assert audio.shape == (2, job.loop_samples) and sr == SR
+    for bar in job.template.chords:
+        a, b = job.template.bar_start_sample(bar.bar, SR), job.template.bar_start_sample(bar.bar + 1, SR)
+        assert pitch_classes(audio[:, a:b], SR) == set(bar.pitch_classes)
+    assert read_loop_metadata(path)["renderer"] == "reaper"
+
+    result = CliRunner().invoke(farm, args + ["--rpp-only", str(tmp_path / "rpp")])
+    assert result.exit_code == 0, result.output
+    [rpp] = [Path(line) for line in result.stdout.splitlines() if line.endswith(".rpp")]
+    assert len(lines(rppxml.load(str(rpp)), "MARKER")) == 2
+
+    result = CliRunner().invoke(farm, args[:-2] + ["--via", "reapy", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "error: backend: --rpp-only, --via" in result.output
+    standin_env.delenv("FARM_REAPER", raising=False)
+    standin_env.setenv("PATH", str(tmp_path))  # no reaper anywhere
+    standin_env.setenv("FARM_CONFIG", str(tmp_path / "none.toml"))
+    standin_env.chdir(tmp_path)
+    result = CliRunner().invoke(farm, args + ["--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith("error: reaper: REAPER not found")
+
+
+def test_farm_batch_with_the_reaper_backend_catalogues_the_loops(tmp_path, standin_env):
+    import sqlite3
+
+    standin_env.setenv("DISPLAY", ":99")
+    config = tmp_path / "night.toml"
+    config.write_text('root = "lib"\nstyles = ["lofi-hiphop"]\nbars = 2\nparts = ["chords"]\n'
+                      'patches = ["dry-piano-chords"]\nworkers = 1\n')
+    standin_env.chdir(tmp_path)
+    result = CliRunner().invoke(farm, ["batch", "--config", str(config), "--backend", "reaper",
+                                       "--reaper", str(STANDIN), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = sqlite3.connect(tmp_path / "lib" / "catalog.db").execute(
+        "select renderer, renderer_version, samples, part from loops").fetchall()
+    assert len(rows) == 1 and rows[0][0] == "reaper" and rows[0][1].startswith("REAPER") and rows[0][3] == "chords"
+    result = CliRunner().invoke(farm, ["batch", "--config", str(config), "--via", "reapy"])
+    assert result.exit_code == 2 and "need --backend reaper" in result.output
