@@ -127,7 +127,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     status TEXT NOT NULL DEFAULT 'pending'
         CHECK (status IN ('pending', 'running', 'done', 'failed', 'skipped')),
     attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,                         -- last error, one line
+    error TEXT,                         -- error of the last failed attempt, one line (kept when a retry succeeds)
     log TEXT,                           -- excerpt of the worker log of the last attempt
     worker_pid INTEGER,
     started_at TEXT,

@@ -295,10 +295,12 @@ def loop_content_id(template_id: str, part: str, patch_hash: str, renderer: str,
     return content_id(template_id, part, patch_hash, renderer, renderer_version, str(sample_rate), fmt)
 
 
-# The night, in order. A later stage is appended as "module:attribute" naming its Stage.
+# The night, in order. A later stage is named as "module:attribute" (imported when the batch
+# runs, so this module never imports a later stage); it does nothing without its TOML table.
 STAGES: list[Stage | str] = [
     Stage("templates", plan_templates),
     Stage("render", plan_renders, task="farm.batch:render_task"),
+    "farm.permute:STAGE",
 ]
 
 
@@ -774,10 +776,17 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: str, renderer
     pool: WorkerPool | None = None
     try:
         for stage in stages():
-            specs = list(stage.plan(run))
-            if not specs or stage.task is None:
-                continue
-            _add_tasks(catalog, batch_id, stage, specs)
+            planned = stage.task is not None and db.execute(
+                "SELECT 1 FROM tasks WHERE batch_id = ? AND stage = ? LIMIT 1", [batch_id, stage.name]).fetchone()
+            # A stage planned before an interruption is not planned again: the batch finishes
+            # exactly that plan, even if templates, patches or code changed since (a changed
+            # patch fails its task, clearly).
+            if not planned:
+                specs = list(stage.plan(run))
+                if not specs or stage.task is None:
+                    continue
+                _add_tasks(catalog, batch_id, stage, specs)
+            _skip_catalogued(catalog, batch_id, stage)
             todo = [Task(r[0], stage.name, r[1], stage.task, json.loads(r[2]), r[3]) for r in db.execute(
                 "SELECT id, output_id, params, attempts FROM tasks WHERE batch_id = ? AND stage = ? "
                 "AND status = 'pending' ORDER BY id", [batch_id, stage.name])]
@@ -808,19 +817,22 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: str, renderer
 
 
 def _add_tasks(catalog: Catalog, batch_id: str, stage: Stage, specs: Sequence[TaskSpec]) -> None:
-    """Insert the stage's tasks once (idempotent); a loop catalogued before is ``skipped``."""
-    db = catalog.db
-    with db.atomic():
+    """Insert the stage's whole plan in one transaction (so a stage is planned once or not at all)."""
+    with catalog.db.atomic():
         for spec in specs:
-            db.execute("INSERT OR IGNORE INTO tasks (batch_id, stage, output_id, params, status) "
-                       "VALUES (?, ?, ?, ?, 'pending')",
-                       [batch_id, stage.name, spec.output_id, json.dumps(spec.params, sort_keys=True)])
-        # Outputs already in the catalog: made by this batch before an interruption (done), or
-        # by an earlier batch (skipped).
-        db.execute("UPDATE tasks SET status = CASE WHEN (SELECT batch_id FROM loops WHERE id = output_id) = ? "
-                   "THEN 'done' ELSE 'skipped' END, finished_at = ? "
-                   "WHERE batch_id = ? AND stage = ? AND status = 'pending' "
-                   "AND output_id IN (SELECT id FROM loops)", [batch_id, utc_now(), batch_id, stage.name])
+            catalog.db.execute("INSERT OR IGNORE INTO tasks (batch_id, stage, output_id, params, status) "
+                               "VALUES (?, ?, ?, ?, 'pending')",
+                               [batch_id, stage.name, spec.output_id, json.dumps(spec.params, sort_keys=True)])
+
+
+def _skip_catalogued(catalog: Catalog, batch_id: str, stage: Stage) -> None:
+    """Pending tasks whose loop is already catalogued: made by this batch before an interruption
+    (done), or by an earlier batch or another command (skipped)."""
+    catalog.db.execute(
+        "UPDATE tasks SET status = CASE WHEN (SELECT batch_id FROM loops WHERE id = output_id) = ? "
+        "THEN 'done' ELSE 'skipped' END, finished_at = ? "
+        "WHERE batch_id = ? AND stage = ? AND status = 'pending' AND output_id IN (SELECT id FROM loops)",
+        [batch_id, utc_now(), batch_id, stage.name])
 
 
 def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, batch_id: str, stage: Stage,
@@ -848,7 +860,7 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
             with db.atomic():
                 for sidecar in sidecars:
                     catalog.ingest_loop(sidecar)
-                db.execute("UPDATE tasks SET status = 'done', error = NULL, log = ?, seconds = ?, "
+                db.execute("UPDATE tasks SET status = 'done', log = ?, seconds = ?, "
                            "finished_at = ? WHERE id = ?",
                            [log[-LOG_EXCERPT_CHARS:], round(seconds, 3), utc_now(), task.id])
         except FarmError as err:  # a sidecar the catalog refuses: the task failed, for good

@@ -103,7 +103,7 @@ class Catalog:
                 self.db["chords"].insert_all(chord_rows(sidecar))
             if task_id is not None:
                 self.db.execute(
-                    "UPDATE tasks SET status = 'done', error = NULL, finished_at = ? WHERE id = ?",
+                    "UPDATE tasks SET status = 'done', finished_at = ? WHERE id = ?",
                     [utc_now(), task_id])
         return inserted
 

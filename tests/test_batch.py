@@ -1,0 +1,337 @@
+"""The nightly batch end to end: real templates, real embedded renders, real worker processes.
+
+Covers: a full batch through the CLI (audio, sidecars and rows agree with the templates), a
+re-run that renders nothing, a real ``farm batch`` process killed with SIGKILL and resumed, a
+hung task killed by its timeout and retried, broken configs, and ``farm check`` catching a
+tampered file and an orphan.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from farm.batch import Worker, load_config, render_task, run_batch
+from farm.catalog import Catalog
+from farm.cli import main
+from farm.model import PART_ROLES, Template
+from farm.qa import QALimits
+
+PROJECT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+FARM = str(Path(sys.executable).parent / "farm")
+PATCHES = ["warm-rhodes", "dusty-pad", "sub-bass", "lofi-kit", "flute-lead"]
+
+
+def write_config(path: Path, root: Path, **changes) -> Path:
+    """A small batch: one style, one 2-bar template, a few patches; ``changes`` override."""
+    config = {"root": str(root), "styles": ["lofi-hiphop"], "templates_per_style": 1, "seed": 7, "bars": 2,
+              "patches": PATCHES, "workers": 2, "timeout_s": 120, **changes}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    for name, table in config.items():
+        if isinstance(table, dict):
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def expected_loops(root: Path, patches=PATCHES) -> int:
+    """Loops a small batch must make: every (template part, listed patch whose roles fit it),
+    counted from the template.json and patch TOML files themselves."""
+    roles = {p: tomllib.loads((PROJECT / "patches" / f"{p}.toml").read_text())["roles"] for p in patches}
+    total = 0
+    for tdir in (root / "templates").iterdir():
+        template = json.loads((tdir / "template.json").read_text())
+        for part in template["parts"]:
+            total += sum(1 for p in patches if set(roles[p]) & set(PART_ROLES[part["name"]]))
+    return total
+
+
+def rows(root: Path, sql: str, params=()):
+    conn = sqlite3.connect(f"file:{root / 'catalog.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def poll(root: Path, sql: str, params=()):
+    """``rows`` while another process may be creating the catalog: None until it can answer."""
+    try:
+        return rows(root, sql, params) if (root / "catalog.db").exists() else None
+    except sqlite3.OperationalError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    """A process exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """One real batch through the CLI with -j 2; tests that change it work on a copy."""
+    base = tmp_path_factory.mktemp("night")
+    root = base / "library"
+    config = write_config(base / "night.toml", root)
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "-j", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return root, config, result.output
+
+
+def test_batch_renders_labels_and_catalogues_every_loop(night):
+    root, _, output = night
+    n = expected_loops(root)
+    assert n >= 4
+    assert f"{n} new loops" in output
+    assert rows(root, "SELECT count(*) FROM loops")[0][0] == n
+    assert rows(root, "SELECT status, count(*) FROM tasks GROUP BY status") == [("done", n)]
+    (template_dir,) = list((root / "templates").iterdir())
+    template = Template.load(template_dir)
+    sr = 44100
+    meter = pyloudnorm.Meter(sr)
+    for (sidecar_rel,) in rows(root, "SELECT sidecar FROM loops"):
+        sidecar = json.loads((root / sidecar_rel).read_text())
+        # Labels: exactly the template's, chord by chord, in the sidecar and in the chords table.
+        assert sidecar["template_id"] == template.id
+        assert (sidecar["key"], sidecar["bpm"], sidecar["meter"], sidecar["bars"]) == (
+            template.key.short, template.bpm, str(template.meter), template.bars)
+        assert [{k: c[k] for k in ("bar", "symbol", "roman", "root_pc", "pitch_classes", "bass_pc")}
+                for c in sidecar["chords"]] == [c.to_dict() for c in template.chords]
+        db_chords = rows(root, "SELECT bar, symbol, roman, pitch_classes FROM chords WHERE loop_id = ? ORDER BY bar",
+                         [sidecar["id"]])
+        assert db_chords == [(c.bar, c.symbol, c.roman, json.dumps(list(c.pitch_classes))) for c in template.chords]
+        assert sidecar["role"] in PART_ROLES[sidecar["part"]]
+        assert (root / sidecar["midi"]).is_file()
+        # The audio: exact loop length, stereo, at the patch's loudness, as the sidecar says.
+        audio, file_sr = soundfile.read(root / sidecar["path"], always_2d=True)
+        assert file_sr == sr == sidecar["sample_rate"]
+        assert audio.shape == (template.loop_samples(sr), 2) == (sidecar["samples"], sidecar["channels"])
+        target = tomllib.loads((PROJECT / "patches" / f"{sidecar['patch']}.toml").read_text())["target_lufs"]
+        assert abs(meter.integrated_loudness(audio) - target) < 1.0
+        assert abs(sidecar["lufs"] - target) < 1.0
+        assert sidecar["status"] == "pending" and sidecar["reject_reason"] is None
+        assert 20 < sidecar["centroid_hz"] < 20000
+        if sidecar["part"] in ("drums", "bass"):  # struck parts: one onset per distinct note start
+            import pretty_midi
+
+            starts = {round(n.start, 2) for i in pretty_midi.PrettyMIDI(str(root / sidecar["midi"])).instruments
+                      for n in i.notes}
+            assert 0.6 * len(starts) <= sidecar["onsets"] <= 1.4 * len(starts)
+    # The chords loop sounds the labelled chords: each bar's strongest pitch class is a chord tone.
+    from farm.audio import bar_chroma, read_audio
+
+    (path,) = rows(root, "SELECT path FROM loops WHERE patch = 'warm-rhodes'")[0]
+    bars = bar_chroma(read_audio(root / path)[0], sr, template)
+    for chord, profile in zip(template.chords, bars):
+        assert int(np.argmax(profile)) in chord.pitch_classes
+    check = CliRunner().invoke(main, ["check", "--root", str(root), "--no-progress"])
+    assert check.exit_code == 0, check.output
+    assert check.output.strip().endswith("ok")
+
+
+def test_a_second_run_renders_nothing_new(night, tmp_path):
+    root, config, _ = night
+    copy = tmp_path / "library"
+    shutil.copytree(root, copy)
+    before = rows(copy, "SELECT id, sha256 FROM loops ORDER BY id")
+    summary = run_batch(load_config(config), root=copy, progress=False)
+    assert summary.new_loops == 0 and summary.failed == 0
+    assert summary.skipped == len(before)
+    assert rows(copy, "SELECT id, sha256 FROM loops ORDER BY id") == before
+    assert rows(copy, "SELECT count(*) FROM batches WHERE status = 'done'")[0][0] == 2
+
+
+def test_check_catches_a_tampered_file_and_an_orphan(night, tmp_path):
+    root, _, _ = night
+    copy = tmp_path / "library"
+    shutil.copytree(root, copy)
+    (path,) = rows(copy, "SELECT path FROM loops ORDER BY id LIMIT 1")[0]
+    data = bytearray((copy / path).read_bytes())
+    data[-100] ^= 0xFF
+    (copy / path).write_bytes(bytes(data))
+    orphan = copy / "loops" / "lofi-hiphop" / "LF_90_chords_stray_Am_0000000000000000.flac"
+    shutil.copy(copy / path, orphan)
+    result = CliRunner().invoke(main, ["check", "--root", str(copy), "--no-progress"])
+    assert result.exit_code == 1
+    assert f"sha256 mismatch: " in result.output and path in result.output
+    assert f"file without a row: {orphan.relative_to(copy)}" in result.output
+    report = Catalog(copy, readonly=True).check()
+    assert [m.split()[1] for m in report.mismatched] == [path]
+    assert report.orphans == [str(orphan.relative_to(copy))] and not report.missing
+
+
+def _start_batch(config: Path, *args) -> subprocess.Popen:
+    return subprocess.Popen([FARM, "batch", "--config", str(config), "--no-progress", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=config.parent)
+
+
+def test_sigkill_at_any_moment_then_resume_loses_and_duplicates_nothing(tmp_path):
+    root = tmp_path / "library"
+    config = write_config(tmp_path / "night.toml", root, workers=1)
+    # First kill: as soon as the first loop is in the catalog, mid-batch.
+    proc = _start_batch(config)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (poll(root, "SELECT count(*) FROM loops") or [(0,)])[0][0] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the batch ended before it could be killed: {proc.communicate()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    total = expected_loops(root)
+    done = rows(root, "SELECT count(*) FROM loops")[0][0]
+    assert 1 <= done < total
+    assert rows(root, "SELECT status FROM batches") == [("running",)]
+    pids = {r[0] for r in rows(root, "SELECT worker_pid FROM tasks WHERE worker_pid IS NOT NULL")}
+    # A plain `farm batch` refuses to start over an unfinished one.
+    blocked = subprocess.run([FARM, "batch", "--config", str(config)], capture_output=True, text=True)
+    assert blocked.returncode == 2 and "--resume" in blocked.stderr
+    # Second kill: as soon as the resume has started, while it recovers and re-plans.
+    proc = _start_batch(config, "--resume")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (poll(root, "SELECT resumed FROM batches") or [(0,)])[0][0] >= 1:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([FARM, "batch", "--resume", "--root", str(root), "--no-progress"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "(resumed)" in resumed.stdout
+    # Exactly the loops of the batch: none lost, none twice, every file with its row and back.
+    assert rows(root, "SELECT count(*), count(DISTINCT path), count(DISTINCT sha256) FROM loops")[0] == (total,) * 3
+    assert rows(root, "SELECT status, count(*) FROM tasks GROUP BY status") == [("done", total)]
+    assert rows(root, "SELECT status FROM batches") == [("done",)]
+    check = subprocess.run([FARM, "check", "--root", str(root), "--no-progress"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    assert check.stdout.startswith(f"{total} rows, {total} audio files")
+    # The workers died with their writer.
+    time.sleep(0.2)
+    assert pids and not any(alive(pid) for pid in pids)
+
+
+def test_resume_adopts_finished_files_and_removes_unfinished_ones(night, tmp_path):
+    """The moments between a worker's writes and the writer's insert, made on purpose."""
+    root, _, _ = night
+    copy = tmp_path / "library"
+    shutil.copytree(root, copy)
+    # Pretend the writer died while these were in flight: rows gone, tasks still running.
+    with Catalog(copy) as cat:
+        batch_id = cat.db.execute("SELECT id FROM batches").fetchone()[0]
+        victims = cat.db.execute("SELECT id, path, sidecar FROM loops ORDER BY id LIMIT 2").fetchall()
+        params = json.loads(cat.db.execute("SELECT params FROM tasks WHERE output_id = ?", [victims[0][0]]).fetchone()[0])
+        with cat.db.atomic():
+            for loop_id, _, _ in victims:
+                cat.db.execute("DELETE FROM chords WHERE loop_id = ?", [loop_id])
+                cat.db.execute("DELETE FROM loops WHERE id = ?", [loop_id])
+                cat.db.execute("UPDATE tasks SET status = 'running' WHERE output_id = ?", [loop_id])
+            cat.db.execute("UPDATE batches SET status = 'running'")
+    adopted_id, _, _ = victims[0]
+    unfinished_id, unfinished_path, unfinished_sidecar = victims[1]
+    (copy / unfinished_sidecar).unlink()  # audio written, sidecar not yet: must be redone
+    temp = copy / "loops" / "lofi-hiphop" / ".LF_x.abc123.part.flac"
+    temp.write_bytes(b"half a file")
+    # A worker call as the batch makes it, on the same inputs: the same bytes again.
+    sidecar = render_task(params, Worker(copy, "embedded", {}, QALimits()))[0]
+    assert sidecar["id"] == adopted_id
+
+    summary = run_batch(root=copy, resume=True, progress=False)
+    assert summary.batch_id == batch_id and summary.adopted == 1
+    assert summary.removed >= 2  # the audio without a sidecar, the temporary file
+    assert not temp.exists()
+    with Catalog(copy, readonly=True) as cat:
+        assert cat.has_loop(adopted_id) and cat.has_loop(unfinished_id)
+        assert cat.check().ok
+        statuses = dict(cat.db.execute("SELECT output_id, status FROM tasks").fetchall())
+    assert statuses[adopted_id] == statuses[unfinished_id] == "done"
+
+
+def test_a_hung_task_is_killed_by_its_timeout_and_retried(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    root = tmp_path / "library"
+    marker = tmp_path / "markers"
+    marker.mkdir()
+    config = write_config(tmp_path / "night.toml", root, patches=["sub-bass", "lofi-kit"], workers=1,
+                          timeout_s=10, backend="hanging", plugins=["hanging_backend"],
+                          backend_options={"marker_dir": str(marker)})
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    hung_pid = int((marker / "hung").read_text())
+    (task,) = rows(root, "SELECT output_id, attempts, status, error, worker_pid FROM tasks WHERE attempts > 1")
+    output_id, attempts, status, error, pid = task
+    assert attempts == 2 and status == "done"
+    assert "timed out after 10 s" in error and str(hung_pid) in error
+    assert pid != hung_pid  # retried on a fresh worker
+    assert not alive(hung_pid)  # the hung worker was killed
+    assert rows(root, "SELECT count(*) FROM loops WHERE id = ?", [output_id])[0][0] == 1
+    assert rows(root, "SELECT count(*) FROM tasks WHERE status = 'done'")[0][0] == expected_loops(root, ["sub-bass", "lofi-kit"])
+    assert Catalog(root, readonly=True).check().ok
+    log = next((root / "logs").iterdir())
+    assert any("hanging on purpose" in p.read_text() for p in log.iterdir())
+
+
+def test_a_task_failing_every_attempt_is_marked_failed_with_its_log(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    root = tmp_path / "library"
+    config = write_config(tmp_path / "night.toml", root, patches=["sub-bass"], workers=1, max_attempts=2,
+                          backend="hanging", plugins=["hanging_backend"],
+                          backend_options={"marker_dir": str(tmp_path / "no-such-dir")})
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "1 failed" in result.output
+    ((attempts, status, error, log),) = rows(root, "SELECT attempts, status, error, log FROM tasks")
+    assert (attempts, status) == (2, "failed")
+    assert "No such file or directory" in error and "Traceback" in log
+    assert rows(root, "SELECT count(*) FROM loops")[0][0] == 0
+    assert Catalog(root, readonly=True).check().ok
+
+
+@pytest.mark.parametrize("text, field", [
+    ('styles = ["lofi-hiphop"]\nsample_rate = 22050\n', "sample_rate"),
+    ('styles = ["no-such-style"]\n', "style"),
+    ('styles = ["lofi-hiphop"]\npatches = ["no-such-patch"]\n', "name"),
+    ('styles = ["lofi-hiphop"]\nworkerz = 2\n', "workerz"),
+    ('styles = ["lofi-hiphop"]\n[qa]\nsilence = -60\n', "qa.silence"),
+    ('styles = ["lofi-hiphop"]\nparts = ["kazoo"]\n', "parts"),
+    ('styles = ["lofi-hiphop"]\nbackend = "no-such-renderer"\n', "backend"),
+    ('styles = ["lofi-hiphop"\n', None),
+])
+def test_a_broken_config_is_one_clear_error_and_writes_nothing(tmp_path, text, field):
+    root = tmp_path / "library"
+    config = tmp_path / "broken.toml"
+    config.write_text(f'root = "{root}"\n' + text)
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    if field:
+        assert f": {field}: " in lines[0]
+    else:
+        assert str(config) in lines[0] and "invalid TOML" in lines[0]
+    assert not root.exists()
+
+
+def test_the_default_config_is_a_valid_small_night():
+    config = load_config()
+    assert config.root == Path("library") and config.workers == 2 and config.max_attempts == 3
+    assert config.patches_per_part and config.bars
