@@ -103,8 +103,6 @@ def music21_figure(roman: str) -> str:
 
 def music21_key(tonic: str, mode: str):
     """The music21 key for a project key; harmonic minor is music21's minor (V and viio by case)."""
-    from music21 import key as m21key
-
     if mode not in MODES:
         raise SpellingError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
     m21mode = {"harmonic_minor": "minor"}.get(mode, mode)

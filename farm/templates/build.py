@@ -9,7 +9,7 @@ from pathlib import Path
 
 from farm.errors import FarmError
 from farm.files import atomic_dir
-from farm.model import ChordLabel, Key, Meter, PartInfo, Template, canonical_json, content_id
+from farm.model import ChordLabel, Key, PartInfo, Template, canonical_json, content_id
 from farm.templates.grammar import feasible_starts, sample_progression
 from farm.templates.midi import DRUM_CHANNEL, Note, Track, merge_parts, midi_bytes
 from farm.templates.parts import (Timing, chord_voicings, make_groove, write_arp, write_bass, write_chords,
@@ -116,21 +116,16 @@ def write_template(generated: GeneratedTemplate, out_dir: str | Path, *, plot: b
     ``plot`` adds ``piano_roll.png`` (a picture, not part of the id) when it is missing."""
     t = generated.template
     target = Path(out_dir) / t.id
-    if plot and not (target / "piano_roll.png").exists() and target.exists():
+    if not target.exists():
+        with atomic_dir(target) as tmp:
+            tmp.chmod(0o777 & ~_umask())  # a temporary directory is private; the template is not
+            for name, data in generated.midi.items():
+                (tmp / f"{name}.mid").write_bytes(data)
+            (tmp / "template.json").write_text(canonical_json(t.to_dict()), encoding="utf-8")
+    if plot and not (target / "piano_roll.png").exists():
         from farm.templates.plot import piano_roll_png
 
-        piano_roll_png(t, generated.midi, target / "piano_roll.png")
-    if target.exists():
-        return target
-    with atomic_dir(target) as tmp:
-        if plot:
-            from farm.templates.plot import piano_roll_png
-
-            piano_roll_png(t, generated.midi, tmp / "piano_roll.png")
-        tmp.chmod(0o777 & ~_umask())  # a temporary directory is private; the template is not
-        for name, data in generated.midi.items():
-            (tmp / f"{name}.mid").write_bytes(data)
-        (tmp / "template.json").write_text(canonical_json(t.to_dict()), encoding="utf-8")
+        piano_roll_png(t, generated.midi, target / "piano_roll.png")  # written atomically
     return target
 
 

@@ -547,7 +547,7 @@ def find_rules(style: str) -> Path:
     """The rule file of a style name: ``<templates dir>/<style>.toml``; FarmError if there is none."""
     d = templates_dir()
     path = d / f"{style}.toml"
-    if not path.is_file():
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", style or "") or not path.is_file():
         known = sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
         raise FarmError(f"unknown style {style!r} (known: {', '.join(known) or 'none'})", file=d, field="style")
     return path
