@@ -9,7 +9,8 @@ from farm.errors import FarmError
 from farm.model import ChordLabel, Key, Meter, PartInfo, Template, loop_samples
 from farm.permute.shift import (pitch_shift, retempo_template, stretch_to_bpm, time_stretch,
                                 transpose_key, transpose_template)
-from farm.permute.splice import (plan_splices, splice_audio, splice_template)
+from farm.permute.splice import (DEFAULT_BLEED_THRESHOLD, bleed_verdict, measure_bleed, plan_splices, splice_audio,
+                                 splice_template)
 
 SR = 44100
 NOTE_PCS = {"Am7": (9, 0, 4, 7), "Dm7": (2, 5, 9, 0), "Cmaj7": (0, 4, 7, 11), "E7": (4, 8, 11, 2)}
@@ -188,3 +189,302 @@ def test_pitch_shift_keeps_length_and_seam_and_moves_every_tone():
     moved = [f * 2 ** (2 / 12) for f in tones]
     gone = [f for f in tones if min(abs(f - m) for m in moved) > 5]  # tones the shift leaves nowhere
     assert min(energy(f) for f in moved) > 100 * max(energy(f) for f in gone)
+
+
+# -- bleed on synthetic audio -------------------------------------------------------------------
+def test_bleed_measure_passes_a_dry_loop_and_catches_a_ringing_tail():
+    tpl = make_template(("Am7", "Dm7", "E7", "Cmaj7"))
+    # each bar's chord rings on into the next as loud as it was, dying away over ~0.5 s (long delay)
+    dry, wet = chord_loop(tpl), chord_loop(tpl, tail=1.0)
+    caught = [(2, 2, 2, 2), (3, 3, 3, 3), (4, 4, 4, 4), (1, 1, 3, 3), (2, 1, 4, 3)]
+    for order in caught + [(1, 1, 1, 1)]:
+        cuts = measure_bleed(dry, splice_audio(dry, tpl, order, SR), tpl, order, SR)
+        assert cuts and all(c.bleed < 0.02 for c in cuts)
+        assert bleed_verdict(cuts)[0]
+    for order in caught:
+        cuts = measure_bleed(wet, splice_audio(wet, tpl, order, SR), tpl, order, SR)
+        passed, reason = bleed_verdict(cuts)
+        worst = max(c.bleed for c in cuts)
+        assert not passed and worst > DEFAULT_BLEED_THRESHOLD
+        assert f"bleed {worst:.3f}" in reason and "threshold 0.100" in reason
+    # Cmaj7 ringing into an Am7 vamp brings one foreign tone (B) of four: measured, and smaller
+    cuts = measure_bleed(wet, splice_audio(wet, tpl, (1, 1, 1, 1), SR), tpl, (1, 1, 1, 1), SR)
+    assert 0.03 < max(c.bleed for c in cuts) < DEFAULT_BLEED_THRESHOLD
+    # source neighbours are no cut: nothing is measured there
+    assert [c.bar for c in measure_bleed(wet, splice_audio(wet, tpl, (1, 2, 3, 3), SR), tpl, (1, 2, 3, 3), SR)] == [1, 4]
+
+
+def test_bleed_measure_discounts_the_chords_own_partials():
+    """A tone outside the chord that sounds all through the bar (a partial, a drone, a drum) is
+    the chord's own sound, not bleed: the baseline at the end of the bar holds it too."""
+    tpl = make_template(("Am7", "Am7", "Dm7", "Dm7"))
+    src = chord_loop(tpl)
+    t = np.arange(src.shape[1]) / SR
+    drone = 0.15 * periodic_sine(440 * 2 ** (2 / 12), t, src.shape[1] / SR)  # B, foreign to both chords
+    src = (src + drone.astype(np.float32)).astype(np.float32)
+    order = (3, 3, 1, 1)
+    cuts = measure_bleed(src, splice_audio(src, tpl, order, SR), tpl, order, SR)
+    assert min(c.share for c in cuts) > 0.05  # the drone is foreign energy right after the cut ...
+    assert all(c.bleed < 0.02 for c in cuts)  # ... but not brought in by the cut
+
+
+def test_bleed_threshold_is_configurable():
+    tpl = make_template(("Am7", "Dm7", "E7", "Cmaj7"))
+    wet = chord_loop(tpl, tail=1.0)
+    order = (3, 3, 3, 3)
+    cuts = measure_bleed(wet, splice_audio(wet, tpl, order, SR), tpl, order, SR)
+    worst = max(c.bleed for c in cuts)
+    assert not bleed_verdict(cuts, worst - 0.01)[0]
+    assert bleed_verdict(cuts, worst + 0.01)[0]
+
+
+# -- on rendered loops (FluidSynth + pedalboard) --------------------------------------------------
+PROGRESSION = ("i7", "iv7", "V7", "VI7")  # Am7 Dm7 E7 Fmaj7 in A minor
+
+
+def write_chord_template(directory, romans=PROGRESSION, tonic="A", mode="minor", bpm=120.0):
+    """A 4-bar template whose chords part strikes each bar's chord on beats 1 and 3 (block
+    chords over the bass note), labelled with the project's own spelling (farm.theory)."""
+    import pretty_midi
+
+    from farm.theory import spell_chord
+
+    pm = pretty_midi.PrettyMIDI(initial_tempo=bpm, resolution=480)
+    inst = pretty_midi.Instrument(program=0, name="chords")
+    bar_s = 240.0 / bpm
+    chords = []
+    for i, roman in enumerate(romans):
+        s = spell_chord(roman, tonic, mode)
+        chords.append(ChordLabel(i + 1, s.symbol, s.roman, s.root_pc, s.pitch_classes, s.bass_pc))
+        for pitch in [48 + s.bass_pc] + [60 + pc for pc in s.pitch_classes]:
+            for half in (0.0, 0.5):
+                start = (i + half) * bar_s
+                inst.notes.append(pretty_midi.Note(velocity=90, pitch=pitch, start=start, end=start + bar_s / 2))
+    pm.instruments.append(inst)
+    directory.mkdir(parents=True, exist_ok=True)
+    pm.write(str(directory / "chords.mid"))
+    return Template(id="rendered", style="lofi-hiphop", seed=0, key=Key(tonic, mode), bpm=bpm, meter=Meter(4, 4),
+                    bars=len(romans), ppq=480, chords=tuple(chords),
+                    parts=(PartInfo("chords", "chords.mid", len(inst.notes)),), generator_version="test")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """The same chords part rendered through a dry patch and a long delay/reverb patch."""
+    from farm.patches import load_patch
+    from farm.render import RenderJob, get_backend, render_loops
+
+    directory = tmp_path_factory.mktemp("template")
+    tpl = write_chord_template(directory)
+    backend = get_backend("embedded")
+    jobs = [RenderJob(tpl, directory, "chords", load_patch(name)) for name in ("dry-piano-chords", "dub-delay-keys")]
+    dry, wet = render_loops(jobs, backend)
+    return tpl, dry.audio, wet.audio
+
+
+def chord_tone_share(audio, template):
+    """Per bar, the share of chroma energy at the bar's labelled pitch classes."""
+    from farm.audio import bar_chroma
+
+    chroma = bar_chroma(audio, SR, template)
+    return [float(chroma[i][list(c.pitch_classes)].sum()) for i, c in enumerate(template.chords)]
+
+
+SPLICES = [(1, 1, 1, 1), (2, 2, 2, 2), (3, 3, 3, 3), (4, 4, 4, 4), (1, 1, 2, 2), (1, 2, 1, 2), (3, 3, 4, 4),
+           (2, 1, 4, 3)]
+
+
+def test_rendered_dry_splices_pass_and_delay_splices_are_caught(rendered):
+    tpl, dry, wet = rendered
+    for order in SPLICES:
+        passed, reason = bleed_verdict(measure_bleed(dry, splice_audio(dry, tpl, order, SR), tpl, order, SR))
+        assert passed, (order, reason)
+    caught = 0
+    for order in SPLICES:
+        cuts = measure_bleed(wet, splice_audio(wet, tpl, order, SR), tpl, order, SR)
+        passed, reason = bleed_verdict(cuts)
+        # a cut that brings in a chord with two or more tones foreign to the new bar must be caught
+        loud = [c for c in cuts if len(set(tpl.chords[(c.to_bar - 2) % 4].pitch_classes)
+                                       - set(tpl.chords[c.to_bar - 1].pitch_classes)) >= 2]
+        if loud:
+            assert not passed and "> threshold" in reason, (order, reason)
+        caught += not passed
+    assert caught >= len(SPLICES) - 2
+
+
+def test_rendered_splice_joints_are_click_free(rendered):
+    tpl, dry, wet = rendered
+    for audio in (dry, wet):
+        largest = float(np.max(np.abs(np.diff(audio, axis=1))))
+        for order in [(3, 1, 1, 4), (2, 2, 2, 2)]:
+            out = splice_audio(audio, tpl, order, SR)
+            new = splice_template(tpl, order)
+            looped = np.concatenate([out[:, -300:], out, out[:, :300]], axis=1)
+            for k in range(1, 5):
+                at = new.bar_start_sample(k, SR) + 300
+                assert max_step(looped, at - 300, at + 300) <= largest
+
+
+def test_pitch_shifted_loops_pass_the_chroma_test_against_their_new_labels(rendered):
+    tpl, dry, _ = rendered
+    assert min(chord_tone_share(dry, tpl)) >= 0.7  # the source passes it against its own labels
+    for n in (-2, -1, 1, 2):
+        shifted = pitch_shift(dry, SR, n)
+        labels = transpose_template(tpl, n)
+        shares = chord_tone_share(shifted, labels)
+        assert min(shares) >= 0.7, (n, shares)
+        # and fails against the old labels: the test can tell
+        assert min(chord_tone_share(shifted, tpl)) < 0.5
+
+
+def test_rendered_stretch_has_the_exact_new_length(rendered):
+    tpl, _, wet = rendered
+    for bpm in (115.0, 125.0):
+        out = stretch_to_bpm(wet, tpl, bpm, SR)
+        new = retempo_template(tpl, bpm)
+        assert out.shape == (2, new.loop_samples(SR)) == (2, loop_samples(4, Meter(4, 4), bpm, SR))
+        assert min(chord_tone_share(out, new)) >= 0.7
+
+
+# -- the stage: catalog rows, lineage, idempotence, CLI -------------------------------------------
+BATCH_TOML = """
+root = "{root}"
+styles = ["lofi-hiphop"]
+templates_per_style = 1
+seed = 5
+bars = 2
+parts = ["chords"]
+patches = ["dry-piano-chords"]
+workers = 1
+{extra}
+"""
+
+
+def run_night(tmp_path, extra=""):
+    from farm.batch import load_config, run_batch
+
+    root = tmp_path / "library"
+    config = tmp_path / "night.toml"
+    config.write_text(BATCH_TOML.format(root=root, extra=extra))
+    run_batch(load_config(config), progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """A catalog holding one rendered chords loop (made by a real batch)."""
+    return run_night(tmp_path_factory.mktemp("night"))
+
+
+@pytest.fixture()
+def catalog_copy(library, tmp_path):
+    import shutil
+
+    root = tmp_path / "library"
+    shutil.copytree(library, root)
+    return root
+
+
+def rows(root, sql, params=()):
+    import sqlite3
+
+    con = sqlite3.connect(root / "catalog.db")
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(sql, params)]
+    finally:
+        con.close()
+
+
+def test_farm_permute_catalogues_labelled_permutations_with_lineage_once(catalog_copy):
+    import json
+
+    from click.testing import CliRunner
+
+    from farm.audio import read_audio
+    from farm.catalog import check_catalog
+    from farm.cli import main
+    from farm.permute import derived_id
+
+    root = catalog_copy
+    [parent] = rows(root, "SELECT * FROM loops")
+    parent_tpl = Template.load(root / "templates" / parent["template_id"])
+    args = ["permute", "--root", str(root), "--where", "part = 'chords'", "--ops", "splice,pitch,stretch,repatch",
+            "--semitones", "1", "--bpm-steps", "1", "--pattern", "AABB", "--patch", "dub-delay-keys",
+            "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "1 parent loops" in result.output
+    children = rows(root, "SELECT * FROM loops WHERE parent_id IS NOT NULL")
+    ops = sorted({c["operation"] for c in children})
+    assert ops == ["pitch", "repatch", "splice", "stretch"]
+    for child in children:
+        params = json.loads(child["params"])
+        assert child["parent_id"] == parent["id"]
+        assert child["id"] == derived_id(parent["id"], child["operation"], params)
+        assert child["status"] in ("pending", "rejected") and (child["status"] == "pending") == (child["reject_reason"] is None)
+        chords = rows(root, "SELECT * FROM chords WHERE loop_id = ? ORDER BY bar", [child["id"]])
+        audio, sr = read_audio(root / child["path"])
+        assert audio.shape == (2, child["samples"]) and sr == parent["sample_rate"]
+        if child["operation"] == "pitch":
+            expected = transpose_template(parent_tpl, params["semitones"])
+            assert child["key"] == expected.key.short and child["bpm"] == parent["bpm"]
+            assert [c["symbol"] for c in chords] == [c.symbol for c in expected.chords]
+            assert [json.loads(c["pitch_classes"]) for c in chords] == [list(c.pitch_classes) for c in expected.chords]
+            assert child["samples"] == parent["samples"] and child["midi"] is None
+        elif child["operation"] == "stretch":
+            assert abs(child["bpm"] - parent["bpm"]) == 1 and child["bpm"] == params["bpm"]
+            assert child["samples"] == loop_samples(parent["bars"], Meter.parse(parent["meter"]), params["bpm"], sr)
+            assert child["key"] == parent["key"] and [c["symbol"] for c in chords] == parent["progression"].split()
+            assert chords[-1]["end_s"] == pytest.approx(child["samples"] / sr)
+        elif child["operation"] == "splice":
+            source = parent["progression"].split()
+            assert child["progression"].split() == [source[b - 1] for b in params["bars"]]
+            assert [c["bar"] for c in chords] == list(range(1, parent["bars"] + 1))
+            assert child["status"] == "pending" or child["reject_reason"].startswith("splice bleed: bleed ")
+        else:  # repatch: the same MIDI through another patch of the role
+            assert child["patch"] == "dub-delay-keys" and child["midi"] == parent["midi"]
+            assert child["progression"] == parent["progression"] and child["key"] == parent["key"]
+    assert check_catalog(root).ok  # every row has its file and sidecar, no leftovers
+    # the same again makes nothing new
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and f"already catalogued: {len(children)}" in again.output
+    assert len(rows(root, "SELECT id FROM loops")) == len(children) + 1
+
+
+def test_permute_function_is_what_the_cli_runs(catalog_copy):
+    from farm.permute import permute
+
+    report = permute(catalog_copy, "1", ["stretch"], bpm_steps=1, progress=False)
+    assert report.parents == 1 and report.made == {"stretch": 2} and report.skipped == 0
+    made = rows(catalog_copy, "SELECT id, bpm FROM loops WHERE operation = 'stretch' ORDER BY bpm")
+    assert [r["id"] for r in made] == sorted(report.ids, key=lambda i: [r["id"] for r in made].index(i))
+    assert permute(catalog_copy, "1", ["stretch"], bpm_steps=1, progress=False).skipped == 2
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--ops", "splice,reverse"], "ops"),
+    (["--semitones", "13"], "semitones"),
+    (["--bleed-threshold", "1.5"], "bleed_threshold"),
+    (["--where", "no_such_column = 1"], "sql"),
+])
+def test_bad_permute_input_is_one_error_line_and_changes_nothing(catalog_copy, args, field):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    before = rows(catalog_copy, "SELECT count(*) AS n FROM loops")[0]["n"]
+    result = CliRunner().invoke(main, ["permute", "--root", str(catalog_copy), "--no-progress", *args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and f"{field}:" in lines[0], result.output
+    assert rows(catalog_copy, "SELECT count(*) AS n FROM loops")[0]["n"] == before
+
+
+def test_permute_without_a_catalog_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    result = CliRunner().invoke(main, ["permute", "--root", str(tmp_path / "nowhere"), "--no-progress"])
+    assert result.exit_code == 2 and "catalog.db" in result.output and not (tmp_path / "nowhere").exists()
