@@ -241,6 +241,7 @@ class BatchRun:
     renderer_version: str
     templates: list[tuple[Template, str]] = field(default_factory=list)  # (template, dir rel. root)
     patches: list = field(default_factory=list)  # farm.patches.Patch, in config order
+    chunks: bool = False  # the backend renders many loops per call (one task per template)
 
 
 def plan_templates(run: BatchRun) -> list[TaskSpec]:
@@ -261,12 +262,17 @@ def plan_templates(run: BatchRun) -> list[TaskSpec]:
 
 
 def plan_renders(run: BatchRun) -> list[TaskSpec]:
-    """One task per (template, part, patch whose roles fit the part)."""
+    """Render tasks for every (template, part, patch whose roles fit the part).
+
+    One loop per task, or one task per template when the backend renders in chunks (REAPER:
+    one project and one start-up for many loops).
+    """
     from farm.patches import patches_for_part
 
     config = run.config
     specs = []
     for t_index, (template, rel) in enumerate(run.templates):
+        loops = []
         for part in template.parts:
             if config.parts != "all" and part.name not in config.parts:
                 continue
@@ -280,12 +286,15 @@ def plan_renders(run: BatchRun) -> list[TaskSpec]:
                 role = next(r for r in patch.roles if r in PART_ROLES[part.name])
                 loop_id = loop_content_id(template.id, part.name, patch.content_hash, run.renderer,
                                           run.renderer_version, config.sample_rate, config.format)
-                specs.append(TaskSpec(loop_id, {
-                    "template_id": template.id, "template_dir": rel, "part": part.name,
-                    "patch": patch.name, "patch_path": str(patch.path), "patch_hash": patch.content_hash,
-                    "role": role, "renderer": run.renderer, "renderer_version": run.renderer_version,
-                    "sample_rate": config.sample_rate, "format": config.format,
-                    "batch_id": run.batch_id}))
+                loops.append({"id": loop_id, "part": part.name, "patch": patch.name,
+                              "patch_path": str(patch.path), "patch_hash": patch.content_hash, "role": role})
+        common = {"template_id": template.id, "template_dir": rel, "renderer": run.renderer,
+                  "renderer_version": run.renderer_version, "sample_rate": config.sample_rate,
+                  "format": config.format, "batch_id": run.batch_id}
+        if run.chunks and loops:
+            specs.append(TaskSpec(content_id(*(loop["id"] for loop in loops)), {**common, "loops": loops}))
+        else:
+            specs += [TaskSpec(loop["id"], {**common, "loops": [loop]}) for loop in loops]
     return specs
 
 
@@ -351,7 +360,8 @@ class Worker:
 
 
 def render_task(params: dict, worker: Worker) -> list[dict]:
-    """Render one loop, check it, write its audio then its sidecar; return the sidecar.
+    """Render a task's loops (one call to the backend), check each, write its audio then its
+    sidecar; return the sidecars.
 
     The sidecar is written last: a sidecar on disk means its audio is complete, which is what
     ``--resume`` relies on to adopt a loop the writer never recorded.
@@ -365,39 +375,43 @@ def render_task(params: dict, worker: Worker) -> list[dict]:
 
     root = worker.root
     template = worker.template(params["template_dir"])
-    patch = load_patch(params["patch_path"])
-    if patch.content_hash != params["patch_hash"]:
-        raise FarmError("the patch changed since the batch was planned; start a new batch",
-                        file=patch.path, field="content_hash")
-    job = RenderJob(template=template, template_dir=root / params["template_dir"], part=params["part"],
-                    patch=patch, sample_rate=params["sample_rate"])
-    (loop,) = render_loops([job], worker.backend)
-    if (loop.renderer, loop.renderer_version) != (params["renderer"], params["renderer_version"]):
-        raise FarmError(f"renderer is {loop.renderer} {loop.renderer_version!r}, the batch was planned "
-                        f"for {params['renderer']} {params['renderer_version']!r}", field="renderer")
-    sr = loop.sample_rate
-    reason = machine_check(loop.audio, sr, expected_samples=job.loop_samples,
-                           target_lufs=patch.target_lufs, lufs=loop.lufs, limits=worker.qa)
-    features = loop_features(loop.audio, sr)
-    loop_id = loop_content_id(template.id, job.part, patch.content_hash, loop.renderer,
-                              loop.renderer_version, sr, params["format"])
-    labels = template_labels(template, sr)
-    name = loop_name(template.bpm, job.part, patch.name, labels["key"], loop_id)
-    rel = loop_path(template.style, name, params["format"])
-    write_audio(root / rel, loop.audio, sr, params["format"])
-    sidecar = make_sidecar(
-        id=loop_id, name=name, template_id=template.id, part=job.part, role=params["role"],
-        patch=patch.name, patch_hash=patch.content_hash, renderer=loop.renderer,
-        renderer_version=loop.renderer_version, format=params["format"], sample_rate=sr,
-        channels=features.channels, samples=features.samples, duration_s=features.duration_s,
-        lufs=float(loop.lufs), true_peak_db=float(loop.true_peak_db), rms_db=features.rms_db,
-        onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1), path=rel,
-        midi=f"{params['template_dir']}/{template.part(job.part).midi}", sha256=file_sha256(root / rel),
-        status="rejected" if reason else "pending", reject_reason=reason,
-        tags=_tags(template, job.part, params["role"], patch), batch_id=params["batch_id"], **labels)
-    write_sidecar(root / sidecar_path(rel), sidecar)
-    print(f"wrote {rel} ({'rejected: ' + reason if reason else 'pending'})", flush=True)
-    return [sidecar]
+    jobs = []
+    for spec in params["loops"]:
+        patch = load_patch(spec["patch_path"])
+        if patch.content_hash != spec["patch_hash"]:
+            raise FarmError("the patch changed since the batch was planned; start a new batch",
+                            file=patch.path, field="content_hash")
+        jobs.append(RenderJob(template=template, template_dir=root / params["template_dir"], part=spec["part"],
+                              patch=patch, sample_rate=params["sample_rate"]))
+    sidecars = []
+    for spec, loop in zip(params["loops"], render_loops(jobs, worker.backend)):
+        job, patch, sr = loop.job, loop.job.patch, loop.sample_rate
+        loop_id = loop_content_id(template.id, job.part, patch.content_hash, loop.renderer,
+                                  loop.renderer_version, sr, params["format"])
+        if loop_id != spec["id"]:  # another renderer version than the batch was planned for
+            raise FarmError(f"renderer is {loop.renderer} {loop.renderer_version!r}, the batch was planned "
+                            f"for {params['renderer']} {params['renderer_version']!r}", field="renderer")
+        reason = machine_check(loop.audio, sr, expected_samples=job.loop_samples,
+                               target_lufs=patch.target_lufs, lufs=loop.lufs, limits=worker.qa)
+        features = loop_features(loop.audio, sr)
+        labels = template_labels(template, sr)
+        name = loop_name(template.bpm, job.part, patch.name, labels["key"], loop_id)
+        rel = loop_path(template.style, name, params["format"])
+        write_audio(root / rel, loop.audio, sr, params["format"])
+        sidecar = make_sidecar(
+            id=loop_id, name=name, template_id=template.id, part=job.part, role=spec["role"],
+            patch=patch.name, patch_hash=patch.content_hash, renderer=loop.renderer,
+            renderer_version=loop.renderer_version, format=params["format"], sample_rate=sr,
+            channels=features.channels, samples=features.samples, duration_s=features.duration_s,
+            lufs=float(loop.lufs), true_peak_db=float(loop.true_peak_db), rms_db=features.rms_db,
+            onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1), path=rel,
+            midi=f"{params['template_dir']}/{template.part(job.part).midi}", sha256=file_sha256(root / rel),
+            status="rejected" if reason else "pending", reject_reason=reason,
+            tags=_tags(template, job.part, spec["role"], patch), batch_id=params["batch_id"], **labels)
+        write_sidecar(root / sidecar_path(rel), sidecar)
+        print(f"wrote {rel} ({'rejected: ' + reason if reason else 'pending'})", flush=True)
+        sidecars.append(sidecar)
+    return sidecars
 
 
 def _tags(template: Template, part: str, role: str, patch) -> list[str]:
@@ -480,6 +494,11 @@ class Task:
     params: dict
     attempts: int = 0
 
+    @property
+    def size(self) -> int:
+        """Loops the task makes (a render task of a chunking backend makes many)."""
+        return max(1, len(self.params.get("loops", ())))
+
 
 @dataclass
 class _Slot:
@@ -488,6 +507,7 @@ class _Slot:
     log_path: Path
     ready: bool = False
     task: Task | None = None
+    timeout_s: float = 0.0
     started: float = 0.0
     deadline: float = math.inf
     log_offset: int = 0
@@ -498,7 +518,7 @@ class _Slot:
 
 
 class WorkerPool:
-    """``size`` worker processes with per-task deadlines.
+    """``size`` worker processes with per-task deadlines (``timeout_s`` per loop of the task).
 
     concurrent.futures cannot kill one hung task; here each worker runs one task at a time over
     its own pipe, so a task past its deadline is stopped by killing exactly its worker (its
@@ -566,7 +586,8 @@ class WorkerPool:
                     task.attempts += 1
                     on_start(task, slot.pid)
                     slot.task, slot.started = task, now
-                    slot.deadline = now + self.timeout_s
+                    slot.timeout_s = self.timeout_s * task.size
+                    slot.deadline = now + slot.timeout_s
                     slot.log_offset = slot.log_path.stat().st_size if slot.log_path.exists() else 0
                     try:
                         slot.conn.send((task.id, task.function, task.params))
@@ -604,7 +625,7 @@ class WorkerPool:
                     if not slot.process.is_alive():
                         problem = f"worker {slot.pid} died (exit code {slot.process.exitcode})"
                 if problem is None and time.monotonic() >= slot.deadline:
-                    problem = (f"timed out after {self.timeout_s:g} s: worker {slot.pid} killed"
+                    problem = (f"timed out after {slot.timeout_s:g} s: worker {slot.pid} killed"
                                if slot.task else f"worker {slot.pid} did not start within "
                                                  f"{max(WORKER_START_TIMEOUT_S, self.timeout_s):g} s")
                 if problem is None:
@@ -732,13 +753,14 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
     patches = _patches(config)
     backend = get_backend(config.backend, **config.backend_options)
     renderer, renderer_version = backend.name, backend.version
+    chunks = bool(getattr(backend, "renders_in_chunks", False))
     with contextlib.suppress(Exception):
         backend.close()
 
     catalog = Catalog(root)
     try:
         with _batch_lock(root):
-            summary = _run(catalog, config, patches, renderer, renderer_version,
+            summary = _run(catalog, config, patches, (renderer, renderer_version, chunks),
                            batch_id if resume else None, progress)
     finally:
         catalog.close()
@@ -746,7 +768,7 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
     return summary
 
 
-def _run(catalog: Catalog, config: BatchConfig, patches, renderer: str, renderer_version: str,
+def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, str, bool],
          resume_id: str | None, progress: bool) -> BatchSummary:
     db = catalog.db
     if resume_id is None:
@@ -769,7 +791,7 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: str, renderer
         summary.adopted, summary.removed = len(adopted), len(removed)
         db.execute("UPDATE tasks SET status = 'pending' WHERE batch_id = ? AND status = 'running'", [batch_id])
 
-    run = BatchRun(config, catalog, batch_id, renderer, renderer_version, patches=patches)
+    run = BatchRun(config, catalog, batch_id, renderer[0], renderer[1], patches=patches, chunks=renderer[2])
     with db.atomic():
         for patch in patches:
             catalog.add_patch(patch)
@@ -840,10 +862,12 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
     from tqdm import tqdm
 
     db = catalog.db
+    # Counted in loops: a task of a chunking backend makes several.
+    size = "max(1, coalesce(json_array_length(params, '$.loops'), 1))"
     total, finished, failed = db.execute(
-        "SELECT count(*), coalesce(sum(status IN ('done', 'skipped', 'failed')), 0), "
-        "coalesce(sum(status = 'failed'), 0) FROM tasks WHERE batch_id = ? AND stage = ?",
-        [batch_id, stage.name]).fetchone()
+        f"SELECT coalesce(sum({size}), 0), coalesce(sum(CASE WHEN status IN ('done', 'skipped', 'failed') "
+        f"THEN {size} END), 0), count(CASE WHEN status = 'failed' THEN 1 END) "
+        "FROM tasks WHERE batch_id = ? AND stage = ?", [batch_id, stage.name]).fetchone()
     bar = tqdm(total=total, initial=finished, desc=stage.name, unit="loop", file=sys.stderr,
                disable=not progress, dynamic_ncols=True,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} done{postfix} "
@@ -866,7 +890,7 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
         except FarmError as err:  # a sidecar the catalog refuses: the task failed, for good
             on_error(task, err.line(), log, seconds, True)
             return
-        bar.update(1)
+        bar.update(task.size)
 
     def on_error(task: Task, error: str, log: str, seconds: float, final: bool) -> None:
         db.execute("UPDATE tasks SET status = ?, error = ?, log = ?, seconds = ?, finished_at = ? WHERE id = ?",
@@ -875,7 +899,7 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
         if final:
             state["failed"] += 1
             bar.set_postfix_str(f"{state['failed']} failed", refresh=False)
-            bar.update(1)
+            bar.update(task.size)
         if progress:
             tqdm.write(f"{stage.name} task {task.id} attempt {task.attempts}/{config.max_attempts}: "
                        f"{error}{'' if final else ' (retrying)'}", file=sys.stderr)
