@@ -324,6 +324,14 @@ def test_find_reaper_order_and_errors(tmp_path, monkeypatch):
         find_reaper()
 
 
+def test_bad_backend_options_are_one_clear_error(tmp_path):
+    for options, field in [({"instance": 2}, "backend_options"), ({"via": "osc"}, "via"),
+                           ({"instances": 0}, "instances"), ({"timeout_s": -1}, "timeout_s")]:
+        with pytest.raises(FarmError) as err:
+            backend(tmp_path, **options)
+        assert err.value.field == field
+
+
 def test_reaper_command_uses_xvfb_without_a_display(tmp_path, monkeypatch):
     fake = tmp_path / "xvfb-run"
     fake.write_text("#!/bin/sh\nexec \"$@\"\n")

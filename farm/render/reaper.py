@@ -328,7 +328,11 @@ class ReaperBackend:
                  rpp_only: str | Path | None = None, workdir: str | Path | None = None,
                  gap_s: float = DEFAULT_GAP_S, xvfb: bool | None = None,
                  resource_dir: str | Path | None = None, keep_files: bool = False, progress: bool = True,
-                 reapy_api=None, **_other_backend_options):
+                 reapy_api=None, **unknown):
+        if unknown:
+            raise FarmError(f"unknown REAPER backend option(s) {', '.join(sorted(unknown))} (known: reaper, via, "
+                            f"instances, timeout_s, retries, loops_per_project, rpp_only, workdir, gap_s, xvfb, "
+                            f"resource_dir, keep_files, progress)", field="backend_options")
         if via not in VIA:
             raise FarmError(f"{via!r} is not one of {', '.join(VIA)}", field="via")
         if int(instances) < 1:
