@@ -447,6 +447,16 @@ def test_reapy_render_waits_with_a_timeout_and_reports_missing_files(tmp_path, j
         backend(tmp_path, via="reapy", reaper=None, reapy_api=api, timeout_s=0.5, retries=0).render_raw(jobs[:1])
 
 
+def test_reapy_render_that_never_returns_times_out_and_stops_using_that_reaper(tmp_path, jobs):
+    api = FakeReapy(on_render=lambda path: time.sleep(3))  # REAPER stuck, e.g. behind a dialog
+    started = time.monotonic()
+    with pytest.raises(ReaperRenderError, match="did not finish") as err:
+        backend(tmp_path, via="reapy", reaper=None, reapy_api=api, timeout_s=0.5, retries=1).render_raw(jobs[:1])
+    assert time.monotonic() - started < 2.5  # the retry does not wait on the stuck REAPER again
+    assert len([c for c in api.calls if c[0] == "open_project"]) == 1
+    assert set(err.value.failures) == {0} and "did not finish" in err.value.failures[0]
+
+
 def test_unreachable_reaper_is_one_clear_error_in_python_and_cli(tmp_path, jobs, monkeypatch):
     api = FakeReapy(reachable=False)
     with pytest.raises(FarmError, match="not reachable through reapy") as err:
