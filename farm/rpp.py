@@ -6,9 +6,10 @@ captured from REAPER, never written here). Every loop gets a region named after 
 envelope switches tempo and meter at each region start, and the render settings make REAPER
 write one 24-bit WAV per region (``$region``) at the batch's sample rate.
 
-Positions are chosen so that region bounds are whole samples at the project's sample rate:
-a region starts on a whole second and lasts ``loop_samples + tail_samples`` samples, so the
-file REAPER writes has exactly that many frames.
+Positions are chosen so that region bounds fall on samples at the project's sample rate: a
+region starts on a whole second and lasts ``loop_samples + tail_samples`` samples plus a quarter
+of a sample, so the file REAPER writes has exactly that many frames whether it rounds or
+truncates the region's end to a sample (and no floating-point error can tip it either way).
 
 RPP text: nested ``<TAG params`` ... ``>`` blocks, one attribute per line, strings quoted with
 ``"``, ``'`` or a backtick, whichever the string does not contain (REAPER's own rule).
@@ -34,6 +35,7 @@ RENDER_BOUNDS_ALL_REGIONS = 3
 # Tempo envelope point shape 1 = square: tempo jumps at the point and holds.
 TEMPO_SHAPE_SQUARE = 1
 DEFAULT_GAP_S = 2.0
+REGION_END_PAD_SAMPLES = 0.25  # see the module docstring
 # Top-level blocks a chain file may hold: one per plugin (VST covers VST3; CONTAINER in REAPER 7).
 PLUGIN_TAGS = ("VST", "JS", "AU", "CLAP", "LV2", "DX", "VIDEO_EFFECT", "CONTAINER")
 # Lines of a track's <FXCHAIN> that describe the window, not the chain (absent from .RfxChain files).
@@ -173,7 +175,8 @@ class RegionPlan:
 
     @property
     def end_s(self) -> float:
-        return self.start_s + self.length_s
+        """Where the region ends: a quarter sample past its last frame."""
+        return self.start_s + (self.samples + REGION_END_PAD_SAMPLES) / self.sample_rate
 
     @property
     def file_name(self) -> str:

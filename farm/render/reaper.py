@@ -353,8 +353,6 @@ class ReaperBackend:
         self.progress = progress
         self.reapy_api = reapy_api
         self._session = None
-        self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="farm-reaper-"))
         self.executable: Path | None = None
         self.version = "REAPER (version unknown)"
         if via == "process" and self.rpp_only is None:
@@ -374,6 +372,8 @@ class ReaperBackend:
 
             self._session = ReapySession.connect(reapy_api)
             self.version = self._session.version()
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="farm-reaper-"))
         self._slots: queue.Queue[int] = queue.Queue()
         for slot in range(self.instances):
             self._slots.put(slot)
