@@ -325,6 +325,22 @@ def test_find_reaper_order_and_errors(tmp_path, monkeypatch):
         find_reaper()
 
 
+def test_each_instance_gets_the_users_settings_and_plugins_but_no_control_surfaces(tmp_path):
+    from farm.render.reaper import prepare_instance
+
+    user = tmp_path / "REAPER"
+    (user / "Effects" / "LoopFarm").mkdir(parents=True)
+    (user / "reaper.ini").write_text("[REAPER]\ncsurf_cnt=1\ncsurf_0=HTTP 0 2307 '' 'index.html' 0 ''\nvstpath=/vst\n")
+    (user / "reaper-reginfo2.ini").write_text("licence")
+    (user / "reaper-vstplugins64.ini").write_text("[vstcache]\n")
+    ini = prepare_instance(tmp_path / "instances" / "0", user)
+    assert ini.read_text() == "[REAPER]\ncsurf_cnt=0\nvstpath=/vst\n"
+    assert (ini.parent / "reaper-reginfo2.ini").read_text() == "licence"
+    assert (ini.parent / "reaper-vstplugins64.ini").is_file()
+    assert (ini.parent / "Effects" / "LoopFarm").is_dir() and (ini.parent / "Effects").is_symlink()
+    assert prepare_instance(tmp_path / "bare", None).read_text() == "[REAPER]\n"
+
+
 def test_bad_backend_options_are_one_clear_error(tmp_path):
     for options, field in [({"instance": 2}, "backend_options"), ({"via": "osc"}, "via"),
                            ({"instances": 0}, "instances"), ({"timeout_s": -1}, "timeout_s")]:

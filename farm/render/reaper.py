@@ -232,7 +232,8 @@ def prepare_instance(directory: Path, resource_dir: Path | None) -> Path:
 
     Settings, plugin caches and the licence are copied from ``resource_dir`` (the user's REAPER
     set-up); JSFX, FX chains and extensions are linked, so every instance sees the same plugins
-    without sharing one ``reaper.ini`` that parallel instances would fight over.
+    without sharing one ``reaper.ini`` that parallel instances would fight over. Control surfaces
+    are left out of the copy: reapy's web interface listens on a fixed port.
     """
     directory.mkdir(parents=True, exist_ok=True)
     ini = directory / "reaper.ini"
@@ -241,6 +242,11 @@ def prepare_instance(directory: Path, resource_dir: Path | None) -> Path:
             source = Path(resource_dir) / name
             if source.is_file() and not (directory / name).exists():
                 shutil.copy2(source, directory / name)
+        if ini.is_file():  # control surfaces (reapy's web interface on its fixed port) stay with the user's REAPER
+            text = ini.read_text(encoding="utf-8", errors="surrogateescape")
+            text = re.sub(r"(?m)^csurf_\d+=.*\n?", "", text)
+            text = re.sub(r"(?m)^csurf_cnt=\d+", "csurf_cnt=0", text)
+            ini.write_text(text, encoding="utf-8", errors="surrogateescape")
         for name in _SEED_DIRS:
             source = Path(resource_dir) / name
             target = directory / name
