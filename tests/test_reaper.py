@@ -31,7 +31,7 @@ from farm.patches import load_patch
 from farm.render import RenderJob, get_backend, render_loops
 from farm.render.reaper import (ProjectsWritten, ReaperBackend, ReaperRenderError, find_reaper,
                                 reaper_command, write_projects)
-from farm.rpp import fxchain_from_track_chunk, load_fxchain, plan_projects
+from farm.rpp import fxchain_from_track_chunk, load_fxchain, plan_projects, write_project
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "tests" / "standin" / "reaper"
@@ -529,6 +529,10 @@ def test_patch_pull_saves_the_tracks_chain_and_the_next_render_uses_it(tmp_path,
     job = RenderJob(jobs[0].template, jobs[0].template_dir, "chords", patch, SR)
     [plan] = plan_projects([job], tmp_path / "rpp")
     assert plan.tracks[0].fxchain == load_fxchain(chain)
+    track = children(rppxml.load(str(write_project(plan))), "TRACK")[0]
+    vst = children(children(track, "FXCHAIN")[0], "VST")[0]
+    assert vst.params[0] == "VST3i: Vital (Vital Audio)"
+    assert [c[0] for c in vst.children] == ["ZmFrZSBwbHVnaW4gc3RhdGUgY2FwdHVyZWQgZnJvbSBSRUFQRVI=", "AAAAAA=="]
     # a new patch gets a TOML that names its chain and validates
     chain2, toml2 = pull_patch_via(api, "night-pad", 2, patches, roles=["pad"])
     assert load_patch(toml2).reaper_fxchain == chain2.resolve()
