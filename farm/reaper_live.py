@@ -191,12 +191,14 @@ def install_reaper_files(resource: Path) -> list[str]:
 
 
 # -- farm reaper audition -------------------------------------------------------------------------
-def audition(template_dir: str | Path, patch_name: str, api=None, patches_dir=None) -> list[str]:
+def audition(template_dir: str | Path, patch_name: str, api=None,
+             patches_dir=None) -> tuple[list[tuple[int, str]], str | None]:
     """Put the template's parts that ``patch_name`` can play on new tracks of the open project.
 
     The project tempo and meter become the template's, each part's MIDI file becomes an item at
     the start, on a track carrying the patch's FX chain, and the loop is selected with repeat on.
-    Returns the names of the tracks added.
+    A patch with no usable chain yet (a Vital or Surge patch before its first pull) gets empty
+    tracks to put the instrument on. Returns ``([(track number, name)], note or None)``.
     """
     from farm.model import Template
     from farm.patches import load_patch
@@ -210,7 +212,12 @@ def audition(template_dir: str | Path, patch_name: str, api=None, patches_dir=No
     if not parts:
         raise FarmError(f"patch {patch.name!r} plays {', '.join(patch.roles)}; the template's parts are "
                         f"{', '.join(p.name for p in template.parts)}", file=patch.path, field="roles")
-    chain = fxchain_for(patch)
+    try:
+        chain, note = fxchain_for(patch), None
+    except FarmError as err:
+        chain = ""
+        note = (f"no usable FX chain yet ({err.message.split(' (')[0]}): put the instrument on the track, "
+                f"then `farm patch pull {patch.name} --track N`")
     session = ReapySession.connect(api)
     api = session.api
     rpr = _rpr(api)
@@ -225,10 +232,10 @@ def audition(template_dir: str | Path, patch_name: str, api=None, patches_dir=No
             midi = (template_dir / part.midi).resolve()
             chunk = track_chunk(name, chain, [(0.0, template.duration_s, midi, f"{part.name}")])
             rpr.SetTrackStateChunk(track.id, chunk, False)
-            added.append(name)
+            added.append((project.n_tracks, name))
         project.time_selection = (0.0, template.duration_s)
         rpr.GetSetRepeat(1)
-    return added
+    return added, note
 
 
 # -- farm patch pull ------------------------------------------------------------------------------

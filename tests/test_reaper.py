@@ -559,8 +559,9 @@ def test_audition_puts_parts_on_tracks_with_the_chain_tempo_and_meter(tmp_path, 
 
     api = FakeReapy()
     template = jobs[1].template
-    names = audition(jobs[1].template_dir, "dry-piano-chords", api=api)
-    assert names == [f"{template.id} chords (dry-piano-chords)"]
+    api.project.add_track(0, "the user's own track")
+    added, note = audition(jobs[1].template_dir, "dry-piano-chords", api=api)
+    assert added == [(2, f"{template.id} chords (dry-piano-chords)")] and note is None
     tempo = next(c for c in api.calls if c[0] == "SetTempoTimeSigMarker")
     assert tempo[6:9] == (96.0, 3, 4)  # (proj, index, time, measure, beat, bpm, num, den, linear)
     chunk = next(c for c in api.calls if c[0] == "SetTrackStateChunk")[2]
@@ -569,6 +570,12 @@ def test_audition_puts_parts_on_tracks_with_the_chain_tempo_and_meter(tmp_path, 
     item = children(track, "ITEM")[0]
     assert Path(lines(children(item, "SOURCE")[0], "FILE")[0][1]) == jobs[1].midi_path.resolve()
     assert api.project.time_selection == (0.0, template.duration_s)
+    # a Vital patch before its first pull: an empty chain to put the instrument in, and what to do next
+    added, note = audition(jobs[1].template_dir, "dusty-pad", api=api)
+    assert added[0][0] == 3 and "farm patch pull dusty-pad --track N" in note
+    chunk = [c for c in api.calls if c[0] == "SetTrackStateChunk"][-1][2]
+    chain = children(rppxml.loads(chunk), "FXCHAIN")[0]
+    assert not [c for c in chain.children if isinstance(c, rppxml.RPPXML)]
 
 
 def test_setup_runs_reapys_configuration_and_installs_the_farm_files(tmp_path):

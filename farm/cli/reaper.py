@@ -41,8 +41,11 @@ def audition(template, patch):
     """Put TEMPLATE's parts on tracks with the patch's FX chain in the open REAPER project."""
     from farm.reaper_live import audition as run_audition
 
-    for name in run_audition(template, patch):
-        click.echo(f"added track: {name}")
+    added, note = run_audition(template, patch)
+    for number, name in added:
+        click.echo(f"added track {number}: {name}")
+    if note:
+        click.echo(note)
 
 
 @click.group("patch")
