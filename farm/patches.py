@@ -41,7 +41,7 @@ import inspect
 import os
 import struct
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -184,18 +184,16 @@ class Patch:
     reaper: dict
     path: Path
     description: str = ""
+    digest: str = field(default="", repr=False)  # see content_hash
 
     def __hash__(self) -> int:
         return hash((self.name, self.content_hash))
 
     @property
     def content_hash(self) -> str:
-        """sha256 of the TOML bytes, plus the ``.RfxChain`` bytes when that file exists."""
-        h = hashlib.sha256(Path(self.path).read_bytes())
-        if self.reaper_fxchain is not None and Path(self.reaper_fxchain).is_file():
-            h.update(b"\0RfxChain\0")
-            h.update(Path(self.reaper_fxchain).read_bytes())
-        return h.hexdigest()
+        """sha256 of the TOML bytes, plus the ``.RfxChain`` bytes when that file exists, as they
+        were when the patch was loaded (loop ids depend on it)."""
+        return self.digest or patch_digest(self.path, self.reaper_fxchain)
 
     def fits(self, part_name: str) -> bool:
         """True when one of this patch's roles may play ``part_name`` (see ``PART_ROLES``)."""
@@ -231,7 +229,17 @@ def load_patch(name_or_path: str | Path, patches_dir: str | Path | None = None) 
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(Path(patches_dir or PATCHES_DIR).glob("*.toml")))
         raise FarmError(f"no such patch (known: {known or 'none'})", file=path, field="name")
-    return _load_patch_file(path.resolve(), path.stat().st_mtime_ns, path.stat().st_size)
+    patch = _load_patch_file(path.resolve(), path.stat().st_mtime_ns, path.stat().st_size)
+    return replace(patch, digest=patch_digest(patch.path, patch.reaper_fxchain))
+
+
+def patch_digest(toml_path: Path, fxchain: Path | None) -> str:
+    """sha256 of a patch's TOML bytes, then its ``.RfxChain`` bytes if that file exists."""
+    h = hashlib.sha256(Path(toml_path).read_bytes())
+    if fxchain is not None and Path(fxchain).is_file():
+        h.update(b"\0RfxChain\0")
+        h.update(Path(fxchain).read_bytes())
+    return h.hexdigest()
 
 
 @lru_cache(maxsize=256)

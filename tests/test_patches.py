@@ -1,0 +1,151 @@
+"""Synth patches: the shipped set, their validation, effect chains, content hashes and CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pedalboard
+import pytest
+from click.testing import CliRunner
+
+from farm.cli import main as farm_cli
+from farm.errors import FarmError
+from farm.model import PART_ROLES
+from farm.patches import (PATCHES_DIR, ROLES, build_effects, list_patches, load_patch, patches_for_part,
+                          soundfont_presets)
+
+SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "patches").glob("*.toml"))
+TIME_EFFECTS = {"Reverb", "Delay", "Chorus", "Phaser"}
+
+MINIMAL = '''name = "{name}"
+roles = ["keys"]
+target_lufs = -16.0
+
+[embedded]
+soundfont = "default"
+program = 4
+'''
+
+
+def write_patch(directory: Path, name: str, text: str) -> Path:
+    path = directory / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_patches_cover_every_role_and_load():
+    patches = list_patches()
+    assert [p.name for p in patches] == SHIPPED and len(patches) >= 16
+    assert {role for p in patches for role in p.roles} == set(ROLES)
+    for p in patches:
+        presets = soundfont_presets(p.embedded.soundfont)
+        assert (p.embedded.bank, p.embedded.program) in presets
+        assert -24 <= p.target_lufs <= -10 and p.tail_s > 0
+        assert p.reaper_fxchain is not None and p.reaper_fxchain.name == f"{p.name}.RfxChain"
+        assert p.reaper_fxchain.parent == p.path.parent
+        if "drums" in p.roles:
+            assert p.embedded.bank == 128  # GM percussion kits
+
+
+def test_there_is_a_dry_chords_patch_and_a_long_tail_patch():
+    patches = list_patches()
+    dry = [p for p in patches if "chords" in p.roles and not p.embedded.reverb and not p.embedded.chorus
+           and not TIME_EFFECTS & {e.plugin for e in p.effects}]
+    assert dry, "a chords patch with no reverb, delay or chorus (splices stay clean)"
+    long_tail = [p for p in patches if any(e.plugin == "Delay" and e.params.get("feedback", 0) >= 0.5
+                                           for e in p.effects) and p.tail_s >= 5]
+    assert long_tail, "a patch whose echoes ring into the next bar"
+
+
+def test_patches_for_part_follow_part_roles():
+    patches = list_patches()
+    for part, roles in PART_ROLES.items():
+        chosen = patches_for_part(part, patches)
+        assert chosen, part
+        assert all(set(p.roles) & set(roles) for p in chosen)
+        assert [p for p in patches if set(p.roles) & set(roles)] == chosen
+    assert patches_for_part("no-such-part", patches) == []
+
+
+def test_build_effects_is_the_chain_in_order_with_its_parameters():
+    patch = load_patch("acid-bass")
+    board = build_effects(patch)
+    assert isinstance(board, pedalboard.Pedalboard)
+    assert [type(p).__name__ for p in board] == [e.plugin for e in patch.effects]
+    ladder = board[0]
+    assert ladder.mode == pedalboard.LadderFilter.Mode.LPF24
+    assert ladder.cutoff_hz == pytest.approx(900.0) and ladder.resonance == pytest.approx(0.6)
+    assert build_effects(patch)[0] is not ladder  # fresh plugins, fresh state, every time
+
+
+def test_content_hash_covers_the_toml_and_the_fxchain(tmp_path):
+    path = write_patch(tmp_path, "hash-me", MINIMAL.format(name="hash-me") + '[reaper]\nfxchain = "hash-me.RfxChain"\n')
+    before = load_patch(path)
+    assert before.reaper_fxchain == tmp_path / "hash-me.RfxChain" and not before.reaper_fxchain.exists()
+    (tmp_path / "hash-me.RfxChain").write_text("<VST \"VST3: Surge XT\" ...>\n")
+    with_chain = load_patch(path)
+    assert with_chain.content_hash != before.content_hash
+    (tmp_path / "hash-me.RfxChain").write_text("<VST \"VST3: Vital\" ...>\n")
+    assert load_patch(path).content_hash not in (before.content_hash, with_chain.content_hash)
+    path.write_text(path.read_text().replace("-16.0", "-15.0"))
+    assert load_patch(path).target_lufs == -15.0
+
+
+BAD = [  # (what, edit of MINIMAL, field named in the error)
+    ("bad role", lambda t: t.replace('["keys"]', '["keys", "vocals"]'), "roles[1]"),
+    ("unknown key", lambda t: t + 'colour = "warm"\n', "embedded.colour"),
+    ("missing program", lambda t: t.replace("program = 4", "bank = 5\nprogram = 4"), "embedded.program"),
+    ("program out of range", lambda t: t.replace("program = 4", "program = 200"), "embedded.program"),
+    ("missing soundfont", lambda t: t.replace('"default"', '"gone.sf2"'), "embedded.soundfont"),
+    ("not a soundfont", lambda t: t.replace('"default"', '"fake.sf2"'), "embedded.soundfont"),
+    ("interpolation", lambda t: t + 'interpolation = "cubic"\n', "embedded.interpolation"),
+    ("reverb field", lambda t: t + "reverb = { size = 0.5 }\n", "embedded.reverb.size"),
+    ("cc shape", lambda t: t + "[[embedded.cc]]\nnumber = 74\nfrom = 0\nto = 127\nshape = \"zigzag\"\n",
+     "embedded.cc[0].shape"),
+    ("unknown effect", lambda t: t + '[[effects]]\nplugin = "Reverb"\n[[effects]]\nplugin = "Chorus"\n'
+                                     '[[effects]]\nplugin = "SpaceEcho"\n', "effects[2].plugin"),
+    ("unknown parameter", lambda t: t + '[[effects]]\nplugin = "Reverb"\nroom = 0.4\n', "effects[0].room"),
+    ("parameter range", lambda t: t + '[[effects]]\nplugin = "Reverb"\nroom_size = 3.0\n', "effects[0].room_size"),
+    ("parameter type", lambda t: t + '[[effects]]\nplugin = "Delay"\nmix = "lots"\n', "effects[0].mix"),
+    ("enum name", lambda t: t + '[[effects]]\nplugin = "LadderFilter"\nmode = "LPF48"\n', "effects[0].mode"),
+    ("target", lambda t: t.replace("-16.0", '"loud"'), "target_lufs"),
+    ("fxchain", lambda t: t + '[reaper]\nfxchain = "chain.txt"\n', "reaper.fxchain"),
+]
+
+
+@pytest.mark.parametrize("what,edit,field", BAD, ids=[b[0] for b in BAD])
+def test_bad_patch_names_file_and_field(tmp_path, what, edit, field):
+    (tmp_path / "fake.sf2").write_bytes(b"RIFF\x04\x00\x00\x00sfbk")
+    path = write_patch(tmp_path, "bad", edit(MINIMAL.format(name="bad")))
+    with pytest.raises(FarmError) as err:
+        load_patch(path)
+    assert err.value.file == str(path.resolve()) and err.value.field == field, err.value.line()
+
+
+def test_name_must_match_file_and_toml_must_parse(tmp_path):
+    with pytest.raises(FarmError) as err:
+        load_patch(write_patch(tmp_path, "one", MINIMAL.format(name="other")))
+    assert err.value.field == "name"
+    with pytest.raises(FarmError) as err:
+        load_patch(write_patch(tmp_path, "broken", "name = \n"))
+    assert "invalid TOML" in err.value.message
+
+
+def test_patches_cli_unknown_name_is_one_line_exit_2():
+    result = CliRunner().invoke(farm_cli, ["patches", "no-such-patch"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "no-such-patch.toml: name: no such patch" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_patches_dir_follows_the_environment(tmp_path):
+    write_patch(tmp_path, "only-one", MINIMAL.format(name="only-one"))
+    code = "from farm.patches import PATCHES_DIR, list_patches; print(PATCHES_DIR, [p.name for p in list_patches()])"
+    env = dict(os.environ, FARM_PATCHES_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"{tmp_path} ['only-one']"
+    listing = CliRunner().invoke(farm_cli, ["patches", "--dir", str(tmp_path)])
+    assert listing.exit_code == 0 and "only-one" in listing.stdout
+    assert PATCHES_DIR.name == "patches"

@@ -1,0 +1,422 @@
+"""The embedded renderer and the audio helpers, judged by the audio they produce.
+
+Loops are rendered from real templates (farm.templates) through shipped patches, written as the
+user gets them (FLAC 24-bit), read back and measured with independent tools: pyloudnorm for
+loudness, 8x scipy oversampling for true peak, FFT chroma for the labelled chord tones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile
+from click.testing import CliRunner
+from scipy.signal import resample_poly
+
+from farm.audio import (bar_chroma, chroma, fold_tail, integrated_lufs, limit_circular, normalise_loudness,
+                        read_audio, true_peak_dbtp, write_audio)
+from farm.cli import main as farm_cli
+from farm.errors import FarmError
+from farm.model import Meter
+from farm.patches import load_patch
+from farm.render import get_backend, render_loops
+from farm.render.run import loop_file_name, plan_jobs, read_loop_metadata, render
+from farm.templates import find_rules, generate_template, load_rules, write_template
+
+PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def make_template(out: Path, style: str, seed: int, *, bpm: int | None = None, meter: str | None = None,
+                  bars: int | None = None) -> Path:
+    """A real generated template, with tempo/meter pinned when asked."""
+    rules = load_rules(find_rules(style))
+    changes = {}
+    if bpm is not None:
+        changes["tempo"] = (bpm, bpm)
+    if meter is not None:
+        changes["meters"] = (Meter.parse(meter),)
+    generated = generate_template(dataclasses.replace(rules, **changes), seed, bars=bars)
+    return write_template(generated, out)
+
+
+def expected_samples(bars: int, meter: str, bpm: float, sr: int) -> int:
+    """bars x beats per bar x 60 / bpm x sample rate, rounded once (half up)."""
+    num, den = map(int, meter.split("/"))
+    exact = Fraction(bars) * Fraction(num * 4, den) * 60 * sr / Fraction(bpm)
+    return int(exact + Fraction(1, 2))
+
+
+def true_peak_8x(audio: np.ndarray) -> float:
+    """An independent true-peak reading: 8x polyphase oversampling of the loop played twice."""
+    twice = np.concatenate([audio, audio, audio], axis=1).astype(np.float64)
+    up = resample_poly(twice, 8, 1, axis=1)
+    n = audio.shape[1] * 8
+    return 20 * np.log10(np.abs(up[:, n:2 * n]).max())
+
+
+def pyloudnorm_lufs(audio: np.ndarray, sr: int) -> float:
+    return pyloudnorm.Meter(sr).integrated_loudness(audio.T.astype(np.float64))
+
+
+def seam_step(audio: np.ndarray) -> float:
+    return float(np.abs(audio[:, 0] - audio[:, -1]).max())
+
+
+# -- module fixtures: one template, rendered through several patches, as files -------------------
+RENDERS = [  # (patch, part)
+    ("dry-piano-chords", "chords"),
+    ("warm-rhodes", "chords"),
+    ("dusty-pad", "chords"),
+    ("dub-delay-keys", "chords"),
+    ("sub-bass", "bass"),
+    ("acid-bass", "bass"),
+    ("glass-arp", "arp"),
+    ("saw-lead", "melody"),
+    ("lofi-kit", "drums"),
+]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("render")
+
+
+@pytest.fixture(scope="module")
+def template_dir(workdir) -> Path:
+    return make_template(workdir / "templates", "synthwave", 7, bars=4)
+
+
+@pytest.fixture(scope="module")
+def rendered(workdir, template_dir) -> dict[tuple[str, str], Path]:
+    out = workdir / "loops"
+    files = {}
+    for patch, part in RENDERS:
+        [path] = render(template_dir, patch, part=part, out=out, progress=False)
+        files[(patch, part)] = path
+    return files
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return get_backend("embedded")
+
+
+# -- exact length ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("bpm,meter,style,sr", [
+    (60, "4/4", "pop-ballad", 44100),
+    (97, "3/4", "pop-ballad", 48000),
+    (133, "6/8", "cinematic-minor", 44100),
+    (121, "6/8", "cinematic-minor", 48000),
+    (155, "3/4", "jazz-ii-V-I", 44100),
+    (180, "4/4", "synthwave", 48000),
+])
+def test_loop_length_is_exact_in_samples(workdir, backend, bpm, meter, style, sr):
+    tdir = make_template(workdir / "lengths", style, 1, bpm=bpm, meter=meter, bars=2)
+    jobs = plan_jobs(tdir, "sub-bass", "bass", sample_rate=sr)
+    [loop] = render_loops(jobs, backend)
+    expected = expected_samples(2, meter, bpm, sr)
+    assert loop.audio.shape == (2, expected)
+    assert loop.audio.dtype == np.float32
+    assert loop.sample_rate == sr
+    path = write_audio(workdir / "lengths" / f"{bpm}-{sr}.wav", loop.audio, sr, "wav32f")
+    info = soundfile.info(str(path))
+    assert (info.frames, info.samplerate, info.channels) == (expected, sr, 2)
+
+
+# -- level, loudness, sanity --------------------------------------------------------------------
+@pytest.mark.parametrize("patch,part", RENDERS)
+def test_finished_loop_is_exact_clean_and_at_target_loudness(rendered, template_dir, patch, part):
+    audio, sr = read_audio(rendered[(patch, part)])
+    meta = read_loop_metadata(rendered[(patch, part)])
+    t = json.loads((template_dir / "template.json").read_text())
+    assert audio.shape == (2, expected_samples(t["bars"], t["meter"], t["bpm"], sr))
+    assert np.isfinite(audio).all()
+    assert np.sqrt(np.mean(audio ** 2)) > 0.01  # not silent
+    assert true_peak_8x(audio) <= -1.0 + 0.01
+    lufs = pyloudnorm_lufs(audio, sr)
+    target = load_patch(patch).target_lufs
+    assert abs(lufs - target) <= 0.5
+    # the metadata reports what is in the file
+    assert abs(meta["lufs"] - lufs) <= 0.05
+    assert meta["true_peak_dbtp"] <= -1.0
+    assert meta["samples"] == audio.shape[1] and meta["part"] == part and meta["patch"] == patch
+
+
+# -- the notes are the labelled ones ------------------------------------------------------------
+@pytest.mark.parametrize("patch", ["dry-piano-chords", "warm-rhodes", "dusty-pad"])
+def test_chords_bars_hold_their_labelled_pitch_classes(rendered, template_dir, patch):
+    from farm.model import Template
+
+    template = Template.load(template_dir)
+    audio, sr = read_audio(rendered[(patch, "chords")])
+    per_bar = bar_chroma(audio, sr, template)
+    for chord, share in zip(template.chords, per_bar):
+        labelled = share[list(chord.pitch_classes)].sum()
+        assert labelled >= 0.70, f"bar {chord.bar} {chord.symbol}: {labelled:.2f}"
+
+
+@pytest.fixture(scope="module")
+def bass_templates(workdir):
+    return [make_template(workdir / "bass", style, seed, bars=4)
+            for style, seed in (("lofi-hiphop", 0), ("jazz-ii-V-I", 2), ("pop-ballad", 1))]
+
+
+@pytest.mark.parametrize("patch", ["sub-bass", "acid-bass"])
+def test_bass_strongest_pitch_class_per_bar_is_the_labelled_bass(bass_templates, backend, patch):
+    from farm.model import Template
+
+    for tdir in bass_templates:
+        template = Template.load(tdir)
+        [loop] = render_loops(plan_jobs(tdir, patch, "bass"), backend)
+        per_bar = bar_chroma(loop.audio, loop.sample_rate, template)
+        for chord, share in zip(template.chords, per_bar):
+            assert int(np.argmax(share)) == chord.bass_pc, f"{tdir.name} bar {chord.bar} {chord.symbol}"
+
+
+# -- seamless --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("patch,part", [("dub-delay-keys", "chords"), ("dusty-pad", "chords"),
+                                        ("glass-arp", "arp"), ("lofi-kit", "drums")])
+def test_step_across_the_loop_point_is_like_any_other_step(rendered, patch, part):
+    audio, _ = read_audio(rendered[(patch, part)])
+    steps = np.abs(np.diff(audio, axis=1)).max(axis=0)
+    assert seam_step(audio) <= np.percentile(steps, 99)
+
+
+def test_without_tail_folding_the_pad_would_click(template_dir, backend):
+    """The seam test has teeth: cutting the rendered tail off leaves a step far above normal."""
+    [job] = plan_jobs(template_dir, "dusty-pad", "chords")
+    [raw] = backend.render_raw([job])
+    cut = raw[:, :job.loop_samples]
+    folded = fold_tail(raw, job.loop_samples)
+    steps = np.abs(np.diff(folded, axis=1)).max(axis=0)
+    assert seam_step(cut) > 3 * np.percentile(steps, 99)
+    assert seam_step(folded) <= np.percentile(steps, 99)
+
+
+# -- deterministic -----------------------------------------------------------------------------------
+def test_identical_bytes_in_a_fresh_process(rendered, template_dir, workdir):
+    """Rendered here after eight other jobs, and alone in a new interpreter: the same bytes."""
+    out = workdir / "fresh"
+    code = "import sys; from farm.cli import main; sys.argv[0] = 'farm'; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "render", "--template", str(template_dir), "--patch", "dub-delay-keys",
+         "--part", "chords", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    here = rendered[("dub-delay-keys", "chords")]
+    there = out / here.name
+    assert there.read_bytes() == here.read_bytes()
+
+
+def test_same_job_same_raw_audio_whatever_ran_before(template_dir, backend):
+    [job] = plan_jobs(template_dir, "sweep-pad", "chords")
+    [first] = backend.render_raw([job])
+    backend.render_raw(plan_jobs(template_dir, "lofi-kit", "drums") + plan_jobs(template_dir, "warm-rhodes", "chords"))
+    [again] = backend.render_raw([job])
+    assert np.array_equal(first, again)
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+def test_render_cli_writes_every_fitting_part_with_a_progress_bar(template_dir, workdir):
+    out = workdir / "cli"
+    result = CliRunner().invoke(farm_cli, ["render", "--template", str(template_dir), "--patch", "mallet-keys",
+                                           "--out", str(out), "-j", "2", "--format", "wav24",
+                                           "--sample-rate", "48000"])
+    assert result.exit_code == 0, result.output
+    from farm.model import Template
+
+    template = Template.load(template_dir)
+    patch = load_patch("mallet-keys")
+    fitting = [p.name for p in template.parts if p.name in ("chords", "arp")]
+    printed = [Path(line) for line in result.stdout.split()]
+    assert [p.name for p in printed] == [loop_file_name(template, part, patch, "wav24") for part in fitting]
+    assert printed[0].name.startswith(f"LF_{template.bpm:g}_chords_mallet-keys_{template.key.short}_")
+    assert "render" in result.stderr and "loop" in result.stderr  # tqdm bar
+    for path in printed:
+        info = soundfile.info(str(path))
+        assert (info.samplerate, info.subtype, info.frames) == (48000, "PCM_24", template.loop_samples(48000))
+
+
+def test_patches_cli_lists_and_shows():
+    runner = CliRunner()
+    listing = runner.invoke(farm_cli, ["patches"])
+    assert listing.exit_code == 0
+    names = sorted(p.stem for p in PATCHES_DIR.glob("*.toml"))
+    listed = [line.split()[0] for line in listing.stdout.splitlines()[1:]]
+    assert listed == names
+    for args in (["patches", "dub-delay-keys"], ["patches", "--show", "dub-delay-keys"]):
+        shown = runner.invoke(farm_cli, args)
+        assert shown.exit_code == 0
+        assert "Delay(delay_seconds=0.375" in shown.stdout and "Legend EP 2" in shown.stdout
+
+
+# -- bad input: one line, exit 2, nothing written --------------------------------------------------
+def _bad_patch(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = '''name = "{name}"
+roles = ["chords"]
+target_lufs = -16.0
+[embedded]
+soundfont = "default"
+program = 0
+'''
+
+
+@pytest.mark.parametrize("case,edit,field", [
+    ("missing-soundfont", lambda t: t.replace('"default"', '"no/such.sf2"'), "embedded.soundfont"),
+    ("missing-program", lambda t: t.replace("program = 0", "bank = 77\nprogram = 3"), "embedded.program"),
+    ("unknown-effect", lambda t: t + '[[effects]]\nplugin = "Reverb"\n[[effects]]\nplugin = "Flanger9000"\n',
+     "effects[1].plugin"),
+    ("unknown-parameter", lambda t: t + '[[effects]]\nplugin = "Reverb"\nroom_sise = 0.4\n', "effects[0].room_sise"),
+])
+def test_bad_patch_is_one_line_exit_2_and_no_file(tmp_path, template_dir, case, edit, field):
+    patch = _bad_patch(tmp_path, case, edit(GOOD.format(name=case)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(farm_cli, ["render", "--template", str(template_dir), "--patch", str(patch),
+                                           "--out", str(out)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {patch}: {field}: ")
+    assert not out.exists()
+
+
+def test_corrupt_midi_is_one_line_exit_2_and_no_file(tmp_path, template_dir):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(template_dir, broken)
+    (broken / "bass.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff garbage")
+    out = tmp_path / "out"
+    # sub-bass fits only the bass part; mallet-keys would render chords first: both must write nothing
+    for patch in ("sub-bass", "acid-bass"):
+        result = CliRunner().invoke(farm_cli, ["render", "--template", str(broken), "--patch", patch,
+                                               "--out", str(out)])
+        assert result.exit_code == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {broken / 'bass.mid'}: parts.bass.midi: corrupt MIDI")
+    result = CliRunner().invoke(farm_cli, ["render", "--template", str(broken), "--patch", "warm-rhodes",
+                                           "--out", str(out)])
+    assert result.exit_code == 0  # the chords part is intact
+    shutil.rmtree(out)
+    [bad_job] = plan_jobs(broken, "sub-bass")
+    with pytest.raises(FarmError) as err:
+        get_backend("embedded").render_raw([bad_job])
+    assert err.value.file == str(broken / "bass.mid")
+
+
+def test_wrong_part_or_role_is_refused(template_dir, tmp_path):
+    runner = CliRunner()
+    for args, field in ((["--patch", "sub-bass", "--part", "chords"], "roles"),
+                        (["--patch", "sub-bass", "--part", "nope"], "part"),
+                        (["--patch", "no-such-patch"], "name")):
+        result = runner.invoke(farm_cli, ["render", "--template", str(template_dir), "--out", str(tmp_path / "o"),
+                                          *args])
+        assert result.exit_code == 2
+        assert f": {field}: " in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_fluidsynth_library_says_how_to_install(monkeypatch):
+    import farm.render.embedded as embedded
+
+    monkeypatch.setitem(sys.modules, "fluidsynth", None)  # import fluidsynth -> ImportError
+    monkeypatch.setattr(embedded, "_LIB", None)
+    with pytest.raises(FarmError) as err:
+        get_backend("embedded")
+    assert "apt-get install libfluidsynth3" in err.value.line()
+
+
+# -- audio helpers on signals with known answers -------------------------------------------------------
+def test_fold_tail_wraps_as_many_times_as_needed():
+    loop = 1000
+    raw = np.random.default_rng(0).standard_normal((2, 2 * loop + 300)).astype(np.float32)
+    folded = fold_tail(raw, loop, fade_samples=0)
+    expected = raw[:, :loop] + raw[:, loop:2 * loop]
+    expected[:, :300] += raw[:, 2 * loop:]
+    assert folded.shape == (2, loop) and np.allclose(folded, expected, atol=1e-6)
+    mono = fold_tail(raw[0], loop, fade_samples=0)
+    assert mono.shape == (2, loop) and np.allclose(mono[0], mono[1])
+
+
+def test_true_peak_finds_the_peak_between_samples_and_across_the_seam():
+    sr = 48000
+    n = np.arange(4800)
+    # a sine at a quarter of the sample rate, sampled 45 degrees off its crests: samples at 0.707
+    x = np.stack([np.sin(2 * np.pi * n / 4 + np.pi / 4)] * 2).astype(np.float32)
+    assert 20 * np.log10(np.abs(x).max()) == pytest.approx(-3.01, abs=0.01)
+    assert true_peak_dbtp(x, sr) == pytest.approx(0.0, abs=0.3)
+    # a half-cycle bump whose crest falls between the last and the first sample of the loop
+    seam = np.zeros((2, 1000), dtype=np.float32)
+    seam[:, -1] = seam[:, 0] = 0.5
+    seam[:, -2] = seam[:, 1] = -0.1
+    assert true_peak_dbtp(seam, sr) > 20 * np.log10(0.5) + 0.5
+
+
+def test_normalise_loudness_hits_target_under_the_ceiling_and_keeps_the_seam():
+    from scipy.signal import butter, sosfilt
+
+    sr = 44100
+    rng = np.random.default_rng(3)
+    loop = np.zeros((2, 2 * sr), dtype=np.float32)
+    for start in range(0, loop.shape[1], sr // 4):  # noise bursts with fast decays: a very peaky drum loop
+        hit = rng.standard_normal(4000) * np.exp(-np.arange(4000) / 400)
+        loop[:, start:start + 4000] += hit.astype(np.float32)
+    loop = sosfilt(butter(4, 12000, fs=sr, output="sos"), loop, axis=1).astype(np.float32)
+    loop[:, 0] += 2.0  # the worst peak right on the loop start
+    out, lufs, tp = normalise_loudness(loop, sr, -12.0)
+    assert abs(pyloudnorm_lufs(out, sr) + 12.0) <= 0.5 and abs(lufs - pyloudnorm_lufs(out, sr)) < 0.01
+    assert true_peak_8x(out) <= -1.0 + 0.01 and tp <= -1.0
+    # the limiter treats the loop as a circle: rotating the loop rotates the result, so the
+    # peak sitting on the loop start is limited exactly as if it sat mid-loop
+    hot = loop * np.float32(4.0)
+    limited = limit_circular(hot, sr, -1.0)
+    rotated = limit_circular(np.roll(hot, 30000, axis=1), sr, -1.0)
+    assert np.allclose(np.roll(limited, 30000, axis=1), rotated, atol=1e-6)
+    assert true_peak_dbtp(limited) <= -1.0
+    quiet = 0.01 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr).astype(np.float32)[None, :].repeat(2, 0)
+    out, lufs, tp = normalise_loudness(quiet, sr, -18.0)
+    assert abs(integrated_lufs(out, sr) + 18.0) < 0.01 and np.allclose(out, quiet * (out[0, 1] / quiet[0, 1]), atol=1e-6)  # a plain gain
+
+
+def test_chroma_names_the_notes_of_a_chord():
+    sr = 44100
+    t = np.arange(sr) / sr
+    a_minor = sum(np.sin(2 * np.pi * 440 * 2 ** (s / 12) * t) for s in (0, 3, 7))  # A C E
+    c = chroma(np.stack([a_minor, a_minor]), sr)
+    assert c.shape == (12,) and c.sum() == pytest.approx(1.0)
+    assert set(np.argsort(c)[-3:]) == {9, 0, 4} and c[[9, 0, 4]].sum() > 0.95
+    assert chroma(np.zeros((2, 1000)), sr).sum() == 0
+
+
+@pytest.mark.parametrize("fmt,subtype,container", [("flac24", "PCM_24", "FLAC"), ("wav24", "PCM_24", "WAV"),
+                                                   ("wav32f", "FLOAT", "WAV")])
+def test_write_and_read_audio_formats(tmp_path, fmt, subtype, container):
+    audio = (0.5 * np.random.default_rng(1).standard_normal((2, 5000))).clip(-0.9, 0.9).astype(np.float32)
+    path = write_audio(tmp_path / f"x.{fmt}", audio, 48000, fmt)
+    info = soundfile.info(str(path))
+    assert (info.format, info.subtype, info.samplerate, info.frames) == (container, subtype, 48000, 5000)
+    back, sr = read_audio(path)
+    assert sr == 48000 and back.dtype == np.float32
+    assert np.abs(back - audio).max() <= (0 if fmt == "wav32f" else 2 ** -23)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_unreadable_audio_names_the_file(tmp_path):
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"fLaC not really")
+    with pytest.raises(FarmError) as err:
+        read_audio(bad)
+    assert err.value.file == str(bad)
+    with pytest.raises(FarmError):
+        write_audio(tmp_path / "x.ogg", np.zeros((2, 10), np.float32), 44100, "ogg")
