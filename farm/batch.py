@@ -647,11 +647,13 @@ class WorkerPool:
             queue.appendleft(task)  # retried next, on whichever worker is free (a fresh one after a kill)
 
     def close(self) -> None:
-        """Stop every worker: ask politely, then kill."""
+        """Stop every worker: idle ones are asked to finish, busy ones (interrupted) are killed."""
         for slot in self.slots:
+            if slot.task is not None:
+                self._kill(slot)
+                continue
             with contextlib.suppress(Exception):
-                if slot.task is None:
-                    slot.conn.send(None)
+                slot.conn.send(None)
         deadline = time.monotonic() + 5
         for slot in self.slots:
             slot.process.join(max(0.0, deadline - time.monotonic()))
@@ -823,8 +825,11 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
     finally:
         if pool is not None:
             pool.close()
-    # Leftovers of attempts that were killed or failed (their files, never their rows).
-    summary.removed += len(catalog.reconcile()[1])
+    # Leftovers of attempts that were killed or failed (their files, never their rows). A night
+    # where every task succeeded at once has none, and a big library is not walked for nothing.
+    if db.execute("SELECT 1 FROM tasks WHERE batch_id = ? AND (attempts > 1 OR status = 'failed') LIMIT 1",
+                  [batch_id]).fetchone():
+        summary.removed += len(catalog.reconcile()[1])
     with db.atomic():
         db.execute("UPDATE batches SET status = 'done', finished_at = ? WHERE id = ?", [utc_now(), batch_id])
     counts = dict(db.execute("SELECT status, count(*) FROM tasks WHERE batch_id = ? GROUP BY status",
