@@ -135,12 +135,15 @@ def oversampled_peak(audio: np.ndarray, floor: float | None = None) -> np.ndarra
         return env
     if floor is None:
         floor = float(env.max())
-    # bound on the points between n and n+1, from the magnitudes of x[n-7 .. n+8]
-    bound = correlate1d(env, _TAP_BOUND, mode="wrap", origin=-1)
-    candidates = np.nonzero(bound > floor)[0]
+    if floor <= 0.0:
+        candidates = np.arange(n)
+    else:
+        # bound on the points between n and n+1, from the magnitudes of x[n-7 .. n+8]
+        bound = correlate1d(env, _TAP_BOUND, mode="wrap", origin=-1)
+        candidates = np.nonzero(bound > floor)[0]
     if candidates.size == 0:
         return env
-    if candidates.size > n // 8:  # dense: filter the whole loop, phase by phase (circularly)
+    if candidates.size > n // 20:  # dense: filter the whole loop, phase by phase (circularly)
         points = np.zeros(n, dtype=np.float32)
         for phase in _PHASES:
             y = correlate1d(audio, phase, axis=1, mode="wrap", origin=-1)
@@ -184,7 +187,7 @@ def limit_circular(audio: np.ndarray, sample_rate: int, ceiling_dbtp: float = -1
 
 
 def normalise_loudness(audio: np.ndarray, sample_rate: int, target_lufs: float,
-                       ceiling_dbtp: float = -1.0, tolerance_lu: float = 0.1,
+                       ceiling_dbtp: float = -1.0, tolerance_lu: float = 0.2,
                        max_iterations: int = 16) -> tuple[np.ndarray, float, float]:
     """Bring a loop to ``target_lufs`` integrated loudness with its true peak under the ceiling.
 
@@ -200,21 +203,28 @@ def normalise_loudness(audio: np.ndarray, sample_rate: int, target_lufs: float,
     lufs = integrated_lufs(audio, sample_rate)
     if not np.isfinite(lufs) or lufs < _SILENCE_LUFS:
         return audio, lufs, true_peak_dbtp(audio)
-    peak = true_peak_dbtp(audio)
     gain_db = target_lufs - lufs
+    sample_peak = float(np.abs(audio).max())
+    # Interpolated points are computed only where they could cross the ceiling after the gain:
+    # the envelope is exact above ``floor`` (and the sample magnitude, known to be below, elsewhere).
+    floor = min(sample_peak, 10.0 ** ((ceiling_dbtp - 0.01 - gain_db) / 20.0))
+    envelope = oversampled_peak(audio, floor=floor)
+    peak = 20.0 * np.log10(float(envelope.max()))
     if peak + gain_db <= ceiling_dbtp - 0.01:
         return _gain(audio, gain_db), lufs + gain_db, peak + gain_db
 
     # Loudness after limiting rises monotonically with the gain: bracket the target, then close in
     # by regula falsi (bisection when that stalls). The oversampled envelope scales with the gain,
     # so it is computed once; the true peak is measured again on the result.
-    envelope = oversampled_peak(audio, floor=0.0)
     limit_at = ceiling_dbtp - 0.2  # headroom: meters with other interpolation filters read a little higher
     low = high = None  # (gain dB, loudness) below and above the target
-    lookahead_s = 0.01
+    lookahead_s = 0.005
     out, tp = audio, peak
     for _ in range(max_iterations):
         g = np.float32(10.0 ** (gain_db / 20.0))
+        if floor > 0.0:  # the limiter needs the envelope exact everywhere (one pass over the loop)
+            floor = 0.0
+            envelope = oversampled_peak(audio, floor=floor)
         out = limit_circular(audio * g, sample_rate, limit_at, lookahead_s, envelope * g)
         lufs = integrated_lufs(out, sample_rate)
         if abs(lufs - target_lufs) <= tolerance_lu:
@@ -228,17 +238,17 @@ def normalise_loudness(audio: np.ndarray, sample_rate: int, target_lufs: float,
         elif high is not None:
             low = (gain_db, lufs)
         if high is None:
-            if low is not None and lufs - low[1] < 0.1 * (gain_db - low[0]) and lookahead_s > 0.0015:
+            if low is not None and lufs - low[1] < 0.25 * (gain_db - low[0]) and lookahead_s > 0.0015:
                 # more gain no longer makes it louder: the limiter's slow envelope flattens every
                 # transient to the same shape. A quicker one lets the body of each hit come up.
                 lookahead_s /= 2
                 low = None
                 continue
             low = (gain_db, lufs)
-            gain_db += 2.0 * (target_lufs - lufs) + 0.5  # still below: step out further
+            gain_db += 1.5 * (target_lufs - lufs) + 0.2  # still below: step out further
             continue
         if low is None:
-            gain_db -= 2.0 * (lufs - target_lufs) + 0.5
+            gain_db -= 1.5 * (lufs - target_lufs) + 0.2
             continue
         (g0, l0), (g1, l1) = low, high
         step = g0 + (target_lufs - l0) * (g1 - g0) / (l1 - l0) if l1 != l0 else (g0 + g1) / 2
