@@ -270,16 +270,17 @@ def write_chord_template(directory, romans=PROGRESSION, tonic="A", mode="minor",
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    """The same chords part rendered through a dry patch and a long delay/reverb patch."""
+    """The same chords part rendered through a dry patch, a dry distorted organ (whose own partials
+    fall outside the chord) and a long delay/reverb patch."""
     from farm.patches import load_patch
     from farm.render import RenderJob, get_backend, render_loops
 
     directory = tmp_path_factory.mktemp("template")
     tpl = write_chord_template(directory)
     backend = get_backend("embedded")
-    jobs = [RenderJob(tpl, directory, "chords", load_patch(name)) for name in ("dry-piano-chords", "dub-delay-keys")]
-    dry, wet = render_loops(jobs, backend)
-    return tpl, dry.audio, wet.audio
+    names = ("dry-piano-chords", "dub-delay-keys", "organ-stabs")
+    dry, wet, stabs = render_loops([RenderJob(tpl, directory, "chords", load_patch(name)) for name in names], backend)
+    return tpl, dry.audio, wet.audio, stabs.audio
 
 
 def chord_tone_share(audio, template):
@@ -295,10 +296,11 @@ SPLICES = [(1, 1, 1, 1), (2, 2, 2, 2), (3, 3, 3, 3), (4, 4, 4, 4), (1, 1, 2, 2),
 
 
 def test_rendered_dry_splices_pass_and_delay_splices_are_caught(rendered):
-    tpl, dry, wet = rendered
-    for order in SPLICES:
-        passed, reason = bleed_verdict(measure_bleed(dry, splice_audio(dry, tpl, order, SR), tpl, order, SR))
-        assert passed, (order, reason)
+    tpl, dry, wet, stabs = rendered
+    for audio in (dry, stabs):
+        for order in SPLICES:
+            passed, reason = bleed_verdict(measure_bleed(audio, splice_audio(audio, tpl, order, SR), tpl, order, SR))
+            assert passed, (order, reason)
     caught = 0
     for order in SPLICES:
         cuts = measure_bleed(wet, splice_audio(wet, tpl, order, SR), tpl, order, SR)
@@ -313,7 +315,7 @@ def test_rendered_dry_splices_pass_and_delay_splices_are_caught(rendered):
 
 
 def test_rendered_splice_joints_are_click_free(rendered):
-    tpl, dry, wet = rendered
+    tpl, dry, wet, _ = rendered
     for audio in (dry, wet):
         largest = float(np.max(np.abs(np.diff(audio, axis=1))))
         for order in [(3, 1, 1, 4), (2, 2, 2, 2)]:
@@ -326,7 +328,7 @@ def test_rendered_splice_joints_are_click_free(rendered):
 
 
 def test_pitch_shifted_loops_pass_the_chroma_test_against_their_new_labels(rendered):
-    tpl, dry, _ = rendered
+    tpl, dry, _, _ = rendered
     assert min(chord_tone_share(dry, tpl)) >= 0.7  # the source passes it against its own labels
     for n in (-2, -1, 1, 2):
         shifted = pitch_shift(dry, SR, n)
@@ -338,7 +340,7 @@ def test_pitch_shifted_loops_pass_the_chroma_test_against_their_new_labels(rende
 
 
 def test_rendered_stretch_has_the_exact_new_length(rendered):
-    tpl, _, wet = rendered
+    tpl, _, wet, _ = rendered
     for bpm in (115.0, 125.0):
         out = stretch_to_bpm(wet, tpl, bpm, SR)
         new = retempo_template(tpl, bpm)
@@ -488,3 +490,34 @@ def test_permute_without_a_catalog_says_so(tmp_path):
 
     result = CliRunner().invoke(main, ["permute", "--root", str(tmp_path / "nowhere"), "--no-progress"])
     assert result.exit_code == 2 and "catalog.db" in result.output and not (tmp_path / "nowhere").exists()
+
+
+def test_batch_permute_stage_runs_from_the_batch_toml(tmp_path):
+    import json
+
+    root = run_night(tmp_path, extra='[permute]\nops = ["splice", "pitch"]\nsemitones = 1\npatterns = []\n'
+                                      'bleed_threshold = 0.2\nwhere = "part = \'chords\'"\n')
+    [parent] = rows(root, "SELECT * FROM loops WHERE operation = 'render'")
+    children = rows(root, "SELECT * FROM loops WHERE parent_id = ?", [parent["id"]])
+    assert sorted(json.loads(c["params"]).get("semitones", 0) for c in children if c["operation"] == "pitch") == [-1, 1]
+    assert {c["operation"] for c in children} == {"splice", "pitch"}
+    assert all(c["batch_id"] == parent["batch_id"] for c in children)
+    tasks = rows(root, "SELECT status FROM tasks WHERE stage = 'permute'")
+    assert len(tasks) == len(children) and {t["status"] for t in tasks} == {"done"}
+    # the same night again: every permutation is already catalogued
+    run_night(tmp_path, extra='[permute]\nops = ["splice", "pitch"]\nsemitones = 1\npatterns = []\n'
+                              'bleed_threshold = 0.2\nwhere = "part = \'chords\'"\n')
+    assert len(rows(root, "SELECT id FROM loops")) == len(children) + 1
+
+
+def test_batch_toml_permute_table_is_checked(tmp_path):
+    from farm.batch import load_config
+
+    config = tmp_path / "night.toml"
+    config.write_text(BATCH_TOML.format(root=tmp_path / "library", extra="[permute]\nbleed_treshold = 0.2\n"))
+    with pytest.raises(FarmError) as err:
+        load_config(config)
+    assert err.value.file == str(config) and err.value.field == "permute.bleed_treshold"
+    config.write_text(BATCH_TOML.format(root=tmp_path / "library", extra="[permute]\nops = [\"reverse\"]\n"))
+    with pytest.raises(FarmError, match="unknown operation 'reverse'"):
+        load_config(config)

@@ -231,10 +231,19 @@ class CutBleed:
     """Foreign pitch-class energy a cut introduces.
 
     ``share``: the part of the chroma energy in the first ``BLEED_WINDOW_S`` after the cut at pitch
-    classes outside the new bar's chord. ``baseline``: the same share in the last
-    ``BLEED_WINDOW_S`` of the same source bar in the source loop, where the bar's chord sounds on its
-    own (what rang into the bar has had a bar to die away): it holds the chord's own partials, its
-    non-chord tones and the drums. ``bleed = max(0, share - baseline)`` is what the cut brings in.
+    classes outside the new bar's chord. ``baseline``: the same share where the bar's chord sounds
+    on its own, in the source loop, so that what the chord does by itself (its attack, its upper
+    partials, distortion, non-chord tones, drums) is not counted as bleed:
+
+    1. a window of the same length opening on a later attack of the chord in the same source bar
+       (the latest one, at least a window after the bar line, within 10 dB of the bar's first
+       window): attack for attack, like the window after the cut;
+    2. else (a held chord) the latest window of the bar within 10 dB of its loudest, where the
+       chord still sounds and what rang into the bar has had the longest to die away;
+    3. else (nothing sounds after the first window) the source bar's own first window: the cut
+       then brings nothing that the bar did not already have.
+
+    ``bleed = max(0, share - baseline)`` is what the cut brings in.
     """
 
     bar: int  # bar of the new loop that starts at the cut (1-based)
@@ -273,9 +282,12 @@ def measure_bleed(
     """
     from farm.audio import chroma
 
+    from farm.qa import onset_times
+
     order = _check_order(template, bar_order)
     window = min(int(round(window_s * sample_rate)), template.loop_samples(sample_rate) // template.bars)
     out_template = splice_template(template, order)
+    onsets = np.round(onset_times(source, sample_rate) * sample_rate).astype(np.int64)
     cuts = []
     for k, bar in enumerate(order):
         prev_bar = order[k - 1]
@@ -284,11 +296,46 @@ def measure_bleed(
         chord = template.chords[bar - 1]
         at = out_template.bar_start_sample(k + 1, sample_rate)
         after = chroma(spliced, sample_rate, at, at + window)
-        bar_end = template.bar_start_sample(bar + 1, sample_rate)  # bars + 1 -> the loop's end
-        alone = chroma(source, sample_rate, bar_end - window, bar_end)
+        alone = _chord_alone(source, template, bar, window, sample_rate, onsets)
         cuts.append(CutBleed(k + 1, prev_bar, bar, foreign_share(after, chord.pitch_classes),
                              foreign_share(alone, chord.pitch_classes)))
     return cuts
+
+
+def _chord_alone(source: np.ndarray, template: Template, bar: int, window: int, sample_rate: int,
+                 onsets: np.ndarray | None = None) -> np.ndarray:
+    """Chroma of source ``bar`` where its chord sounds on its own (see ``CutBleed``).
+
+    ``onsets``: onset positions of the source in samples (``farm.qa.onset_times``).
+    """
+    from farm.audio import chroma
+
+    start = template.bar_start_sample(bar, sample_rate)
+    end = template.bar_start_sample(bar + 1, sample_rate)  # bars + 1 -> the loop's end
+    mono = source.mean(axis=0, dtype=np.float64)
+
+    def energy(at: int) -> float:
+        return float(np.sum(mono[at:at + window] ** 2))
+
+    first = energy(start)
+    # A later attack of the same chord: the window after a cut opens on an attack too, and an
+    # attack's own partials and noise spread over more pitch classes than a held chord does.
+    lead = int(0.012 * sample_rate)  # onset times are frame centres: start just before
+    attacks = [int(o) - lead for o in (onsets if onsets is not None else ())
+               if start + window <= int(o) - lead and int(o) - lead + window <= end]
+    attacks = [at for at in attacks if energy(at) >= 0.1 * first]
+    if attacks:
+        at = attacks[-1]
+        return chroma(source, sample_rate, at, at + window)
+    hop = max(1, window // 2)
+    windows = [(at, energy(at)) for at in range(start + window, end - window + 1, hop)]
+    loudest = max((e for _, e in windows), default=0.0)
+    if loudest < 0.01 * first:  # silent after its first window (-20 dB)
+        return chroma(source, sample_rate, start, start + window)
+    # The latest window still within 10 dB of the loudest: the chord itself, while anything that
+    # rang in from the bar before has had the longest to die away.
+    at = [at for at, e in windows if e >= 0.1 * loudest][-1]
+    return chroma(source, sample_rate, at, at + window)
 
 
 def bleed_verdict(cuts: Sequence[CutBleed], threshold: float = DEFAULT_BLEED_THRESHOLD) -> tuple[bool, str]:
