@@ -420,3 +420,38 @@ def test_unreadable_audio_names_the_file(tmp_path):
     assert err.value.file == str(bad)
     with pytest.raises(FarmError):
         write_audio(tmp_path / "x.ogg", np.zeros((2, 10), np.float32), 44100, "ogg")
+
+
+# -- the patch's MIDI transforms are heard ----------------------------------------------------------
+def _variant(job, **embedded):
+    patch = job.patch
+    return dataclasses.replace(job, patch=dataclasses.replace(
+        patch, embedded=dataclasses.replace(patch.embedded, **embedded)))
+
+
+def _centroid_hz(audio: np.ndarray, sr: int) -> float:
+    spectrum = np.abs(np.fft.rfft(audio.mean(axis=0)))
+    return float((spectrum * np.fft.rfftfreq(audio.shape[1], 1 / sr)).sum() / spectrum.sum())
+
+
+def test_midi_transforms_change_the_sound_as_documented(template_dir, backend):
+    from farm.patches import CCAutomation
+
+    [bass] = plan_jobs(template_dir, "sub-bass", "bass")
+    plain, up, hard, short = backend.render_raw([
+        bass, _variant(bass, octave=1), _variant(bass, velocity_curve=3.0), _variant(bass, note_length=0.25)])
+    n = bass.loop_samples
+
+    def strongest_hz(audio):
+        spectrum = np.abs(np.fft.rfft(audio[:, :n].mean(axis=0)))
+        return np.fft.rfftfreq(n, 1 / bass.sample_rate)[np.argmax(spectrum)]
+
+    assert strongest_hz(up) / strongest_hz(plain) == pytest.approx(2.0, rel=0.03)  # an octave up
+    rms = lambda a: float(np.sqrt(np.mean(a[:, :n] ** 2)))  # noqa: E731
+    assert rms(hard) < 0.7 * rms(plain)  # velocities below 127 pushed down
+    assert rms(short) < 0.8 * rms(plain)  # quarter-length notes
+
+    [pad] = plan_jobs(template_dir, "sweep-pad", "chords")
+    dark, bright = backend.render_raw([_variant(pad, cc=(CCAutomation(74, 0, 0),)),
+                                       _variant(pad, cc=(CCAutomation(74, 127, 127),))])
+    assert _centroid_hz(bright, pad.sample_rate) > 1.5 * _centroid_hz(dark, pad.sample_rate)  # CC74 = cut-off
