@@ -146,6 +146,14 @@ def test_batch_renders_labels_and_catalogues_every_loop(night):
     check = CliRunner().invoke(main, ["check", "--root", str(root), "--no-progress"])
     assert check.exit_code == 0, check.output
     assert check.output.strip().endswith("ok")
+    # Every saved query runs on a real night's catalog.
+    from farm.catalog import run_query, saved_queries
+
+    for name in saved_queries():
+        columns, _ = run_query(root, name)
+        assert columns
+    columns, got = run_query(root, "batch_tasks")
+    assert [(r[columns.index("status")], r[columns.index("tasks")]) for r in got] == [("done", n)]
 
 
 def test_a_second_run_renders_nothing_new(night, tmp_path):
