@@ -1,6 +1,9 @@
 """Permutations: splices, pitch shifts, stretches and re-patches keep their labels exact."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter1d
@@ -171,6 +174,18 @@ def test_stretched_loop_is_exactly_its_bars_at_the_new_tempo_and_seamless():
         assert seam_step_ratio(out) <= 1.5
         # level kept: Rubber Band neither dropped nor doubled the signal
         assert 0.5 < np.sqrt(np.mean(out ** 2)) / np.sqrt(np.mean(src ** 2)) < 2
+
+
+def test_shift_and_stretch_refuse_bad_input():
+    loop = chord_loop(make_template())
+    with pytest.raises(FarmError, match="0 samples"):
+        time_stretch(loop, SR, 0)
+    with pytest.raises(FarmError, match="channels, samples"):
+        pitch_shift(loop[0], SR, 1)
+    with pytest.raises(FarmError, match="whole semitones"):
+        transpose_template(make_template(), 0.5)
+    with pytest.raises(FarmError, match="positive"):
+        retempo_template(make_template(), 0)
 
 
 def test_pitch_shift_keeps_length_and_seam_and_moves_every_tone():
@@ -521,3 +536,21 @@ def test_batch_toml_permute_table_is_checked(tmp_path):
     config.write_text(BATCH_TOML.format(root=tmp_path / "library", extra="[permute]\nops = [\"reverse\"]\n"))
     with pytest.raises(FarmError, match="unknown operation 'reverse'"):
         load_config(config)
+
+
+def test_permutations_are_the_same_bytes_in_a_fresh_process(library, tmp_path):
+    import shutil
+    import subprocess
+
+    from farm.permute import permute
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    shutil.copytree(library, here)
+    shutil.copytree(library, there)
+    permute(here, "1", ["splice", "stretch"], bpm_steps=1, progress=False)
+    farm = Path(sys.executable).parent / "farm"
+    subprocess.run([str(farm), "permute", "--root", str(there), "--ops", "splice,stretch", "--bpm-steps", "1",
+                    "--no-progress"], check=True, capture_output=True)
+    query = "SELECT id, sha256 FROM loops WHERE parent_id IS NOT NULL ORDER BY id"
+    made = rows(here, query)
+    assert len(made) >= 4 and made == rows(there, query)

@@ -12,9 +12,8 @@ from audio that was rendered from MIDI, and a second run never permutes the firs
 """
 from __future__ import annotations
 
-import json
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterator, Sequence
 

@@ -146,7 +146,7 @@ def transpose_key(k: Key, semitones: int) -> Key:
 
 def transpose_note_name(name: str, old_tonic: str, new_tonic: str) -> str:
     """Move a note name by the interval from ``old_tonic`` to ``new_tonic`` (D, A -> Bb: Eb)."""
-    from music21 import interval, pitch
+    from music21 import pitch
 
     step = _interval(old_tonic, new_tonic)
     return _plain(pitch.Pitch(_m21(name)).transpose(step).name)
