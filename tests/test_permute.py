@@ -350,6 +350,7 @@ def test_pitch_shifted_loops_pass_the_chroma_test_against_their_new_labels(rende
         labels = transpose_template(tpl, n)
         shares = chord_tone_share(shifted, labels)
         assert min(shares) >= 0.7, (n, shares)
+        assert seam_step_ratio(shifted) <= 1.0
         # and fails against the old labels: the test can tell
         assert min(chord_tone_share(shifted, tpl)) < 0.5
 
@@ -361,6 +362,7 @@ def test_rendered_stretch_has_the_exact_new_length(rendered):
         new = retempo_template(tpl, bpm)
         assert out.shape == (2, new.loop_samples(SR)) == (2, loop_samples(4, Meter(4, 4), bpm, SR))
         assert min(chord_tone_share(out, new)) >= 0.7
+        assert seam_step_ratio(out) <= 1.0  # the seam steps no more than the loop does anywhere
 
 
 # -- the stage: catalog rows, lineage, idempotence, CLI -------------------------------------------
