@@ -486,6 +486,7 @@ def test_permute_function_is_what_the_cli_runs(catalog_copy):
     (["--semitones", "13"], "semitones"),
     (["--bleed-threshold", "1.5"], "bleed_threshold"),
     (["--where", "no_such_column = 1"], "sql"),
+    (["--pattern", "aabb"], "patterns"),
 ])
 def test_bad_permute_input_is_one_error_line_and_changes_nothing(catalog_copy, args, field):
     from click.testing import CliRunner

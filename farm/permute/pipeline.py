@@ -23,8 +23,8 @@ from farm.errors import FarmError
 from farm.model import Template
 from farm.permute.shift import (DEFAULT_BPM_STEPS, DEFAULT_SEMITONES, pitch_shift, retempo_template,
                                 stretch_to_bpm, transpose_template)
-from farm.permute.splice import (DEFAULT_BLEED_THRESHOLD, DEFAULT_PATTERNS, bleed_verdict, derived_id,
-                                 measure_bleed, plan_splices, splice_audio, splice_template)
+from farm.permute.splice import (DEFAULT_BLEED_THRESHOLD, DEFAULT_PATTERNS, bleed_verdict, check_pattern,
+                                 derived_id, measure_bleed, plan_splices, splice_audio, splice_template)
 
 OPERATIONS = ("splice", "pitch", "stretch", "repatch")
 _FORMAT_WRITERS = {"flac": "flac24", "wav": "wav24"}  # catalog format -> farm.audio writer
@@ -58,6 +58,10 @@ class PermuteSettings:
         if not (isinstance(self.bleed_threshold, (int, float)) and 0 <= self.bleed_threshold <= 1):
             raise FarmError(f"bleed_threshold must be a share 0-1, got {self.bleed_threshold!r}",
                             field="bleed_threshold")
+        for pattern in self.patterns:
+            check_pattern(pattern)
+        if not isinstance(self.where, str) or not self.where.strip():
+            raise FarmError("where must be an SQL condition on loops, e.g. \"part = 'chords'\"", field="where")
         if self.limit is not None and not (isinstance(self.limit, int) and self.limit >= 0):
             raise FarmError(f"limit must be a whole number >= 0, got {self.limit!r}", field="limit")
 

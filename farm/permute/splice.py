@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, replace
+from itertools import permutations
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -27,8 +28,9 @@ DEFAULT_PATTERNS = ("AABB", "ABAB", "ABBA")
 CROSSFADE_MS = 4.0  # long enough to hide a waveform step, short enough to keep the downbeat's attack
 
 BLEED_WINDOW_S = 0.25  # the part of a bar right after a cut that is measured for foreign notes
-# Bleed above this share of the window's chroma energy rejects a splice. Dry patches measure
-# below ~0.05 here, tails of a different chord (long delay, reverb) well above 0.10.
+# Bleed above this share of the window's chroma energy rejects a splice. Measured on generated
+# 4-bar loops: 90% of dry-piano splices bleed at most 0.063 (organ stabs 0.006), while half of
+# the dotted-eighth dub-delay splices bleed more than 0.116.
 DEFAULT_BLEED_THRESHOLD = 0.10
 
 
@@ -112,19 +114,20 @@ def plan_splices(
         for bar in distinct:
             add("vamp", (bar,) * template.bars)
     for pattern in patterns:
+        check_pattern(pattern)
         letters = sorted(set(pattern))
-        if not pattern or not all(ch in string.ascii_uppercase for ch in pattern):
-            raise FarmError(f"splice pattern {pattern!r} must be capital letters, e.g. AABB", field="patterns")
-        for choice in _ordered_choices(distinct, len(letters)):
+        for choice in permutations(distinct, len(letters)):
             mapping = dict(zip(letters, choice))
             add(pattern, tuple(mapping[pattern[k % len(pattern)]] for k in range(template.bars)))
     return plans
 
 
-def _ordered_choices(items: list[int], k: int) -> list[tuple[int, ...]]:
-    from itertools import permutations
-
-    return list(permutations(items, k))
+def check_pattern(pattern: str) -> str:
+    """A re-cut pattern is capital letters, one per bar (``AABB``); FarmError otherwise."""
+    if not isinstance(pattern, str) or not pattern or not all(ch in string.ascii_uppercase for ch in pattern):
+        raise FarmError(f"splice pattern {pattern!r} must be capital letters, one per bar, e.g. AABB",
+                        field="patterns")
+    return pattern
 
 
 def _check_template(template: Template) -> None:
@@ -202,16 +205,21 @@ def splice_audio(
     fade_out, fade_in, offsets = equal_power_fades(crossfade_ms, sample_rate)
     for k, bar in enumerate(order):
         prev_bar = order[k - 1]  # k = 0: the wrap from the last bar
+        if _neighbours(prev_bar, bar, template.bars):
+            continue  # as in the source: already seamless (at most a sample of bar rounding apart)
         prev_len = out_starts[k] - out_starts[k - 1] if k > 0 else total - out_starts[-2]
         continues_at = (starts[prev_bar - 1] + prev_len) % n  # where the outgoing bar would go on
         incoming_at = starts[bar - 1]
-        if continues_at == incoming_at % n:
-            continue  # neighbours in the source: already seamless
         where = (out_starts[k] + offsets) % total
         outgoing = audio[:, (continues_at + offsets) % n]
         incoming = audio[:, (incoming_at + offsets) % n]
         out[:, where] = outgoing * fade_out + incoming * fade_in
     return out.astype(np.float32, copy=False)
+
+
+def _neighbours(before: int, after: int, bars: int) -> bool:
+    """True when source bar ``after`` follows ``before`` in the (looping) source."""
+    return before % bars + 1 == after
 
 
 def equal_power_fades(crossfade_ms: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -291,7 +299,7 @@ def measure_bleed(
     cuts = []
     for k, bar in enumerate(order):
         prev_bar = order[k - 1]
-        if prev_bar % template.bars + 1 == bar:
+        if _neighbours(prev_bar, bar, template.bars):
             continue  # source neighbours: nothing new rings into the bar
         chord = template.chords[bar - 1]
         at = out_template.bar_start_sample(k + 1, sample_rate)
