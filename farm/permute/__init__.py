@@ -11,8 +11,8 @@
 Every permutation is a catalog row naming its parent, operation and parameters; its id is the
 content address of those three, so nothing is made twice (:mod:`farm.permute.pipeline`).
 """
-from farm.permute.pipeline import (OPERATIONS, PermuteReport, PermuteSettings, load_settings, permutation_task,
-                                   permute, plan_tasks, run_stage)
+from farm.permute.pipeline import (OPERATIONS, PermuteReport, PermuteSettings, permutation_task, permute, plan_tasks,
+                                   run_stage)
 from farm.permute.shift import (pitch_shift, retempo_template, stretch_to_bpm, time_stretch, transpose_key,
                                 transpose_template)
 from farm.permute.splice import (BLEED_WINDOW_S, DEFAULT_BLEED_THRESHOLD, DEFAULT_PATTERNS, CutBleed, SplicePlan,
@@ -20,7 +20,7 @@ from farm.permute.splice import (BLEED_WINDOW_S, DEFAULT_BLEED_THRESHOLD, DEFAUL
                                  splice_audio, splice_template)
 
 __all__ = [
-    "OPERATIONS", "PermuteReport", "PermuteSettings", "load_settings", "permutation_task", "permute",
+    "OPERATIONS", "PermuteReport", "PermuteSettings", "permutation_task", "permute",
     "plan_tasks", "run_stage", "pitch_shift", "retempo_template", "stretch_to_bpm", "time_stretch",
     "transpose_key", "transpose_template", "BLEED_WINDOW_S", "DEFAULT_BLEED_THRESHOLD", "DEFAULT_PATTERNS",
     "CutBleed", "SplicePlan", "bleed_verdict", "derived_id", "foreign_share", "measure_bleed", "plan_splices",

@@ -12,7 +12,6 @@ from audio that was rendered from MIDI, and a second run never permutes the firs
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -27,7 +26,6 @@ from farm.permute.splice import (DEFAULT_BLEED_THRESHOLD, DEFAULT_PATTERNS, blee
                                  derived_id, measure_bleed, plan_splices, splice_audio, splice_template)
 
 OPERATIONS = ("splice", "pitch", "stretch", "repatch")
-_FORMAT_WRITERS = {"flac": "flac24", "wav": "wav24"}  # catalog format -> farm.audio writer
 
 
 @dataclass(frozen=True)
@@ -43,26 +41,31 @@ class PermuteSettings:
     patches: tuple[str, ...] = ()  # repatch: only these patches (empty: every patch of the role)
     high_quality: bool = True  # Rubber Band's high-quality mode for pitch and stretch
     where: str = "1"  # SQL condition on loops picking the parents
-    limit: int | None = None  # at most this many parent loops (oldest first)
-    backend: str = "embedded"  # renderer for repatch
+    limit: int | None = None  # at most this many parent loops (newest first)
+    backend: str = "embedded"  # renderer for repatch (in `farm batch`, the batch's own renderer)
 
     def __post_init__(self):
         unknown = [op for op in self.ops if op not in OPERATIONS]
         if unknown or not self.ops:
             raise FarmError(f"unknown operation {unknown[0] if unknown else ''!r} (known: {', '.join(OPERATIONS)})",
                             field="ops")
-        if not (isinstance(self.semitones, int) and 0 <= self.semitones <= 12):
+        for name in ("vamps", "high_quality"):
+            if not isinstance(getattr(self, name), bool):
+                raise FarmError(f"{name} must be true or false, got {getattr(self, name)!r}", field=name)
+        if isinstance(self.semitones, bool) or not (isinstance(self.semitones, int) and 0 <= self.semitones <= 12):
             raise FarmError(f"semitones must be a whole number 0-12, got {self.semitones!r}", field="semitones")
-        if not (isinstance(self.bpm_steps, int) and 0 <= self.bpm_steps <= 20):
+        if isinstance(self.bpm_steps, bool) or not (isinstance(self.bpm_steps, int) and 0 <= self.bpm_steps <= 20):
             raise FarmError(f"bpm_steps must be a whole number 0-20, got {self.bpm_steps!r}", field="bpm_steps")
-        if not (isinstance(self.bleed_threshold, (int, float)) and 0 <= self.bleed_threshold <= 1):
+        if isinstance(self.bleed_threshold, bool) or not (isinstance(self.bleed_threshold, (int, float))
+                                                          and 0 <= self.bleed_threshold <= 1):
             raise FarmError(f"bleed_threshold must be a share 0-1, got {self.bleed_threshold!r}",
                             field="bleed_threshold")
         for pattern in self.patterns:
             check_pattern(pattern)
         if not isinstance(self.where, str) or not self.where.strip():
             raise FarmError("where must be an SQL condition on loops, e.g. \"part = 'chords'\"", field="where")
-        if self.limit is not None and not (isinstance(self.limit, int) and self.limit >= 0):
+        if self.limit is not None and (isinstance(self.limit, bool) or not (isinstance(self.limit, int)
+                                                                             and self.limit >= 0)):
             raise FarmError(f"limit must be a whole number >= 0, got {self.limit!r}", field="limit")
 
     @classmethod
@@ -87,16 +90,6 @@ class PermuteSettings:
             raise FarmError(err.message, file=file, field=f"permute.{err.field}") from None
         except TypeError as err:
             raise FarmError(str(err), file=file, field="permute") from None
-
-
-def load_settings(path: str | Path) -> PermuteSettings:
-    """The ``[permute]`` table of a TOML file (a batch config) as settings."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise FarmError(f"cannot read: {err}", file=path) from None
-    return PermuteSettings.from_table(data.get("permute", {}), file=path)
 
 
 @dataclass
