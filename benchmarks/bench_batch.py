@@ -6,13 +6,16 @@ Each run is a real `farm batch` process on a fresh catalog root: templates gener
 rendered by the embedded renderer in worker processes, checked, written (FLAC + sidecar) and
 inserted by the writer; the clock includes process start-up and worker warm-up. Runs alternate
 -j 1 / -j 2 so both see the same machine load; medians. The scaling ratio (-j 2 rate over -j 1
-rate) is the figure to read on a shared machine. Results: benchmarks/results/bench_batch.json.
+rate) is the figure to read; "cores busy" (CPU seconds of the batch and its workers over wall
+time) shows how much of the machine the run actually got when others share it.
+Results: benchmarks/results/bench_batch.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -26,10 +29,13 @@ FARM = Path(sys.executable).parent / "farm"
 
 
 def run(config: Path, root: Path, workers: int) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([str(FARM), "batch", "--config", str(config), "--root", str(root), "-j", str(workers),
                     "--no-progress"], check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the batch and the workers it reaped
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     conn = sqlite3.connect(f"file:{root / 'catalog.db'}?mode=ro", uri=True)
     loops = conn.execute("SELECT count(*) FROM loops").fetchone()[0]
     task_s = [r[0] for r in conn.execute("SELECT seconds FROM tasks WHERE status = 'done'")]
@@ -37,7 +43,8 @@ def run(config: Path, root: Path, workers: int) -> dict:
     span = conn.execute("SELECT (julianday(max(finished_at)) - julianday(min(started_at))) * 86400 "
                         "FROM tasks").fetchone()[0]
     conn.close()
-    return {"workers": workers, "loops": loops, "wall_s": wall, "loops_per_min": loops / wall * 60,
+    return {"workers": workers, "loops": loops, "wall_s": wall, "cores_busy": cpu / wall,
+            "cpu_s_per_loop": cpu / loops, "loops_per_min": loops / wall * 60,
             "steady_loops_per_min": loops / max(span, 1.0) * 60, "task_median_s": statistics.median(task_s)}
 
 
@@ -59,7 +66,8 @@ def main() -> None:
                 runs.append(result)
                 print(f"-j {workers}: {result['loops']} loops in {result['wall_s']:.1f} s = "
                       f"{result['loops_per_min']:.1f} loops/min end to end, {result['steady_loops_per_min']:.1f} "
-                      f"once the workers are warm (median task {result['task_median_s']:.2f} s)", flush=True)
+                      f"once the workers are warm; {result['cores_busy']:.2f} cores busy, "
+                      f"{result['cpu_s_per_loop']:.2f} CPU s per loop", flush=True)
     summary = {}
     for workers in (1, 2):
         mine = [r for r in runs if r["workers"] == workers]
@@ -68,7 +76,9 @@ def main() -> None:
                                   "loops_per_min": round(statistics.median(r["loops_per_min"] for r in mine), 1),
                                   "steady_loops_per_min": round(statistics.median(r["steady_loops_per_min"]
                                                                                   for r in mine), 1),
-                                  "task_median_s": round(statistics.median(r["task_median_s"] for r in mine), 3)}
+                                  "task_median_s": round(statistics.median(r["task_median_s"] for r in mine), 3),
+                                  "cores_busy": round(statistics.median(r["cores_busy"] for r in mine), 2),
+                                  "cpu_s_per_loop": round(statistics.median(r["cpu_s_per_loop"] for r in mine), 3)}
     ratio = summary["j2"]["loops_per_min"] / summary["j1"]["loops_per_min"]
     summary["scaling_j2_over_j1"] = round(ratio, 2)
     steady = summary["j2"]["steady_loops_per_min"] / summary["j1"]["steady_loops_per_min"]

@@ -534,6 +534,10 @@ class WorkerPool:
                       dataclasses.asdict(qa))
         # spawn: a fresh interpreter per worker, never a fork of the writer's SQLite connection.
         self._ctx = multiprocessing.get_context("spawn")
+        # One worker per core: single-threaded BLAS/OpenMP in each, so -j N does not ask for
+        # N x cores threads (the workers inherit this environment; the writer's is loaded already).
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
         self._count = 0
         self.slots: list[_Slot] = []
         log_dir.mkdir(parents=True, exist_ok=True)
