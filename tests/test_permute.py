@@ -461,9 +461,16 @@ def test_farm_permute_catalogues_labelled_permutations_with_lineage_once(catalog
             assert child["progression"].split() == [source[b - 1] for b in params["bars"]]
             assert [c["bar"] for c in chords] == list(range(1, parent["bars"] + 1))
             assert child["status"] == "pending" or child["reject_reason"].startswith("splice bleed: bleed ")
-        else:  # repatch: the same MIDI through another patch of the role
+        else:  # repatch: the same MIDI through another patch of the role, exactly a render
+            from farm.patches import load_patch
+            from farm.render import RenderJob, get_backend, render_loops
+
             assert child["patch"] == "dub-delay-keys" and child["midi"] == parent["midi"]
             assert child["progression"] == parent["progression"] and child["key"] == parent["key"]
+            job = RenderJob(parent_tpl, root / "templates" / parent["template_id"], "chords",
+                            load_patch("dub-delay-keys"), sr)
+            [direct] = render_loops([job], get_backend("embedded"))
+            assert np.max(np.abs(audio - direct.audio)) < 2.0 ** -22  # the same, to 24-bit FLAC precision
     assert check_catalog(root).ok  # every row has its file and sidecar, no leftovers
     # the same again makes nothing new
     again = CliRunner().invoke(main, args)
