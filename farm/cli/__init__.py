@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "farm.cli.render",
     "farm.cli.catalog",
     "farm.cli.permute",
+    "farm.cli.review",
     "farm.cli.reaper",
 )
 
