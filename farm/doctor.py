@@ -3,6 +3,9 @@
 Checks: REAPER (where it was found and its version), xvfb-run (REAPER needs a display on Linux),
 the FluidSynth library and a General MIDI SoundFont (the embedded renderer), reapy reaching a
 running REAPER (informational), and free disk space where the loops go.
+
+``farm doctor`` exits 1 when the embedded renderer cannot run here (no FluidSynth library or no
+SoundFont): every machine of the farm needs it. A missing REAPER is reported, not an error.
 """
 from __future__ import annotations
 
@@ -120,12 +123,21 @@ def doctor(reaper: str | Path | None = None, directory: str | Path = ".", reapy_
     return checks
 
 
-def report(checks: list[Check]) -> str:
-    """The report text: one line per check and a closing summary of what can render here."""
-    lines = [c.line() for c in checks]
+def renderers(checks: list[Check]) -> list[str]:
+    """The renderers ``checks`` say can run here: ``embedded`` and/or ``reaper``."""
     status = {c.name: c.status for c in checks}
     embedded = status.get("fluidsynth") == OK and status.get("soundfont") in (OK, INFO)
     reaper = status.get("reaper") == OK and (status.get("xvfb-run") != MISSING or sys.platform != "linux")
-    can = [name for name, ok in (("embedded", embedded), ("reaper", reaper)) if ok]
-    lines.append(f"renderers available: {', '.join(can) or 'none'}")
+    return [name for name, ok in (("embedded", embedded), ("reaper", reaper)) if ok]
+
+
+def exit_code(checks: list[Check]) -> int:
+    """``farm doctor``'s exit code: 1 when the embedded renderer cannot run here, else 0."""
+    return 0 if "embedded" in renderers(checks) else 1
+
+
+def report(checks: list[Check]) -> str:
+    """The report text: one line per check and a closing summary of what can render here."""
+    lines = [c.line() for c in checks]
+    lines.append(f"renderers available: {', '.join(renderers(checks)) or 'none'}")
     return "\n".join(lines)

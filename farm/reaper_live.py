@@ -11,6 +11,7 @@ saying what to do.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
@@ -25,6 +26,8 @@ from farm.rpp import fxchain_for, fxchain_from_track_chunk, track_chunk
 
 # Main-section actions: "File: Render project, using the most recent render settings,
 # auto-close render dialog" (the project's own saved settings) and "Close current project tab".
+# The project is saved before its tab is closed: a tab REAPER thinks modified asks whether to
+# save, and that dialog would hold REAPER until the timeout.
 ACTION_RENDER_AUTOCLOSE = 42230
 ACTION_CLOSE_PROJECT_TAB = 40860
 CHUNK_BYTES = 1 << 24  # room for a track state chunk with large plugin states
@@ -46,6 +49,18 @@ def reapy_module():
 
 def _rpr(api):
     return api.reascript_api
+
+
+@contextlib.contextmanager
+def _talking_to_reaper(doing: str):
+    """Turn a failure of reapy mid-way (REAPER closed, the connection dropped) into one line."""
+    try:
+        yield
+    except FarmError:
+        raise
+    except Exception as err:  # reapy raises several kinds (socket, its own, missing API names)
+        raise FarmError(f"lost REAPER while {doing} ({type(err).__name__}: {err}): is REAPER still running? "
+                        f"`farm doctor` checks that reapy reaches it", field="reapy") from None
 
 
 def _chunk_string(result) -> str:
@@ -101,6 +116,7 @@ class ReapySession:
                 with self.api.inside_reaper():
                     opened = self.api.open_project(str(project), in_new_tab=True)
                     opened.perform_action(ACTION_RENDER_AUTOCLOSE)
+                    _rpr(self.api).Main_SaveProject(opened.id, False)
                     opened.perform_action(ACTION_CLOSE_PROJECT_TAB)
             except Exception as err:  # reported, then the files are judged
                 outcome["error"] = f"reapy call failed: {type(err).__name__}: {err}"
@@ -222,7 +238,7 @@ def audition(template_dir: str | Path, patch_name: str, api=None,
     api = session.api
     rpr = _rpr(api)
     added = []
-    with api.inside_reaper():
+    with _talking_to_reaper("adding tracks"), api.inside_reaper():
         project = api.Project()
         rpr.SetTempoTimeSigMarker(project.id, -1, 0.0, -1, -1, float(template.bpm),
                                   template.meter.numerator, template.meter.denominator, False)
@@ -230,7 +246,8 @@ def audition(template_dir: str | Path, patch_name: str, api=None,
             name = f"{template.id} {part.name} ({patch.name})"
             track = project.add_track(index=project.n_tracks, name=name)
             midi = (template_dir / part.midi).resolve()
-            chunk = track_chunk(name, chain, [(0.0, template.duration_s, midi, f"{part.name}")])
+            chunk = track_chunk(name, chain, [(0.0, template.duration_s, midi, f"{part.name}",
+                                               template.bars * template.quarters_per_bar)])
             rpr.SetTrackStateChunk(track.id, chunk, False)
             added.append((project.n_tracks, name))
         project.time_selection = (0.0, template.duration_s)
@@ -279,7 +296,7 @@ def pull_patch(name: str, track_number: int, api=None, patches_dir: str | Path |
                 raise FarmError(f"unknown role {role!r} (known: {', '.join(ROLES)})", field="roles")
     session = ReapySession.connect(api)
     api = session.api
-    with api.inside_reaper():
+    with _talking_to_reaper(f"reading track {track_number}"), api.inside_reaper():
         project = api.Project()
         count = project.n_tracks
         if not 1 <= int(track_number) <= count:

@@ -4,7 +4,14 @@ A chunk of loops becomes one ``.rpp``: each loop's MIDI item sits on the track o
 whose FX chain is the patch's ``.RfxChain`` pasted verbatim (plugin state is opaque: it is
 captured from REAPER, never written here). Every loop gets a region named after it, the tempo
 envelope switches tempo and meter at each region start, and the render settings make REAPER
-write one 24-bit WAV per region (``$region``) at the batch's sample rate.
+write one 24-bit WAV per region (``$region``) at the batch's sample rate, which is also the
+project's forced sample rate.
+
+The MIDI goes into the project as in-project MIDI (``HASDATA`` and ``E`` event lines, the form
+REAPER saves by default), copied event for event from the part's MIDI file at its own ticks per
+quarter note, and closed by an all-notes-off at the loop end, which is where the source ends.
+A project therefore depends on no file but its plugins: one written with ``--rpp-only`` can be
+rendered on another machine.
 
 Positions are chosen so that region bounds fall on samples at the project's sample rate: a
 region starts on a whole second and lasts ``loop_samples + tail_samples`` samples plus a quarter
@@ -27,7 +34,8 @@ from farm.errors import FarmError
 from farm.files import atomic_write_text
 from farm.model import content_id
 
-RPP_WRITER_VERSION = "1"
+RPP_WRITER_VERSION = "2"  # 2: in-project MIDI, forced project sample rate
+
 # Render format block for WAV, 24-bit PCM: "evaw" (the sink's id, reversed) + 0x18 (24) + 0 + 1,
 # base64, as REAPER saves it in a project's <RENDER_CFG>.
 WAV24_RENDER_CFG = "ZXZhdxgAAQ=="
@@ -149,7 +157,8 @@ class RegionPlan:
     """One loop in a project: its region, its MIDI item, and the file REAPER renders for it.
 
     ``start_s`` is a whole number of seconds; the region lasts ``samples`` frames
-    (``loop_samples + tail_samples``); the MIDI item lasts the loop (``item_length_s``).
+    (``loop_samples + tail_samples``); the MIDI item lasts the loop (``item_length_s`` seconds,
+    ``item_quarters`` quarter notes).
     """
 
     job_index: int
@@ -162,6 +171,7 @@ class RegionPlan:
     meter_numerator: int
     meter_denominator: int
     item_length_s: float
+    item_quarters: Fraction
     midi_path: Path
     track: str
 
@@ -255,6 +265,7 @@ def plan_project(jobs: Sequence, indices: Sequence[int], directory: str | Path, 
             loop_samples=job.loop_samples, tail_samples=tail, sample_rate=sample_rate,
             bpm=float(template.bpm), meter_numerator=template.meter.numerator,
             meter_denominator=template.meter.denominator, item_length_s=template.duration_s,
+            item_quarters=template.bars * template.quarters_per_bar,
             midi_path=Path(job.midi_path).resolve(), track=patch.name)
         if not region.midi_path.is_file():
             raise FarmError("part MIDI file not found", file=region.midi_path, field=job.part)
@@ -309,7 +320,7 @@ def project_text(plan: ProjectPlan) -> str:
     first = plan.regions[0]
     out = ['<REAPER_PROJECT 0.1 "7.0" 0']
     body = [
-        f"SAMPLERATE {plan.sample_rate} 0 0",
+        f"SAMPLERATE {plan.sample_rate} 1 0",  # 1: the project runs at this rate
         f"TEMPO {number(first.bpm)} {first.meter_numerator} {first.meter_denominator}",
         f"RENDER_FILE {quote(str(plan.render_dir))}",
         "RENDER_PATTERN $region",
@@ -342,17 +353,18 @@ def project_text(plan: ProjectPlan) -> str:
     return "\n".join(out) + "\n"
 
 
-def track_chunk(name: str, fxchain: str, items: Sequence[tuple[float, float, Path, str]]) -> str:
-    """A ``<TRACK>`` state chunk: ``fxchain`` and MIDI items ``(position s, length s, file, name)``.
+def track_chunk(name: str, fxchain: str, items: Sequence[tuple[float, float, Path, str, Fraction]]) -> str:
+    """A ``<TRACK>`` state chunk: ``fxchain`` and in-project MIDI items.
 
-    Used both inside written projects and with ``SetTrackStateChunk`` in a running REAPER.
+    ``items`` are ``(position s, length s, MIDI file, name, length in quarter notes)``. Used both
+    inside written projects and with ``SetTrackStateChunk`` in a running REAPER.
     """
     lines = ["<TRACK", f"  NAME {quote(name)}", "  PEAKCOL 16576", "  BEAT -1",
              "  VOLPAN 1 0 -1 -1 1", "  MUTESOLO 0 0 0", "  NCHAN 2", "  MAINSEND 1 0",
              "  <FXCHAIN", "    SHOW 0", "    LASTSEL 0", "    DOCKED 0"]
     lines += _indent(_reindent_chain(fxchain), 2)
     lines.append("  >")
-    for position, length, midi, item_name in items:
+    for position, length, midi, item_name, quarters in items:
         lines += _indent([
             "<ITEM",
             f"  POSITION {number(position)}",
@@ -360,7 +372,7 @@ def track_chunk(name: str, fxchain: str, items: Sequence[tuple[float, float, Pat
             "  LOOP 0",
             f"  NAME {quote(item_name)}",
             "  <SOURCE MIDI",
-            f"    FILE {quote(str(midi))}",
+            *_indent(midi_source_lines(midi, quarters), 2),
             "  >",
             ">",
         ], 1)
@@ -368,8 +380,59 @@ def track_chunk(name: str, fxchain: str, items: Sequence[tuple[float, float, Pat
     return "\n".join(lines) + "\n"
 
 
+# Channel voice messages: note off/on, poly pressure, CC, program, channel pressure, pitch bend.
+_CHANNEL_STATUS = range(0x80, 0xF0)
+ALL_NOTES_OFF = (0xB0, 0x7B, 0x00)  # CC 123 on channel 1; REAPER closes its MIDI sources with it
+
+
+def midi_source_lines(path: str | Path, quarters: Fraction | float) -> list[str]:
+    """The body of an in-project ``<SOURCE MIDI``: ``HASDATA 1 <ppq> QN`` and ``E`` lines.
+
+    Every channel message of every track of the MIDI file, merged in time order (ties keep the
+    file's order, note-offs first so a repeated note is not cut), as ``E <ticks since the
+    previous event> <status> <data> <data>`` in hex (always three bytes); meta events (tempo, meter, names) are
+    left out, the project's tempo map decides the timing. The last line is an all-notes-off
+    ``quarters`` quarter notes from the start: the source, and the loop, end there.
+    """
+    import mido
+
+    path = Path(path)
+    try:
+        midi = mido.MidiFile(str(path))
+    except (OSError, ValueError, EOFError, IndexError) as err:
+        raise FarmError(f"unreadable MIDI file ({err})", file=path, field="midi") from None
+    if midi.type == 2:
+        raise FarmError("MIDI type 2 (independent sequences) is not supported", file=path, field="midi")
+    ppq = int(midi.ticks_per_beat)
+    events = []
+    for track_index, track in enumerate(midi.tracks):
+        tick = 0
+        for order, msg in enumerate(track):
+            tick += msg.time
+            if msg.is_meta or msg.type in ("sysex",):
+                continue
+            raw = msg.bytes()
+            if raw[0] not in _CHANNEL_STATUS:
+                continue
+            is_off = raw[0] & 0xF0 == 0x80 or (raw[0] & 0xF0 == 0x90 and raw[2] == 0)
+            events.append((tick, 0 if is_off else 1, track_index, order, raw))
+    events.sort(key=lambda e: e[:4])
+    end = Fraction(quarters) * ppq
+    if end.denominator != 1:
+        raise FarmError(f"the loop ({quarters} quarter notes) does not end on a tick at {ppq} ticks per "
+                        f"quarter note", file=path, field="ppq")
+    out, last = [f"HASDATA 1 {ppq} QN"], 0
+    for tick, _off, _track, _order, raw in events:
+        # Always three bytes: program change and channel pressure are padded with 00, as REAPER
+        # writes them (its parser reads an E line with fewer bytes as something else).
+        out.append(f"E {tick - last} " + " ".join(f"{b:02x}" for b in (bytes(raw) + b"\x00\x00")[:3]))
+        last = tick
+    out.append(f"E {max(0, int(end) - last)} " + " ".join(f"{b:02x}" for b in ALL_NOTES_OFF))
+    return out
+
+
 def _track_lines(track: TrackPlan, regions: Sequence[RegionPlan]) -> list[str]:
-    items = [(r.start_s, r.item_length_s, r.midi_path, r.name) for r in regions]
+    items = [(r.start_s, r.item_length_s, r.midi_path, r.name, r.item_quarters) for r in regions]
     return track_chunk(track.name, track.fxchain, items).splitlines()
 
 

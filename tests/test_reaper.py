@@ -31,6 +31,7 @@ from farm.patches import load_patch
 from farm.render import RenderJob, get_backend, render_loops
 from farm.render.reaper import (ProjectsWritten, ReaperBackend, ReaperRenderError, find_reaper,
                                 reaper_command, write_projects)
+from farm.reaper_live import UNREACHABLE
 from farm.rpp import fxchain_from_track_chunk, load_fxchain, plan_projects, write_project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +103,29 @@ def lines(block, key):
     return [c for c in block.children if isinstance(c, list) and c and c[0] == key]
 
 
+def source_notes(source):
+    """``(ppq, sorted [(pitch, on tick, off tick)], tick of the last event, its bytes)`` of an
+    in-project ``<SOURCE MIDI`` as rppxml decodes it (``E`` lines: tick delta, then bytes)."""
+    hasdata = lines(source, "HASDATA")[0]
+    assert hasdata[1] == 1 and hasdata[3] == "QN"
+    tick, notes, held, raw = 0, [], {}, b""
+    for event in (c for c in source.children if isinstance(c, list) and c[0] in ("E", "e")):
+        tick += event[1]
+        raw = b"".join(event[2:])
+        if raw[0] & 0xF0 == 0x90 and raw[2] > 0:
+            held.setdefault((raw[0] & 15, raw[1]), []).append(tick)
+        elif raw[0] & 0xF0 in (0x80, 0x90):
+            notes.append((raw[1], held[(raw[0] & 15, raw[1])].pop(0), tick))
+    return hasdata[2], sorted(notes), tick, raw
+
+
+def part_notes(midi_path) -> list[tuple[int, int, int]]:
+    """The part's notes as pretty_midi reads the file: ``(pitch, on tick, off tick)``, sorted."""
+    midi = pretty_midi.PrettyMIDI(str(midi_path))
+    return sorted((n.pitch, midi.time_to_tick(n.start), midi.time_to_tick(n.end))
+                  for inst in midi.instruments for n in inst.notes)
+
+
 def pitch_classes(audio: np.ndarray, sr: int, top: int = 3) -> set[int]:
     """The ``top`` strongest pitch classes of ``audio`` (FFT energy folded onto 12 classes)."""
     mono = audio.mean(axis=0)
@@ -112,6 +136,19 @@ def pitch_classes(audio: np.ndarray, sr: int, top: int = 3) -> set[int]:
     energy = np.zeros(12)
     np.add.at(energy, np.round(midi).astype(int) % 12, spectrum[keep] ** 2)
     return set(np.argsort(energy)[-top:].tolist())
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes (zombies excluded) whose process group is ``pgid``, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
 
 
 def alive(pid: int) -> bool:
@@ -164,9 +201,12 @@ def test_projects_parse_with_rppxml_and_hold_regions_tempo_items_chain_and_rende
             item = next(i for i in children(track, "ITEM") if lines(i, "NAME")[0][1] == region.name)
             assert float(lines(item, "POSITION")[0][1]) == float(start[2])
             assert float(lines(item, "LENGTH")[0][1]) == pytest.approx(job.template.duration_s, abs=1e-12)
+            # in-project MIDI: exactly the part's notes, and an all-notes-off at the loop's end
             source = children(item, "SOURCE")[0]
             assert source.params == ["MIDI"]
-            assert Path(lines(source, "FILE")[0][1]) == job.midi_path.resolve()
+            ppq, notes, end_tick, last = source_notes(source)
+            assert ppq == job.template.ppq and end_tick == loop_beats * ppq and last == b"\xb0\x7b\x00"
+            assert notes == part_notes(job.midi_path)
         for name, track in tracks.items():
             chain = children(track, "FXCHAIN")[0]
             shipped = rppxml.loads(load_fxchain(ROOT / "patches" / f"{name}.RfxChain"))
@@ -259,9 +299,7 @@ def test_a_hung_reaper_is_killed_with_its_whole_process_group(tmp_path, jobs, st
     assert time.monotonic() - started < 10
     assert "timed out after" in err.value.message and "file missing" in err.value.message
     reaper_pid, child_pid = map(int, pids.read_text().split())
-    deadline = time.monotonic() + 3
-    while (alive(reaper_pid) or alive(child_pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert group_members(reaper_pid) == []  # REAPER led its own group; nothing of it is left
     assert not alive(reaper_pid) and not alive(child_pid)
 
 
@@ -303,8 +341,13 @@ def test_a_crashing_reaper_fails_with_its_exit_code_and_log(tmp_path, jobs, stan
 
 def test_exit_code_is_not_trusted_the_files_are(tmp_path, jobs, standin_env):
     standin_env.setenv("FARM_STANDIN_EXIT", "1")  # REAPER may exit non-zero after a good render
-    raws = backend(tmp_path, retries=0).render_raw(jobs[:1])
+    engine = backend(tmp_path, retries=0, workdir=None)
+    raws = engine.render_raw(jobs[:1])
     assert raws[0].shape[1] == jobs[0].loop_samples + round(jobs[0].patch.tail_s * SR)
+    # its temporary work directory is gone without close(): batch workers never call it
+    assert not engine.workdir.exists()
+    assert engine.render_raw(jobs[1:2])[0].shape[1] == jobs[1].loop_samples + round(jobs[1].patch.tail_s * SR)
+    assert not engine.workdir.exists()
 
 
 # -- finding REAPER and the command line ----------------------------------------------------------
@@ -453,8 +496,11 @@ def test_reapy_render_opens_each_project_renders_with_42230_and_checks_the_files
     assert [r.shape[1] for r in raws] == [j.loop_samples + round(j.patch.tail_s * SR) for j in jobs]
     opened = [c[1] for c in api.calls if c[0] == "open_project"]
     assert len(opened) == 2 and all(p.endswith(".rpp") for p in opened)
-    assert [c for c in api.calls if c[0] == "perform_action"] == [("perform_action", 42230),
-                                                                   ("perform_action", 40860)] * 2
+    # per project: open in a new tab, render (42230), save (so closing asks nothing), close the tab
+    steps = [c[:2] for c in api.calls if c[0] in ("open_project", "perform_action", "Main_SaveProject")]
+    assert steps == [step for path in opened for step in (
+        ("open_project", path), ("perform_action", 42230), ("Main_SaveProject", f"project:{path}"),
+        ("perform_action", 40860))]
     assert engine.version == "REAPER 7.0/stand-in"
 
 
@@ -484,7 +530,42 @@ def test_unreachable_reaper_is_one_clear_error_in_python_and_cli(tmp_path, jobs,
                  ["reaper", "audition", str(jobs[0].template_dir), "--patch", "dry-piano-chords"]):
         result = CliRunner().invoke(farm, args)
         assert result.exit_code == 2
-        assert result.output.strip().splitlines()[-1].startswith("error: reapy: REAPER is not reachable")
+        assert result.output.strip().splitlines() == [f"error: reapy: {UNREACHABLE}"]
+
+
+class DroppingReapy(FakeReapy):
+    """Reachable at first, then REAPER goes away mid-command."""
+
+    def Project(self):
+        raise ConnectionResetError("connection reset by peer")
+
+
+def test_every_live_command_fails_with_one_line_through_the_cli(tmp_path, jobs, monkeypatch):
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    monkeypatch.setattr("farm.reaper_live.reapy_module", lambda: DroppingReapy())
+    for args, doing in ((["patch", "pull", "x", "--track", "1", "--role", "pad", "--dir", str(patches)],
+                         "reading track 1"),
+                        (["reaper", "audition", str(jobs[0].template_dir), "--patch", "dry-piano-chords"],
+                         "adding tracks")):
+        result = CliRunner().invoke(farm, args)
+        assert result.exit_code == 2
+        [line] = result.output.strip().splitlines()
+        assert line.startswith(f"error: reapy: lost REAPER while {doing} (ConnectionResetError: connection reset")
+    assert not list(patches.iterdir())  # nothing half-written
+    # setup: REAPER's resource directory cannot be found (never started, or not running to ask)
+    monkeypatch.setattr("farm.reaper_live.reapy_module", lambda: FakeReapy(resource_dir=None))
+    result = CliRunner().invoke(farm, ["reaper", "setup"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: resource_dir: REAPER's resource directory not found (no reaper.ini): start REAPER once, "
+        "or pass --resource-dir"]
+    resource = tmp_path / "REAPER"
+    resource.mkdir()
+    (resource / "reaper.ini").write_text("[REAPER]\n")
+    result = CliRunner().invoke(farm, ["reaper", "setup", "--resource-dir", str(resource)])
+    assert result.exit_code == 0 and result.output.splitlines()[-1].startswith("restart REAPER now")
+    assert (resource / "Scripts" / "LoopFarm" / "farm_render_regions.lua").is_file()
 
 
 VST_CHUNK = """<TRACK
@@ -568,7 +649,7 @@ def test_audition_puts_parts_on_tracks_with_the_chain_tempo_and_meter(tmp_path, 
     track = rppxml.loads(chunk)
     assert children(track, "FXCHAIN") and children(children(track, "FXCHAIN")[0], "JS")
     item = children(track, "ITEM")[0]
-    assert Path(lines(children(item, "SOURCE")[0], "FILE")[0][1]) == jobs[1].midi_path.resolve()
+    assert source_notes(children(item, "SOURCE")[0])[1] == part_notes(jobs[1].midi_path)
     assert api.project.time_selection == (0.0, template.duration_s)
     # a Vital patch before its first pull: an empty chain to put the instrument in, and what to do next
     added, note = audition(jobs[1].template_dir, "dusty-pad", api=api)
@@ -611,6 +692,44 @@ def test_doctor_reports_one_line_per_check_with_fixes(tmp_path, monkeypatch):
     assert out[0].startswith("missing reaper") and "->" in out[0]
     assert any(line.startswith("ok      fluidsynth") for line in out)
     assert out[-1].startswith("renderers available: embedded")
+
+
+def test_doctor_reads_reapers_version_beside_the_executable(tmp_path, monkeypatch):
+    from farm.doctor import check_reaper
+
+    install = tmp_path / "REAPER"
+    install.mkdir()
+    shutil.copy(STANDIN, install / "reaper")
+    (install / "whatsnew.txt").write_text("v7.22 - August 31 2024\n  + Render: something new\n")
+    check = check_reaper(install)  # --reaper may name the install directory
+    assert check.status == "ok" and "version 7.22" in check.detail and str(install / "reaper") in check.detail
+    engine = ReaperBackend(reaper=install, progress=False)
+    assert engine.version == "REAPER 7.22"
+    engine.close()
+
+
+def test_doctor_exits_non_zero_when_the_embedded_renderer_cannot_run(tmp_path, monkeypatch):
+    import ctypes.util
+
+    import pretty_midi
+
+    args = ["doctor", "--no-live", "--dir", str(tmp_path)]
+    assert CliRunner().invoke(farm, args).exit_code == 0  # this machine: FluidSynth and a SoundFont
+    find_library = ctypes.util.find_library
+    with monkeypatch.context() as m:  # no FluidSynth library
+        m.setattr(ctypes.util, "find_library", lambda name: None if name == "fluidsynth" else find_library(name))
+        result = CliRunner().invoke(farm, args)
+        assert result.exit_code == 1
+        line = next(x for x in result.output.splitlines() if " fluidsynth " in x)
+        assert line.startswith("missing fluidsynth") and line.endswith("-> apt-get install libfluidsynth3")
+        assert "embedded" not in result.output.splitlines()[-1]
+    with monkeypatch.context() as m:  # no SoundFont: neither the system's nor pretty_midi's fallback
+        m.setattr("farm.patches.DEFAULT_SOUNDFONTS", (tmp_path / "none.sf2",))
+        m.setattr(pretty_midi, "__file__", str(tmp_path / "pretty_midi" / "__init__.py"))
+        result = CliRunner().invoke(farm, args)
+        assert result.exit_code == 1
+        line = next(x for x in result.output.splitlines() if " soundfont " in x)
+        assert line.startswith("missing soundfont") and "apt-get install fluid-soundfont-gm" in line
 
 
 # -- the ReaScripts, run in Lua 5.4 against a stand-in `reaper` API ------------------------------
@@ -777,19 +896,53 @@ def test_farm_render_with_the_reaper_backend_writes_exact_labelled_loops(tmp_pat
     assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith("error: reaper: REAPER not found")
 
 
-def test_farm_batch_with_the_reaper_backend_catalogues_the_loops(tmp_path, standin_env):
+CHAINED = {"chords": ["dry-piano-chords", "organ-stabs", "mallet-keys"], "bass": ["finger-bass", "sub-bass"],
+           "drums": ["lofi-kit", "tight-808"], "melody": ["flute-lead"]}
+
+
+def test_farm_batch_with_the_reaper_backend_renders_many_loops_per_project_and_catalogues_them(tmp_path, standin_env):
     import sqlite3
 
+    from farm.audio import read_audio
+
     standin_env.setenv("DISPLAY", ":99")
+    runs = tmp_path / "runs.jsonl"
+    standin_env.setenv("FARM_STANDIN_LOG", str(runs))
+    patches = [p for names in CHAINED.values() for p in names]
     config = tmp_path / "night.toml"
-    config.write_text('root = "lib"\nstyles = ["lofi-hiphop"]\nbars = 2\nparts = ["chords"]\n'
-                      'patches = ["dry-piano-chords"]\nworkers = 1\n')
+    config.write_text(f'root = "lib"\nstyles = ["lofi-hiphop"]\ntemplates_per_style = 2\nbars = 2\n'
+                      f'patches = {json.dumps(patches)}\nworkers = 2\n'
+                      f'[backend_options]\nworkdir = "work"\nkeep_files = true\n')
     standin_env.chdir(tmp_path)
     result = CliRunner().invoke(farm, ["batch", "--config", str(config), "--backend", "reaper",
                                        "--reaper", str(STANDIN), "--no-progress"])
     assert result.exit_code == 0, result.output
-    rows = sqlite3.connect(tmp_path / "lib" / "catalog.db").execute(
-        "select renderer, renderer_version, samples, part from loops").fetchall()
-    assert len(rows) == 1 and rows[0][0] == "reaper" and rows[0][1].startswith("REAPER") and rows[0][3] == "chords"
+    db = sqlite3.connect(tmp_path / "lib" / "catalog.db")
+    rows = db.execute("select template_id, part, patch, samples, path, renderer, renderer_version from loops").fetchall()
+    templates = {t: Template.load(tmp_path / "lib" / "templates" / t) for t, *_ in rows}
+    assert len(templates) == 2
+    expected = {(t, part.name, patch) for t, template in templates.items() for part in template.parts
+                for patch in CHAINED.get(part.name, [])}
+    assert {r[:3] for r in rows} == expected and len(rows) == len(expected) >= 12
+
+    # One project per template, each holding all of that template's loops as regions
+    projects = sorted((tmp_path / "work" / "projects").glob("*.rpp"))
+    assert len(projects) == 2
+    in_projects = set()
+    for path in projects:
+        starts = lines(rppxml.load(str(path)), "MARKER")[::2]
+        assert len(starts) >= 6  # many loops per REAPER start-up
+        in_projects |= {tuple(name.split("_")[1:4]) for name in (m[3] for m in starts)}
+    assert in_projects == expected
+    started = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert sorted(r["project"] for r in started) == [str(p) for p in projects]  # one REAPER run per project
+    assert len({r["cfgfile"] for r in started}) == 2  # two workers, one workdir: never one reaper.ini
+
+    # Every loop catalogued with its exact length, and its file holds exactly that many frames
+    for template_id, part, patch, samples, rel, renderer, version in rows:
+        assert samples == templates[template_id].loop_samples(SR)
+        audio, sr = read_audio(tmp_path / "lib" / rel)
+        assert sr == SR and audio.shape == (2, samples) and np.abs(audio).max() > 0.01
+        assert renderer == "reaper" and version.startswith("REAPER")
     result = CliRunner().invoke(farm, ["batch", "--config", str(config), "--via", "reapy"])
     assert result.exit_code == 2 and "need --backend reaper" in result.output

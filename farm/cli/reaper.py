@@ -12,10 +12,15 @@ import click
               help="Where loops will be written (for the disk-space check).")
 @click.option("--no-live", is_flag=True, help="Skip the reapy check (a running REAPER).")
 def doctor(reaper, directory, no_live):
-    """Report what this machine can render: one line per check, with the fix."""
-    from farm.doctor import doctor as run_checks, report
+    """Report what this machine can render: one line per check, with the fix.
 
-    click.echo(report(run_checks(reaper=reaper, directory=directory, check_live=not no_live)))
+    Exits 1 when the embedded renderer cannot run (no FluidSynth library or SoundFont).
+    """
+    from farm.doctor import doctor as run_checks, exit_code, report
+
+    checks = run_checks(reaper=reaper, directory=directory, check_live=not no_live)
+    click.echo(report(checks))
+    click.get_current_context().exit(exit_code(checks))
 
 
 @click.group("reaper")

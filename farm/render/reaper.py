@@ -378,8 +378,14 @@ class ReaperBackend:
 
             self._session = ReapySession.connect(reapy_api)
             self.version = self._session.version()
+        # A temporary work directory is made per render_raw call and removed after it unless a
+        # loop failed (then it holds the projects and logs the error names): a batch worker never
+        # calls close(), and nothing may pile up in /tmp night after night.
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="farm-reaper-"))
+        # Batch workers may share one workdir: each backend gets its own instance directories, so
+        # two REAPERs never share a reaper.ini.
+        self._instances_dir: Path | None = None
         self._slots: queue.Queue[int] = queue.Queue()
         for slot in range(self.instances):
             self._slots.put(slot)
@@ -391,6 +397,9 @@ class ReaperBackend:
         jobs = list(jobs)
         if not jobs:
             return []
+        if self._own_workdir and not self.workdir.is_dir():
+            self.workdir = Path(tempfile.mkdtemp(prefix="farm-reaper-"))
+            self._instances_dir = None
         if self.rpp_only is not None:
             raise ProjectsWritten(write_projects(jobs, self.rpp_only, loops_per_project=self.loops_per_project,
                                                  gap_s=self.gap_s))
@@ -417,6 +426,8 @@ class ReaperBackend:
                     one_chunk(plan)
         finally:
             bar.close()
+            if not failures:
+                self._tidy()
         if failures:
             first = min(failures)
             names = {r.job_index: r.name for p in plans for r in p.regions}
@@ -429,6 +440,15 @@ class ReaperBackend:
     def close(self) -> None:
         """Remove the temporary work directory unless it holds a failed run (a given one is kept)."""
         self._session = None
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Remove this backend's instance directories, and its own work directory when no failed
+        project is left in it."""
+        with self._lock:
+            if self._instances_dir is not None:
+                shutil.rmtree(self._instances_dir, ignore_errors=True)
+                self._instances_dir = None
         if self._own_workdir and not any(self.workdir.glob("projects/*.rpp")):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -470,6 +490,7 @@ class ReaperBackend:
             for tried, attempt in attempted:
                 shutil.rmtree(tried.render_dir, ignore_errors=True)
                 tried.path.unlink(missing_ok=True)
+                tried.path.with_suffix(".rpp-bak").unlink(missing_ok=True)  # REAPER's backup on save (reapy)
                 _attempt_log(tried, attempt).unlink(missing_ok=True)
         return done, failed, current.path
 
@@ -484,7 +505,12 @@ class ReaperBackend:
                                         self.project_timeout(plan))
         slot = self._slots.get()
         try:
-            instance = self.workdir / "instances" / str(slot)
+            with self._lock:
+                if self._instances_dir is None:
+                    (self.workdir / "instances").mkdir(parents=True, exist_ok=True)
+                    self._instances_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-",
+                                                                dir=self.workdir / "instances"))
+            instance = self._instances_dir / str(slot)
             cfgfile = prepare_instance(instance, self.resource_dir)
             splash = instance / "splash.log"
             cmd = reaper_command(self.executable, plan.path, cfgfile, xvfb=self.xvfb, splashlog=splash)
