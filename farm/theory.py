@@ -10,10 +10,12 @@ Conventions:
   gives the quality, accidentals are relative to the key's own scale (in a minor key ``VII`` is
   the major chord on the lowered seventh, ``viio7`` the raised leading-tone chord), figured-bass
   numbers give inversions (``I6``, ``IV64``, ``V65``). Harmonic minor is read as music21's minor key.
-* Three musician shorthands are accepted and rewritten to the bracket figures music21 parses:
-  ``Vsus4`` -> ``V[no3][add4]``, ``Isus2`` -> ``I[no3][add2]``, ``Iadd9`` -> ``I[add9]``
-  (``V7sus4`` -> ``V7[no3][add4]``). Labels always carry the music21 figure, so
-  ``music21.roman.RomanNumeral(label.roman, key)`` gives back exactly the labelled pitch classes.
+* Suspended and added-note chords are written as musicians write them: ``Vsus4``, ``Isus2``,
+  ``iadd9``, ``V7sus4``. music21 has no such shorthand (it reads ``Vsus4`` as G C), so
+  :func:`music21_figure` rewrites them to its bracket figures (``V[no3][add4]``, ``I[no3][add2]``,
+  ``i[add9]``, ``V7[no3][add4]``) and :func:`readable_roman` turns a bracket figure back.
+  Labels carry the readable form; ``spell_chord(label.roman, tonic, mode)`` gives back exactly the
+  label, and ``music21.roman.RomanNumeral(music21_figure(label.roman), key)`` the same pitches.
 * Note names use ``b`` and ``#`` (never music21's ``-``).
 """
 from __future__ import annotations
@@ -56,6 +58,8 @@ QUALITIES: dict[frozenset[int], tuple[str, tuple[int, ...]]] = {
 # music21 has no "sus"/"add" shorthand for roman numerals; its bracket figures do the same job.
 _SHORTHAND = re.compile(r"^(?P<head>.*?)(?P<kind>sus4|sus2|add9)$")
 _SHORTHAND_FIGURES = {"sus4": "[no3][add4]", "sus2": "[no3][add2]", "add9": "[add9]"}
+_BRACKETS = re.compile(r"^(?P<head>.*?)(?P<figure>\[no3\]\[add4\]|\[no3\]\[add2\]|\[add9\])$")
+_BRACKET_SHORTHAND = {figure: kind for kind, figure in _SHORTHAND_FIGURES.items()}
 
 
 class SpellingError(ValueError):
@@ -65,6 +69,8 @@ class SpellingError(ValueError):
 @dataclass(frozen=True)
 class ChordSpelling:
     """One roman numeral realised in one key: everything a :class:`farm.model.ChordLabel` needs.
+
+    ``roman`` is the readable form (``Vsus4``, ``iadd9``; see :func:`readable_roman`).
 
     ``names`` are the spelled chord tones in the same order as ``pitch_classes`` (root first).
     """
@@ -98,6 +104,16 @@ def music21_figure(roman: str) -> str:
     m = _SHORTHAND.match(roman)
     if m and m.group("head"):
         return m.group("head") + _SHORTHAND_FIGURES[m.group("kind")]
+    return roman
+
+
+def readable_roman(roman: str) -> str:
+    """The musician's form of a roman numeral: ``V[no3][add4]`` -> ``Vsus4``, ``i[add9]`` -> ``iadd9``,
+    ``V7[no3][add4]`` -> ``V7sus4``; anything else as given. The inverse of :func:`music21_figure`."""
+    roman = roman.strip()
+    m = _BRACKETS.match(roman)
+    if m and m.group("head"):
+        return m.group("head") + _BRACKET_SHORTHAND[m.group("figure")]
     return roman
 
 
@@ -141,6 +157,8 @@ def _key_spelling(tonic: str, mode: str) -> str:
 def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
     """Realise ``roman`` in the key ``tonic`` ``mode`` with music21 and label it.
 
+    ``roman`` is readable shorthand (``Vsus4``) or a music21 figure (``V[no3][add4]``); the
+    spelling's ``roman`` is always the readable form, so a label's roman spells back to the label.
     Raises :class:`SpellingError` when music21 cannot read the figure or when the chord's
     intervals are not a quality this project can name with a symbol.
     """
@@ -168,7 +186,7 @@ def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
     root_name, bass_name = lead_sheet_name(root.name), lead_sheet_name(bass.name)
     symbol = root_name + suffix + (f"/{bass_name}" if bass.pitchClass != root_pc else "")
     return ChordSpelling(
-        roman=figure,
+        roman=readable_roman(figure),
         symbol=symbol,
         root_pc=root_pc,
         pitch_classes=tuple((root_pc + i) % 12 for i in order),

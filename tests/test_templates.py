@@ -20,7 +20,7 @@ from farm.model import Template, canonical_json, note_name_to_pc
 from farm.templates import (TEMPLATES_DIR, beat_steps, find_rules, generate, generate_template, list_styles,
                             load_rules, merge_parts, midi_bytes, progression_is_valid, steps_per_bar,
                             template_id, write_template)
-from farm.theory import voicing_candidates, voicing_cost
+from farm.theory import key_spelling, music21_figure, readable_roman, spell_chord, voicing_candidates, voicing_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLES = sorted(p.stem for p in TEMPLATES_DIR.glob("*.toml"))
@@ -49,6 +49,39 @@ def part_notes(generated, name: str):
     tracks = read_notes(generated.midi[name])
     assert len(tracks) == 2  # tempo/meter track + the part
     return tracks[1]
+
+
+# Readable sus/add shorthand and the music21 bracket figure each stands for, written out here so the
+# check does not lean on the code it checks.
+BRACKET_FIGURES = {"sus4": "[no3][add4]", "sus2": "[no3][add2]", "add9": "[add9]"}
+
+
+def bracket_figure(roman: str) -> str:
+    for short, figure in BRACKET_FIGURES.items():
+        if roman.endswith(short) and len(roman) > len(short):
+            return roman[: -len(short)] + figure
+    return roman
+
+
+def chord_kinds(label) -> set[str]:
+    """What a labelled chord is, from its pitch classes: triad, seventh, sus2, sus4, add9, inversion."""
+    iv = {(pc - label.root_pc) % 12 for pc in label.pitch_classes}
+    third = bool(iv & {3, 4})
+    seventh = bool(iv & {10, 11}) or iv == {0, 3, 6, 9}
+    kinds = set()
+    if third and len(iv) == 3:
+        kinds.add("triad")
+    if third and seventh:
+        kinds.add("seventh")
+    if not third and 2 in iv:
+        kinds.add("sus2")
+    if not third and 5 in iv:
+        kinds.add("sus4")
+    if third and 2 in iv and not seventh:
+        kinds.add("add9")
+    if label.bass_pc != label.root_pc:
+        kinds.add("inversion")
+    return kinds
 
 
 def music21_key(key):
@@ -85,6 +118,19 @@ def samples(style: str, n: int = 3):
 @pytest.fixture(scope="module")
 def style_samples():
     return {s: samples(s) for s in STYLES}
+
+
+SEEDS = 50
+
+
+@pytest.fixture(scope="module")
+def many_seeds():
+    """Seeds 0..49 of every style, as `farm generate --count 50` writes them: {style: (rules, templates)}."""
+    out = {}
+    for style in STYLES:
+        rules = load_rules(find_rules(style))
+        out[style] = (rules, [generate_template(rules, seed) for seed in range(SEEDS)])
+    return out
 
 
 MINI = """
@@ -128,28 +174,97 @@ def mini(tmp_path: Path, text: str | None = None, kick="0.5", hat="0.5", name="m
 
 # -- rule sets ----------------------------------------------------------------------------------
 
-def test_styles_cover_modes_meters_lengths_and_chord_vocabulary():
+def test_every_style_declares_triads_sevenths_sus_add9_and_inversions():
+    """Each rule set's chord tables, spelled in every key it allows, hold the whole vocabulary."""
     rules = list_styles()
     assert len(rules) >= 6
     assert {m for r in rules for m in r.modes} >= {"major", "minor", "harmonic_minor", "dorian"}
     meters = {str(m) for r in rules for m in r.meters}
-    assert "4/4" in meters and meters & {"3/4", "6/8"}
+    assert "4/4" in meters and {"3/4", "6/8"} <= meters
     assert all(set(r.bars) >= {2, 4, 8} for r in rules)
     assert all(r.tempo[0] < r.tempo[1] for r in rules)
-    from farm.theory import spell_chord
-    symbols = set()
+    sus = set()
     for r in rules:
+        kinds = set()
         for mode, table in r.grammar.chords.items():
-            for romans in table.values():
-                symbols |= {spell_chord(x, r.tonics[0], mode).symbol for x in romans}
-    def has(pred):
-        return any(pred(s) for s in symbols)
-    assert has(lambda s: s in ("C", "Am", "F", "G", "Dm", "Em"))  # plain triads
-    assert has(lambda s: s.endswith("maj7")) and has(lambda s: s.endswith("m7")) and has(lambda s: s.endswith("7"))
-    assert has(lambda s: "sus2" in s) and has(lambda s: "sus4" in s) and has(lambda s: "add9" in s)
-    assert has(lambda s: "/" in s)  # inversions
+            for tonic in r.tonics:
+                for romans in table.values():
+                    for roman in romans:
+                        kinds |= chord_kinds(spell_chord(roman, key_spelling(tonic, mode), mode))
+        assert {"triad", "seventh", "add9", "inversion"} <= kinds and kinds & {"sus2", "sus4"}, (r.name, kinds)
+        sus |= kinds
+    assert {"sus2", "sus4"} <= sus
     drums = [r.parts["drums"] for r in rules if "drums" in r.parts]
     assert drums and all(0 <= k <= 1 for d in drums for k in d.kick_density + d.hat_density)
+
+
+def test_every_style_writes_its_vocabulary_in_every_mode_meter_and_length(many_seeds):
+    """What the templates really hold, across 50 seeds per style: triads, sevenths, sus and add9
+    chords and inversions in every style; every mode, meter and bar count the style declares."""
+    modes, meters, kinds_all = set(), set(), Counter()
+    for style, (rules, gens) in many_seeds.items():
+        kinds, seen = Counter(), defaultdict(set)
+        for g in gens:
+            t = g.template
+            for label in t.chords:
+                kinds.update(chord_kinds(label))
+            seen["mode"].add(t.key.mode)
+            seen["meter"].add(t.meter)
+            seen["bars"].add(t.bars)
+        assert all(kinds[k] for k in ("triad", "seventh", "add9", "inversion")), (style, kinds)
+        assert kinds["sus2"] + kinds["sus4"] > 0, (style, kinds)
+        assert seen["mode"] == set(rules.modes) and seen["meter"] == set(rules.meters)
+        assert seen["bars"] == set(rules.bars) >= {2, 4, 8}
+        modes |= seen["mode"]
+        meters |= {str(m) for m in seen["meter"]}
+        kinds_all.update(kinds)
+    assert modes == {"major", "minor", "harmonic_minor", "dorian"}
+    assert meters == {"4/4", "3/4", "6/8"}
+    assert kinds_all["sus2"] and kinds_all["sus4"]
+
+
+def test_every_chord_of_every_style_spells_back_from_its_readable_roman():
+    """Labels carry readable romans (Vsus4, iadd9, V7sus4). For every chord of every style in every key
+    it allows, farm.theory turns the roman back into the label, and music21 reading the bracket figure
+    it stands for finds the same root, bass and pitch classes."""
+    from music21 import roman
+
+    from farm.model import Key
+
+    checked = 0
+    for r in list_styles():
+        for mode, table in r.grammar.chords.items():
+            for tonic in r.tonics:
+                tonic = key_spelling(tonic, mode)
+                k = music21_key(Key(tonic, mode))
+                for romans in table.values():
+                    for written in romans:
+                        chord = spell_chord(written, tonic, mode)
+                        assert chord.roman == written and "[" not in chord.roman
+                        rn = roman.RomanNumeral(bracket_figure(chord.roman), k)
+                        assert {p.pitchClass for p in rn.pitches} == set(chord.pitch_classes)
+                        assert len(chord.pitch_classes) == len(set(chord.pitch_classes))
+                        assert rn.root().pitchClass == chord.root_pc and rn.bass().pitchClass == chord.bass_pc
+                        # either spelling of the roman is the same chord, and they convert into each other
+                        assert music21_figure(chord.roman) == bracket_figure(chord.roman)
+                        assert readable_roman(music21_figure(chord.roman)) == chord.roman
+                        assert spell_chord(music21_figure(chord.roman), tonic, mode) == chord
+                        checked += 1
+    assert checked > 500
+
+
+def test_rule_files_may_use_music21_bracket_figures_and_labels_stay_readable(tmp_path):
+    rules = load_rules(mini(tmp_path, MINI.replace("Vsus4 = 1", '"V[no3][add4]" = 1')))
+    assert set(rules.grammar.chords["major"]["D"]) == {"V", "Vsus4"}
+    romans = {c.roman for seed in range(12) for c in generate_template(rules, seed).template.chords}
+    assert "Vsus4" in romans and not any("[" in r for r in romans)
+    # the same chord twice, and an error in a bracket figure: the field is the key as written
+    with pytest.raises(FarmError) as err:
+        load_rules(mini(tmp_path, MINI.replace("Vsus4 = 1", 'Vsus4 = 1, "V[no3][add4]" = 2'), name="twice.toml"))
+    assert err.value.field == "grammar.chords.major.D.V[no3][add4]" and "already" in err.value.message
+    with pytest.raises(FarmError) as err:
+        load_rules(mini(tmp_path, MINI.replace("vi = 1", '"Q[add9]" = 1'), name="unread.toml"))
+    assert err.value.field == "grammar.chords.major.T.Q[add9]"
 
 
 def test_templates_dir_env_override(tmp_path, monkeypatch):
@@ -200,7 +315,9 @@ def test_chord_labels_equal_music21_chordify_of_the_chords_part(style, style_sam
             assert found[label.bar] == set(label.pitch_classes), (t.id, label)
             assert covered[label.bar] == pytest.approx(qpb), "the chord does not sound the whole bar"
             assert lowest[label.bar] == {label.bass_pc}
-            rn = roman.RomanNumeral(label.roman, k)  # the label's roman numeral means the same chord
+            assert "[" not in label.roman  # readable: Vsus4, iadd9, never music21's bracket figures
+            # the label's roman numeral means the same chord to music21
+            rn = roman.RomanNumeral(bracket_figure(label.roman), k)
             assert {p.pitchClass for p in rn.pitches} == set(label.pitch_classes)
             assert rn.root().pitchClass == label.root_pc == label.pitch_classes[0]
             assert rn.bass().pitchClass == label.bass_pc
@@ -236,6 +353,40 @@ def test_bass_starts_every_bar_on_bass_pc_and_keeps_it_strongest(style, style_sa
             assert {s for s, *_ in notes} <= kicks, "the bass plays off the kick's rhythm"
 
 
+def test_bass_plays_roots_octaves_fifths_and_approach_notes_and_drums_play_every_kit_piece(many_seeds):
+    """Across 50 seeds per style the bass repeats the bar's bass note, jumps octaves, plays fifths and
+    approach notes into the next bar (those at most an eighth long); the drums play kick, snare,
+    hats or ride and percussion, all on channel 10."""
+    kit = Counter()
+    for style, (rules, gens) in many_seeds.items():
+        used = Counter()
+        for g in gens:
+            t, tpb = g.template, g.template.ticks_per_bar
+            notes = part_notes(g, "bass")
+            downbeat = {s // tpb: p for s, _, p, _, _ in notes if s % tpb == 0}
+            assert sorted(downbeat) == list(range(t.bars))
+            for label in t.chords:
+                in_bar = [n for n in notes if (label.bar - 1) * tpb <= n[0] < label.bar * tpb]
+                first, nxt = downbeat[label.bar - 1], downbeat[label.bar % t.bars]
+                for i, (s, e, p, _, _) in enumerate(in_bar[1:], start=1):
+                    if p == first:
+                        used["root"] += 1
+                    elif p % 12 == label.bass_pc:
+                        used["octave"] += 1
+                    elif i == len(in_bar) - 1 and 1 <= abs(p - nxt) <= 2:
+                        used["approach"] += 1
+                        assert e - s <= t.ppq // 2
+                    elif (p - first) % 12 == 7:
+                        used["fifth"] += 1
+                        assert e - s <= t.ppq // 2
+            drums = read_notes(g.midi["drums"])[1]
+            assert {c for *_, c, _ in drums} == {9}
+            kit.update({36: "kick", 38: "snare", 42: "hats", 46: "hats", 51: "ride", 39: "perc", 54: "perc",
+                        70: "perc"}.get(p, str(p)) for _, _, p, _, _ in drums)
+        assert all(used[k] for k in ("root", "octave", "fifth", "approach")), (style, used)
+    assert {"kick", "snare", "hats", "ride", "perc"} <= set(kit), kit
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_melody_chord_tones_on_beats_scale_tones_between_stable_end(style, style_samples):
     from music21 import roman
@@ -262,13 +413,17 @@ def test_melody_chord_tones_on_beats_scale_tones_between_stable_end(style, style
                     assert p % 12 in scale | set(label.pitch_classes)
                     assert not any(s < b0 + k * beat < e for k in range(1, 13)), "a passing tone held over a beat"
         assert strong >= t.bars
-        last = max(notes)
-        final = t.chords[-1]
         tonic_triad = {p.pitchClass for p in roman.RomanNumeral("I" if t.key.mode == "major" else "i",
                                                                    music21_key(t.key)).pitches}
-        stable = [pc for pc in final.pitch_classes if pc in tonic_triad] or [final.root_pc]
-        assert (last[0] - (t.bars - 1) * tpb) % beat == 0 and last[2] % 12 in stable
-        assert last[1] == t.bars * tpb
+        phrase = rules.parts["melody"].phrase_bars
+        for label in t.chords:
+            if label.bar % phrase and label.bar != t.bars:
+                continue
+            b0, b1 = (label.bar - 1) * tpb, label.bar * tpb
+            last = max(n for n in notes if b0 <= n[0] < b1)  # the phrase's last note: a stable tone on a beat
+            stable = [pc for pc in label.pitch_classes if pc in tonic_triad] or [label.root_pc]
+            assert (last[0] - b0) % beat == 0 and last[2] % 12 in stable, (t.id, label.bar)
+            assert last[1] == b1
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -377,12 +532,11 @@ def test_progression_is_valid_follows_the_grammar(tmp_path):
     assert progression_is_valid(r2, ["IV", "V", "IV", "V"], looping=True) is True
 
 
-def test_generated_progressions_are_valid_and_seed_drives_key_tempo_meter_bars():
-    for style in STYLES:
-        rules = load_rules(find_rules(style))
+def test_generated_progressions_are_valid_and_seed_drives_key_tempo_meter_bars(many_seeds):
+    for style, (rules, gens) in many_seeds.items():
         seen = defaultdict(set)
-        for seed in range(25):
-            t = generate_template(rules, seed).template
+        for g in gens:
+            t = g.template
             assert progression_is_valid(rules, [c.roman for c in t.chords], mode=t.key.mode)
             assert rules.tempo[0] <= t.bpm <= rules.tempo[1] and t.bpm == int(t.bpm)
             assert t.key.mode in rules.modes and t.bars in rules.bars and t.meter in rules.meters
@@ -515,45 +669,64 @@ BAD_CASES = {
     "narrow-register": (lambda s: s.replace("register = [48, 72]", "register = [60, 63]"), "parts.chords.register"),
 }
 
+# Bad arguments: (Python keyword arguments, CLI arguments, file named in the error, field). A path of
+# "RULES" is a valid rule file written for the case.
+BAD_ARGS = {
+    "count-zero": (dict(style="lofi-hiphop", count=0), ["--style", "lofi-hiphop", "--count", "0"], None, "count"),
+    "count-negative": (dict(style="lofi-hiphop", count=-3), ["--style", "lofi-hiphop", "--count", "-3"], None,
+                       "count"),
+    "count-not-a-number": (dict(style="lofi-hiphop", count="two"), ["--style", "lofi-hiphop", "--count", "two"],
+                           None, "count"),
+    "unknown-style": (dict(style="polka-core"), ["--style", "polka-core"], TEMPLATES_DIR, "style"),
+    "style-and-rules": (dict(style="lofi-hiphop", rules="RULES"), ["--style", "lofi-hiphop", "--rules", "RULES"],
+                        None, "style/rules"),
+    "neither-style-nor-rules": (dict(), [], None, "style/rules"),
+    "missing-rule-file": (dict(rules="MISSING"), ["--rules", "MISSING"], "MISSING", None),
+    "bars-zero": (dict(rules="RULES", bars=0), ["--rules", "RULES", "--bars", "0"], None, "bars"),
+    "bars-no-progression": (dict(rules="RULES", bars=1), ["--rules", "RULES", "--bars", "1"], "RULES", "grammar"),
+}
 
-@pytest.mark.parametrize("case", sorted(BAD_CASES))
-def test_bad_rules_fail_with_one_line_naming_file_and_field_and_write_nothing(case, tmp_path):
-    mutate, field = BAD_CASES[case]
-    path = tmp_path / f"{case}.toml"
-    path.write_text(mutate(MINI).replace("KICK", "0.5").replace("HAT", "0.5"))
-    out = tmp_path / "out"
+
+def tree(d: Path) -> dict:
+    """Everything under ``d``: path -> bytes (None for a folder), and the folder's own mtime."""
+    return {"mtime": d.stat().st_mtime_ns,
+            **{str(p.relative_to(d)): (p.read_bytes() if p.is_file() else None) for p in sorted(d.rglob("*"))}}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES) + sorted(BAD_ARGS))
+def test_bad_input_fails_with_one_line_naming_file_and_field_and_writes_nothing(case, tmp_path):
+    """Python and CLI alike: FarmError naming the file and the field; exit code 2 with one error line
+    and nothing on stdout; an output folder already holding a template is left exactly as it was,
+    and a new one is never created."""
+    good = mini(tmp_path, name="good.toml")
+    if case in BAD_CASES:
+        mutate, field = BAD_CASES[case]
+        path = tmp_path / f"{case}.toml"
+        path.write_text(mutate(MINI).replace("KICK", "0.5").replace("HAT", "0.5"))
+        kwargs, args, file = dict(rules=path, count=2), ["--rules", str(path), "--count", "2"], path
+    else:
+        kwargs, args, file, field = BAD_ARGS[case]
+        swap = {"RULES": str(good), "MISSING": str(tmp_path / "missing.toml")}
+        kwargs = {k: swap.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
+        args = [swap.get(a, a) for a in args]
+        file = swap.get(file, file) if isinstance(file, str) else file
+    out = tmp_path / "library"
+    write_template(generate_template(load_rules(good), 0), out)  # last night's template
+    before = tree(out)
+
     with pytest.raises(FarmError) as err:
-        generate(rules=path, count=2, out=out, progress=False)
-    assert err.value.file == str(path) and err.value.field == field
-    assert not out.exists()
-    result = CliRunner().invoke(farm_cli, ["generate", "--rules", str(path), "--count", "2", "--out", str(out)])
-    assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {path}: {field}: ") and result.stderr.count("\n") == 1
-    assert not out.exists()
+        generate(**kwargs, out=out, progress=False)
+    assert err.value.file == (str(file) if file is not None else None) and err.value.field == field
+    assert tree(out) == before
 
-
-def test_count_below_one_and_unknown_style_fail_before_writing(tmp_path):
-    out = tmp_path / "out"
-    for count in (0, -3):
-        with pytest.raises(FarmError) as err:
-            generate(style="lofi-hiphop", count=count, out=out, progress=False)
-        assert err.value.field == "count"
-        result = CliRunner().invoke(farm_cli, ["generate", "--style", "lofi-hiphop", "--count", str(count),
-                                               "--out", str(out)])
-        assert result.exit_code == 2 and result.stderr.startswith("error: count: ")
-        assert result.stderr.count("\n") == 1
-    with pytest.raises(FarmError) as err:
-        generate(style="polka-core", out=out, progress=False)
-    assert err.value.field == "style" and err.value.file == str(TEMPLATES_DIR) and "lofi-hiphop" in err.value.message
-    result = CliRunner().invoke(farm_cli, ["generate", "--style", "polka-core", "--out", str(out)])
-    assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {TEMPLATES_DIR}: style: unknown style 'polka-core'")
-    assert result.stderr.count("\n") == 1
-    result = CliRunner().invoke(farm_cli, ["generate", "--style", "lofi-hiphop", "--rules", "x.toml", "--out", str(out)])
-    assert result.exit_code == 2 and result.stderr.count("\n") == 1
-    result = CliRunner().invoke(farm_cli, ["generate", "--rules", str(tmp_path / "missing.toml"), "--out", str(out)])
-    assert result.exit_code == 2 and str(tmp_path / "missing.toml") in result.stderr
-    assert not out.exists()
+    prefix = "error: " + "".join(f"{x}: " for x in (file, field) if x is not None)
+    for target in (out, tmp_path / "new"):
+        result = CliRunner().invoke(farm_cli, ["generate", *args, "--out", str(target)])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(prefix) and result.stderr.count("\n") == 1, result.stderr
+        assert len(result.stderr) > len(prefix) + 10  # says what is wrong
+        assert result.stdout == ""
+    assert tree(out) == before and not (tmp_path / "new").exists()
 
 
 def test_shipped_rule_files_load_with_their_file_names():

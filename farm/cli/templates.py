@@ -8,6 +8,23 @@ import click
 from farm.errors import FarmError
 
 
+class Whole(click.ParamType):
+    """A whole number; anything else is one ``error: <field>: ...`` line (exit 2), like every bad input."""
+
+    name = "integer"
+
+    def __init__(self, field: str):
+        self.field = field
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise FarmError(f"expected a whole number, got {value!r}", field=self.field) from None
+
+
 def _range(lo_hi) -> str:
     lo, hi = lo_hi
     return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
@@ -42,9 +59,9 @@ def styles(rules_dir: Path | None):
 @click.option("--style", help="Style name: templates/<NAME>.toml (see `farm styles`).")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
               help="A rule-set TOML file instead of a style name.")
-@click.option("--count", "-n", type=int, default=1, show_default=True, help="How many templates.")
-@click.option("--seed", "-s", type=int, default=0, show_default=True, help="Seed of the first template; then seed+1 ...")
-@click.option("--bars", type=int, default=None, help="Force a bar count (default: the style's choice per seed).")
+@click.option("--count", "-n", type=Whole("count"), default=1, show_default=True, help="How many templates.")
+@click.option("--seed", "-s", type=Whole("seed"), default=0, show_default=True, help="Seed of the first template; then seed+1 ...")
+@click.option("--bars", type=Whole("bars"), default=None, help="Force a bar count (default: the style's choice per seed).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("out/templates"),
               show_default=True, help="Output folder; each template goes to OUT/<template id>/.")
 @click.option("--plot", is_flag=True, help="Also draw piano_roll.png in each template folder.")

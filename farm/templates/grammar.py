@@ -10,7 +10,7 @@ import random
 from typing import Sequence
 
 from farm.templates.rules import Grammar, Rules
-from farm.theory import music21_figure
+from farm.theory import readable_roman
 
 
 def _weighted(rng: random.Random, options: dict[str, float]) -> str:
@@ -47,7 +47,7 @@ def sample_functions(g: Grammar, bars: int, rng: random.Random, *, looping: bool
 
 
 def sample_progression(g: Grammar, mode: str, bars: int, rng: random.Random) -> list[str]:
-    """Roman numerals (music21 figures), one per bar. A function that repeats picks a new chord
+    """Roman numerals (readable form, ``Vsus4``), one per bar. A function that repeats picks a new chord
     of that function when it has one, so a bar never just restates the bar before by accident."""
     funcs = sample_functions(g, bars, rng)
     romans: list[str] = []
@@ -67,7 +67,8 @@ def progression_is_valid(rules: Rules, romans: Sequence[str], *, looping: bool =
     Every chord must belong to a function in the mode, every successive transition (and with
     ``looping`` the wrap from the last bar back to the first) must have a weight above zero, bar 1
     must take a ``first`` function and the last bar a ``last`` one. Without ``mode``, any of the
-    rule set's modes will do. Roman numerals may be music21 figures or ``sus``/``add9`` shorthand.
+    rule set's modes will do. Roman numerals may be readable (``Vsus4``) or music21 figures
+    (``V[no3][add4]``).
     """
     g = rules.grammar
     if not romans:
@@ -75,7 +76,7 @@ def progression_is_valid(rules: Rules, romans: Sequence[str], *, looping: bool =
     for m in ([mode] if mode else rules.modes):
         if m not in g.chords:
             continue
-        funcs = [g.function_of(m, music21_figure(r)) for r in romans]
+        funcs = [g.function_of(m, r) for r in romans]
         if any(f is None for f in funcs):
             continue
         if g.first.get(funcs[0], 0) <= 0 or funcs[-1] not in g.last:

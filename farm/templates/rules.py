@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from farm.errors import FarmError
 from farm.model import MODES, Meter
-from farm.theory import SpellingError, key_spelling, music21_figure, spell_chord
+from farm.theory import SpellingError, key_spelling, readable_roman, spell_chord
 
 #: The rule sets shipped with the project; ``FARM_TEMPLATES_DIR`` points elsewhere.
 DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -140,9 +140,11 @@ PART_TYPES = {"chords": ChordsPart, "bass": BassPart, "arp": ArpPart, "melody": 
 class Grammar:
     """Chord functions with weighted transitions, cadence rules, and the chords of each function.
 
-    ``chords[mode][function]`` maps a roman numeral (music21 figure) to its weight. ``first``: the
-    functions bar 1 may take (weighted); ``last``: those the last bar may take. Loops wrap, so the
-    transition from the last bar back to bar 1 must be allowed too.
+    ``chords[mode][function]`` maps a roman numeral (readable form, ``Vsus4`` not ``V[no3][add4]``;
+    see :func:`farm.theory.readable_roman`) to its weight. ``first``: the functions bar 1 may take
+    (weighted); ``last``: those the last bar may take. Loops wrap, so the transition from the last
+    bar back to bar 1 must be allowed too. ``written[mode][roman]`` is the key as the rule file
+    spells it, for error messages.
     """
 
     functions: tuple[str, ...]
@@ -150,9 +152,11 @@ class Grammar:
     first: dict[str, float]
     last: frozenset[str]
     chords: dict[str, dict[str, dict[str, float]]]
+    written: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def function_of(self, mode: str, roman: str) -> str | None:
-        figure = music21_figure(roman)
+        """The function of a roman numeral (readable or music21 figure) in ``mode``, or None."""
+        figure = readable_roman(roman)
         for func, table in self.chords.get(mode, {}).items():
             if figure in table:
                 return func
@@ -379,6 +383,7 @@ def _load_grammar(r: _Reader, modes: tuple[str, ...]) -> Grammar:
 
     c = g.table("chords", required=True)
     chords: dict[str, dict[str, dict[str, float]]] = {}
+    written: dict[str, dict[str, str]] = {}
     for mode in modes:
         if mode not in c.data:
             c.fail(mode, f"missing: mode {mode!r} is allowed but has no chords")
@@ -388,23 +393,26 @@ def _load_grammar(r: _Reader, modes: tuple[str, ...]) -> Grammar:
         mt = c.table(mode)
         table: dict[str, dict[str, float]] = {}
         seen: dict[str, str] = {}
+        written[mode] = {}
         for f in functions:
             if f not in mt.data:
                 mt.fail(f, f"missing: function {f!r} has no chords in {mode}")
             w = mt.weights(f, mt.data[f])
             figures = {}
             for roman, weight in w.items():
-                fig = music21_figure(roman)
+                fig = readable_roman(roman)  # Vsus4 and V[no3][add4] are one chord
                 if fig in seen:
                     mt.fail(f"{f}.{roman}", f"{roman!r} is already a {seen[fig]} chord; a chord has one function")
                 seen[fig] = f
+                written[mode][fig] = roman
                 figures[fig] = weight
             table[f] = figures
         for f in mt.data:
             if f not in functions:
                 mt.fail(f, f"unknown function {f!r} (one of {', '.join(functions)})")
         chords[mode] = table
-    return Grammar(functions=functions, transitions=transitions, first=first, last=last, chords=chords)
+    return Grammar(functions=functions, transitions=transitions, first=first, last=last, chords=chords,
+                   written=written)
 
 
 def _grid(reader: _Reader, key: str, value: str, meters: tuple[Meter, ...]) -> str:
@@ -525,7 +533,7 @@ def _check_music(r: _Reader, rules: Rules) -> None:
             spelled_tonic = key_spelling(tonic, mode)
             for func, table in g.chords[mode].items():
                 for figure in table:
-                    field = f"grammar.chords.{mode}.{func}.{figure}"
+                    field = f"grammar.chords.{mode}.{func}.{g.written.get(mode, {}).get(figure, figure)}"
                     try:
                         ch = spell_chord(figure, spelled_tonic, mode)
                     except SpellingError as err:
