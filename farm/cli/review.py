@@ -1,0 +1,59 @@
+"""``farm plot`` and ``farm export``: thin click wrappers over ``farm.review`` and ``farm.export``."""
+from __future__ import annotations
+
+import click
+
+from farm.audio import FORMATS
+from farm.export import GROUPINGS, STATUS_CHOICES
+
+root_option = click.option(
+    "--root", type=click.Path(file_okay=False), default="library", show_default=True, envvar="FARM_ROOT",
+    help="Catalog root (holds catalog.db); also from $FARM_ROOT.")
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option("--where", help="SQL condition on loops, e.g. \"status = 'pending' AND part = 'chords'\".")
+@click.option("--out", help="Folder for the PNGs (default: <root>/plots).")
+@root_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def plot(ids, where, out, root, no_progress):
+    """Draw loops for review: waveform, spectrogram and per-bar chroma against the chord labels.
+
+    One PNG per loop named by id (or a unique prefix of 6+ characters) and/or matching --where,
+    written to <root>/plots/<loop name>.png unless --out says otherwise.
+    """
+    from farm.review import plot_loops
+
+    for path in plot_loops(root, ids, where, out, progress=not no_progress):
+        click.echo(str(path))
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option("--where", help="SQL condition on loops, e.g. \"key = 'Am' AND bpm BETWEEN 85 AND 95\".")
+@click.option("--out", required=True, help="Folder to export into (created if needed).")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="wav24", show_default=True,
+              help="wav24 and wav32f carry acid + smpl chunks; flac24 carries Vorbis comments.")
+@click.option("--status", type=click.Choice(STATUS_CHOICES), default="approved", show_default=True,
+              help="Export only loops with this status (any: every status).")
+@click.option("--group-by", type=click.Choice(GROUPINGS), default="style", show_default=True,
+              help="Subfolders by style, by key (Camelot-ordered: 08A-Am), by part, or none.")
+@root_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def export(ids, where, out, fmt, status, group_by, root, no_progress):
+    """Copy loops into a folder a producer drops into a DAW (default: every approved loop).
+
+    Splice-style names, a JSON sidecar (and the MIDI) beside each file, a catalog.csv of the
+    folder; WAV files carry tempo, beats, meter and root note (acid) and a loop over the whole
+    file (smpl). Running it again writes nothing new.
+    """
+    from farm.export import export as run_export
+    from farm.export import export_summary
+
+    result = run_export(root, out, where, status, fmt, ids=ids, group_by=group_by, progress=not no_progress)
+    for line in export_summary(result, out):
+        click.echo(line)
+
+
+commands = [plot, export]

@@ -1,0 +1,447 @@
+"""Export catalogued loops into a folder a producer drops into a DAW.
+
+Layout of an export folder (``farm export --out DIR``)::
+
+    catalog.csv                                          one row per exported loop
+    <group>/LF_<bpm>_<part>_<patch>_<key>_<id>.wav       the loop (or .flac)
+    <group>/LF_<bpm>_<part>_<patch>_<key>_<id>.json      its sidecar: every label, paths relative to DIR
+    <group>/LF_<bpm>_<part>_<patch>_<key>_<id>.mid      the part's MIDI, for rendered loops
+
+``<group>`` is the loop's style (default), its key (``06A-Gm``: Camelot code first, so folders
+sort around the wheel), its part, or nothing (``--group-by none``).
+
+WAV files carry what DAWs read for tempo and key, written here with ``struct`` because
+libsndfile reads but cannot write them:
+
+* a RIFF ``acid`` chunk (24 bytes, little-endian): flags (0x04 stretch; 0x02 root note set,
+  except for drums; never 0x01 one-shot), root note (0x30 + tonic pitch class: C..B are
+  0x30..0x3B), 0x8000, 0.0, number of beats (quarter notes: bars x quarter notes per bar,
+  matching the tempo, which counts quarter notes), meter denominator, meter numerator, tempo;
+* a ``smpl`` chunk: MIDI unity note 60 + tonic pitch class (C4..B4; 60 for drums), the sample
+  period in nanoseconds, and one forward loop over the whole file (start 0, end the last sample,
+  inclusive as the chunk counts it);
+* a ``LIST/INFO`` chunk: title (the loop name), comment (key, bpm, meter, bars, chords), genre
+  (the style), product "Loop Farm".
+
+FLAC files carry Vorbis comments written with mutagen: TITLE, ALBUM, GENRE, BPM, KEY,
+INITIALKEY, METER, BARS, CHORDS, COMMENT, LOOPFARM_ID.
+
+The audio is read from the catalog (its sha256 checked) and quantised here, once, to the
+format asked for. Every file is written under a temporary name and renamed into place, audio
+before its sidecar, so a sidecar means a complete export. A loop is exported once per folder:
+running the same export again writes nothing, an interrupted one is completed, and exporting
+a loop again in another format or grouping replaces the old copy. ``catalog.csv`` is rebuilt
+from the sidecars in the folder after every export.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from farm.errors import FarmError
+from farm.files import atomic_path, atomic_write_bytes, atomic_write_text
+from farm.model import Meter, canonical_json
+
+GROUPINGS = ("style", "key", "part", "none")
+STATUS_CHOICES = ("approved", "pending", "rejected", "any")
+CSV_NAME = "catalog.csv"
+CSV_COLUMNS = ("file", "id", "name", "style", "part", "role", "patch", "key", "camelot", "bpm", "meter",
+               "bars", "beats", "progression", "romans", "samples", "sample_rate", "duration_s", "format",
+               "lufs", "true_peak_db", "status", "operation", "parent_id", "params", "midi", "sha256")
+
+ACID_ONE_SHOT, ACID_ROOT_SET, ACID_STRETCH, ACID_DISK_BASED = 0x01, 0x02, 0x04, 0x08
+ACID_ROOT_BASE = 0x30  # the acid chunk's root note: C..B are 0x30..0x3B
+ACID_FORMAT = "<IHHfIHHf"  # flags, root, 0x8000, 0.0, beats, meter denominator, numerator, tempo
+SMPL_UNITY_BASE = 60  # smpl unity note of the tonic: C4 (60) .. B4 (71)
+SMPL_FORMAT = "<9I"  # manufacturer, product, period ns, unity note, fraction, SMPTE x2, loops, data
+SMPL_LOOP_FORMAT = "<6I"  # cue id, type (0 forward), start, end (inclusive), fraction, play count
+
+
+# -- chunks -----------------------------------------------------------------------------------
+def loop_beats(bars: int, meter: str | Meter) -> int:
+    """Quarter notes in ``bars`` of ``meter`` (the acid chunk's number of beats).
+
+    A loop whose length is not a whole number of quarter notes (odd bars of 5/8, 7/8 ...) gets
+    the nearest whole number; its tempo is still exact.
+    """
+    meter = Meter.parse(meter) if isinstance(meter, str) else meter
+    return int(round(bars * meter.quarters_per_bar))
+
+
+def acid_chunk(bpm: float, beats: int, meter: str | Meter, root_pc: int | None) -> bytes:
+    """The 24-byte body of a RIFF ``acid`` chunk for a loop (``root_pc`` None: no root note)."""
+    meter = Meter.parse(meter) if isinstance(meter, str) else meter
+    flags = ACID_STRETCH | (ACID_ROOT_SET if root_pc is not None else 0)
+    root = ACID_ROOT_BASE + root_pc % 12 if root_pc is not None else 0
+    return struct.pack(ACID_FORMAT, flags, root, 0x8000, 0.0, beats, meter.denominator, meter.numerator, bpm)
+
+
+def smpl_chunk(sample_rate: int, samples: int, unity_note: int) -> bytes:
+    """The body of a RIFF ``smpl`` chunk: unity note and one forward loop over all ``samples``."""
+    period_ns = int(round(1e9 / sample_rate))
+    return (struct.pack(SMPL_FORMAT, 0, 0, period_ns, unity_note, 0, 0, 0, 1, 0)
+            + struct.pack(SMPL_LOOP_FORMAT, 0, 0, 0, samples - 1, 0, 0))
+
+
+def riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """``(chunk id, body)`` of every chunk of a RIFF/WAVE file's bytes, in order."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file")
+    out, pos = [], 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        out.append((cid, data[pos + 8:pos + 8 + size]))
+        pos += 8 + size + (size & 1)  # chunks are padded to an even length
+    return out
+
+
+def riff_bytes(chunks: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """A RIFF/WAVE file from ``(chunk id, body)`` pairs."""
+    parts = [b"WAVE"]
+    for cid, body in chunks:
+        parts += [cid, struct.pack("<I", len(body)), body, b"\0" * (len(body) & 1)]
+    payload = b"".join(parts)
+    return b"RIFF" + struct.pack("<I", len(payload)) + payload
+
+
+# -- encoding ---------------------------------------------------------------------------------
+def _loop_pitch(loop: dict) -> int | None:
+    """The tonic pitch class a DAW should call the loop's root; None for drums (no key)."""
+    return None if loop["part"] == "drums" else int(loop["tonic_pc"])
+
+
+def _comment(loop: dict) -> str:
+    return (f"{loop['key']}, {loop['bpm']:g} bpm, {loop['meter']}, {loop['bars']} bars: {loop['progression']}")
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int, fmt: str, loop: dict) -> bytes:
+    """``audio`` (float32 ``(channels, samples)``) as a WAV file with acid, smpl and INFO chunks.
+
+    libsndfile quantises and writes ``fmt`` and data (and ``fact`` for float); its PEAK chunk
+    is dropped (it holds a time stamp: the same loop must give the same bytes).
+    """
+    import soundfile
+
+    from farm.audio import FORMATS
+
+    container, subtype, _ = FORMATS[fmt]
+    data = np.ascontiguousarray(audio.T, dtype=np.float32)
+    if subtype != "FLOAT":
+        data = np.clip(data, -1.0, 1.0)  # libsndfile wraps integer overflow instead of clipping
+    buf = io.BytesIO()
+    with soundfile.SoundFile(buf, "w", int(sample_rate), data.shape[1], subtype, format=container) as f:
+        f.title, f.comment, f.genre, f.album = loop["name"], _comment(loop), loop["style"], "Loop Farm"
+        f.write(data)
+    chunks = {cid: body for cid, body in riff_chunks(buf.getvalue())}
+    pitch = _loop_pitch(loop)
+    ordered = [(b"fmt ", chunks[b"fmt "])]
+    if b"fact" in chunks:
+        ordered.append((b"fact", chunks[b"fact"]))
+    ordered += [
+        (b"acid", acid_chunk(loop["bpm"], loop_beats(loop["bars"], loop["meter"]), loop["meter"], pitch)),
+        (b"smpl", smpl_chunk(sample_rate, audio.shape[1], SMPL_UNITY_BASE + (pitch or 0))),
+    ]
+    if b"LIST" in chunks:
+        ordered.append((b"LIST", chunks[b"LIST"]))
+    ordered.append((b"data", chunks[b"data"]))
+    return riff_bytes(ordered)
+
+
+def vorbis_tags(loop: dict) -> dict[str, str]:
+    """The Vorbis comments of an exported FLAC."""
+    from farm.sidecar import format_bpm
+
+    return {"TITLE": loop["name"], "ALBUM": "Loop Farm", "GENRE": loop["style"], "BPM": format_bpm(loop["bpm"]),
+            "KEY": loop["key"], "INITIALKEY": loop["key"], "METER": loop["meter"], "BARS": str(loop["bars"]),
+            "CHORDS": loop["progression"], "COMMENT": _comment(loop), "LOOPFARM_ID": loop["id"]}
+
+
+def write_flac(path: Path, audio: np.ndarray, sample_rate: int, loop: dict) -> None:
+    """A 24-bit FLAC with Vorbis comments, written atomically."""
+    import soundfile
+    from mutagen.flac import FLAC
+
+    data = np.clip(np.ascontiguousarray(audio.T, dtype=np.float32), -1.0, 1.0)
+    with atomic_path(path) as tmp:
+        soundfile.write(tmp, data, int(sample_rate), format="FLAC", subtype="PCM_24")
+        tagged = FLAC(tmp)
+        for name, value in vorbis_tags(loop).items():
+            tagged[name] = value
+        tagged.save()
+
+
+# -- selection --------------------------------------------------------------------------------
+def _catalog_sidecar(cat, loop_id: str) -> dict:
+    """A loop's sidecar fields, from its catalog row and chord rows (the catalog is the truth)."""
+    from farm.sidecar import FIELDS, SIDECAR_VERSION
+
+    row = next(cat.db.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
+    data = {k: row[k] for k in FIELDS if k in row}
+    data["params"] = json.loads(row["params"]) if row["params"] else {}
+    data["tags"] = row["tags"].split()
+    data["chords"] = [dict(c, pitch_classes=json.loads(c["pitch_classes"])) for c in cat.db.query(
+        "SELECT bar, symbol, roman, root_pc, pitch_classes, bass_pc, start_s, end_s FROM chords "
+        "WHERE loop_id = ? ORDER BY bar", [loop_id])]
+    data["sidecar_version"] = SIDECAR_VERSION
+    return data
+
+
+def group_folder(loop: dict, group_by: str) -> str:
+    """The subfolder a loop goes to: its style, ``<camelot>-<key>``, its part, or none ("").
+
+    Key folders start with the two-digit Camelot code (``08A-Am``, ``08B-C``) so that a file
+    browser lists them around the wheel, neighbours next to each other.
+    """
+    if group_by == "key":
+        return f"{int(loop['camelot'][:-1]):02d}{loop['camelot'][-1]}-{loop['key']}"
+    return "" if group_by == "none" else loop[group_by]
+
+
+@dataclass
+class _Item:
+    loop: dict  # sidecar fields from the catalog
+    source: Path  # the catalog's audio file
+    midi: Path | None  # the catalog's MIDI file, when the loop has one
+    audio_rel: str  # paths in the export folder
+    sidecar_rel: str
+    midi_rel: str | None
+
+
+def plan_export(catalog_root: str | Path, out: str | Path, where: str | None = None, status: str | None = "approved",
+                fmt: str = "wav24", *, ids: Sequence[str] = (), group_by: str = "style") -> list[_Item]:
+    """What ``export`` would write, every input checked; writes nothing."""
+    from farm.audio import FORMATS
+    from farm.catalog import Catalog
+    from farm.sidecar import STATUSES
+
+    if fmt not in FORMATS:
+        raise FarmError(f"{fmt!r} is not one of {', '.join(FORMATS)}", field="--format")
+    if group_by not in GROUPINGS:
+        raise FarmError(f"{group_by!r} is not one of {', '.join(GROUPINGS)}", field="--group-by")
+    if status == "any":
+        status = None
+    if status is not None and status not in STATUSES:
+        raise FarmError(f"{status!r} is not one of {', '.join(STATUS_CHOICES)}", field="--status")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FarmError("exists and is not a folder", file=out, field="--out")
+    root = Path(catalog_root)
+    with Catalog(root, readonly=True) as cat:
+        chosen = cat.resolve_ids(ids)
+        if status is not None:
+            for loop_id in chosen:
+                have = cat.db.execute("SELECT status FROM loops WHERE id = ?", [loop_id]).fetchone()[0]
+                if have != status:
+                    raise FarmError(f"is {have}, not {status} (--status any exports it)", file=cat.path,
+                                    field=loop_id)
+        if where or not ids:
+            condition = f"status = '{status}'" if status else "1"  # status is one of STATUSES
+            _, rows = cat.sql(f"SELECT id FROM loops WHERE {condition} AND ({where or '1'}) ORDER BY id")
+            chosen += [r[0] for r in rows]
+        items = []
+        for loop_id in dict.fromkeys(chosen):
+            loop = _catalog_sidecar(cat, loop_id)
+            source = root / loop["path"]
+            if not source.is_file():
+                raise FarmError("audio file is missing (run `farm check`)", file=source, field=loop_id)
+            midi = root / loop["midi"] if loop["midi"] else None
+            folder = group_folder(loop, group_by)
+            stem = f"{folder}/{loop['name']}" if folder else loop["name"]
+            items.append(_Item(loop, source, midi if midi and midi.is_file() else None,
+                               stem + FORMATS[fmt][2], stem + ".json",
+                               stem + ".mid" if midi and midi.is_file() else None))
+    return items
+
+
+# -- exporting --------------------------------------------------------------------------------
+class ExportResult(list):
+    """The exported audio files (``list[Path]``), with what happened to them."""
+
+    def __init__(self, paths=(), *, written: int = 0, unchanged: int = 0, removed: Sequence[Path] = (),
+                 csv_path: Path | None = None):
+        super().__init__(paths)
+        self.written = written  # audio files written now
+        self.unchanged = unchanged  # audio files already there, byte for byte
+        self.removed = list(removed)  # older copies of the same loops (other format or folder)
+        self.csv_path = csv_path
+
+
+def export(catalog_root: str | Path, out: str | Path, where: str | None = None, status: str | None = "approved",
+           fmt: str = "wav24", *, ids: Sequence[str] = (), group_by: str = "style",
+           progress: bool = False) -> ExportResult:
+    """``farm export``: copy loops into ``out`` for a DAW; the exported audio paths.
+
+    Loops are those named by ``ids`` (ids or unique prefixes) and/or matching ``where`` (an SQL
+    condition on ``loops``), with ``status`` (``"any"`` or None: every status); with neither
+    ids nor ``where``, every loop with ``status``. ``fmt``: wav24, flac24 or wav32f.
+    ``group_by``: style, key, part or none. Every input is checked before anything is written.
+    """
+    from tqdm import tqdm
+
+    items = plan_export(catalog_root, out, where, status, fmt, ids=ids, group_by=group_by)
+    out = Path(out)
+    if not items:
+        return ExportResult()
+    _check_writable(out)
+    existing = _scan(out)
+    paths, written, unchanged, removed = [], 0, 0, []
+    for item in tqdm(items, desc="export", unit="loop", disable=not progress or len(items) < 2):
+        did_write = _export_one(out, item, fmt)
+        written += did_write
+        unchanged += not did_write
+        paths.append(out / item.audio_rel)
+        keep = {item.audio_rel, item.sidecar_rel, item.midi_rel}
+        for old_sidecar, old in existing.get(item.loop["id"], []):
+            removed += _remove_copy(out, old_sidecar, old, keep)
+    csv_path = write_catalog_csv(out)
+    return ExportResult(paths, written=written, unchanged=unchanged, removed=removed, csv_path=csv_path)
+
+
+def _export_one(out: Path, item: _Item, fmt: str) -> bool:
+    """Write one loop's audio, MIDI and sidecar unless already there; True if audio was written."""
+    from farm.audio import FORMATS
+    from farm.sidecar import file_sha256, validate_sidecar
+
+    audio_path, sidecar_path = out / item.audio_rel, out / item.sidecar_rel
+    old = _read_json(sidecar_path)
+    sha = None
+    if (old and old.get("id") == item.loop["id"] and old.get("format") == fmt and old.get("path") == item.audio_rel
+            and audio_path.is_file() and file_sha256(audio_path) == old.get("sha256")):
+        sha = old["sha256"]
+    wrote = sha is None
+    if wrote:
+        audio, sr = _read_catalog_audio(item)
+        if FORMATS[fmt][0] == "WAV":
+            data = wav_bytes(audio, sr, fmt, item.loop)
+            atomic_write_bytes(audio_path, data)
+        else:
+            write_flac(audio_path, audio, sr, item.loop)
+        sha = file_sha256(audio_path)
+    if item.midi_rel:
+        midi = item.midi.read_bytes()
+        target = out / item.midi_rel
+        if not target.is_file() or target.read_bytes() != midi:
+            atomic_write_bytes(target, midi)
+    sidecar = dict(item.loop, path=item.audio_rel, format=fmt, sha256=sha, midi=item.midi_rel)
+    validate_sidecar(sidecar, file=sidecar_path)
+    text = canonical_json(sidecar)
+    if not sidecar_path.is_file() or sidecar_path.read_text(encoding="utf-8") != text:
+        atomic_write_text(sidecar_path, text)
+    return wrote
+
+
+def _read_catalog_audio(item: _Item) -> tuple[np.ndarray, int]:
+    """The catalog's audio as float32, after checking its bytes against the catalog's sha256."""
+    import hashlib
+
+    import soundfile
+
+    data = item.source.read_bytes()
+    if hashlib.sha256(data).hexdigest() != item.loop["sha256"]:
+        raise FarmError("does not match the catalog's sha256 (run `farm check`)", file=item.source,
+                        field="sha256")
+    try:
+        audio, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise FarmError(f"cannot read audio: {err}", file=item.source, field="audio") from None
+    return np.ascontiguousarray(audio.T), int(sr)
+
+
+def _check_writable(out: Path) -> None:
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe.", suffix=".part"):
+            pass
+    except OSError as err:
+        raise FarmError(f"cannot write here: {err.strerror or err}", file=out, field="--out") from None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and ".part" in name
+
+
+def _scan(out: Path) -> dict[str, list[tuple[str, dict]]]:
+    """Exported sidecars already in ``out`` by loop id: ``[(sidecar path relative to out, data)]``."""
+    from farm.sidecar import validate_sidecar
+
+    found: dict[str, list[tuple[str, dict]]] = {}
+    for path in sorted(out.rglob("*.json")):
+        if _is_temp(path.name):
+            continue
+        data = _read_json(path)
+        try:
+            validate_sidecar(data)
+        except FarmError:
+            continue
+        found.setdefault(data["id"], []).append((path.relative_to(out).as_posix(), data))
+    return found
+
+
+def _remove_copy(out: Path, sidecar_rel: str, data: dict, keep: set) -> list[Path]:
+    """Remove the files of an older copy of a loop (audio, MIDI, sidecar) from ``out``, except
+    those in ``keep`` (the new copy's, relative to ``out``); the paths removed."""
+    removed = []
+    for rel in (data["path"], data.get("midi"), sidecar_rel):
+        if not rel or rel in keep or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            continue
+        target = out / rel
+        if target.is_file():
+            target.unlink()
+            removed.append(target)
+            if target.parent != out and not any(target.parent.iterdir()):
+                target.parent.rmdir()  # a group folder the loop was the last one in
+    return removed
+
+
+def write_catalog_csv(out: str | Path) -> Path:
+    """``out/catalog.csv``: one row per exported loop in ``out`` (from its sidecars), by file."""
+    out = Path(out)
+    rows = []
+    for copies in _scan(out).values():
+        for _, data in copies:
+            if not (out / data["path"]).is_file():
+                continue
+            rows.append({
+                **{k: data[k] for k in CSV_COLUMNS if k in data},
+                "file": data["path"],
+                "beats": loop_beats(data["bars"], data["meter"]),
+                "romans": " ".join(c["roman"] for c in data["chords"]),
+                "params": json.dumps(data["params"], sort_keys=True) if data["params"] else "",
+            })
+    rows.sort(key=lambda r: r["file"])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = out / CSV_NAME
+    if not path.is_file() or path.read_text(encoding="utf-8") != buf.getvalue():
+        atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def export_summary(result: ExportResult, out: str | Path) -> list[str]:
+    """What ``farm export`` prints."""
+    lines = [f"exported {len(result)} loop{'s' if len(result) != 1 else ''} to {out}: "
+             f"{result.written} written, {result.unchanged} already there"
+             + (f", {len(result.removed)} older files replaced" if result.removed else "")]
+    if result.csv_path is not None:
+        lines.append(f"catalog: {result.csv_path}")
+    return lines
+
