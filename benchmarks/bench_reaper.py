@@ -8,7 +8,8 @@ does around it is measured with the stand-in executable (``tests/standin/reaper`
 * assumed REAPER time (reference notes, "REAPER, unattended": one report measured ~7-8 s fixed
   cost per ``reaper -renderproject`` invocation and ~0.15 s per extra region): start-up 7.5 s,
   0.15 s per region, so ``(7.5 + 0.15 * (k - 1)) / k`` seconds per loop with ``k`` loops per project;
-* measured orchestration: writing the chunk projects (plan + RPP text + atomic write), starting,
+* measured orchestration: writing the chunk projects (plan, the parts' MIDI read into in-project
+  events, RPP text, atomic write), starting,
   waiting for and clearing one process group per project (``run_reaper`` on ``/bin/true``:
   fork/exec/killpg, no REAPER work), and reading + checking every rendered WAV (exact length,
   not silent);
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -171,6 +173,7 @@ def main() -> None:
         "loops": n, "startup_s": STARTUP_S, "per_region_s": PER_REGION_S, "rows": rows,
         "amortised_at": amortised, "end_to_end": {str(k): v for k, v in e2e.items()},
         "embedded_s_per_loop": embedded_s}, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
