@@ -45,6 +45,7 @@ SPECTROGRAM_ROWS = 240  # log-spaced frequency rows
 DYNAMIC_RANGE_DB = 80.0
 
 _LEFT, _RIGHT = "#3b6ea8", "#d0743c"
+_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 1.0}
 _STATUS_COLOURS = {"approved": "#2e8b57", "rejected": "#c0392b", "pending": "#7f7f7f"}
 
 
@@ -197,7 +198,8 @@ def draw_review(review: LoopReview, path: str | Path, dpi: int = 100) -> Path:
     bars = len(review.chords)
     quarters = _quarters_per_bar(info["meter"])
 
-    fig = plt.figure(figsize=(13, 8.6), dpi=dpi)
+    compact = bars > 6  # narrow bars: shorter texts
+    fig = plt.figure(figsize=(min(26.0, max(13.0, 0.8 * bars + 7.0)), 8.6), dpi=dpi)
     grid = fig.add_gridspec(3, 1, height_ratios=[2.0, 2.3, 2.5], hspace=0.12, left=0.065, right=0.985,
                             top=0.83, bottom=0.07)
     ax_wave = fig.add_subplot(grid[0])
@@ -226,7 +228,7 @@ def draw_review(review: LoopReview, path: str | Path, dpi: int = 100) -> Path:
     for c, a, b in zip(review.chords, starts_s[:-1], starts_s[1:]):
         mid = (a + b) / 2
         ax_wave.text(mid, 1.13, c["symbol"], transform=ax_wave.get_xaxis_transform(), ha="center", va="bottom",
-                     fontsize=12, fontweight="bold")
+                     fontsize=10 if compact else 12, fontweight="bold")
         ax_wave.text(mid, 1.02, c["roman"], transform=ax_wave.get_xaxis_transform(), ha="center", va="bottom",
                      fontsize=9, color="#555555", style="italic")
         ax_wave.text(a + 0.006 * seconds, 0.97, str(c["bar"]), transform=ax_wave.get_xaxis_transform(),
@@ -254,22 +256,23 @@ def draw_review(review: LoopReview, path: str | Path, dpi: int = 100) -> Path:
             ax_chroma.add_patch(Rectangle((a + pad, pc + 0.08), b - a - 2 * pad, 0.84, fill=False,
                                           edgecolor=mark, linewidth=1.8))
         ax_chroma.plot([a + 0.06 * (b - a)], [c["root_pc"] + 0.5], marker="o", markersize=6, color=mark)
-        text, colour = f"{review.chord_share[i]:.0%} on {c['symbol']} tones", "#444444"
+        text, colour = f"{review.chord_share[i]:.0%}" + ("" if compact else f" on {c['symbol']} tones"), "#444444"
         if review.judged:
-            text += "  ·  fits" if review.best_fit[i] else "  ·  does not fit"
+            text += (" ✓" if compact else "  ·  fits") if review.best_fit[i] else (" ✗" if compact else "  ·  does not fit")
             colour = "#2e8b57" if review.best_fit[i] else "#c0392b"
         ax_chroma.text((a + b) / 2, 12.15, text, ha="center", va="bottom", fontsize=8.5, color=colour,
-                       fontweight="bold")
+                       fontweight="bold", zorder=5, bbox=_LABEL_BOX)
     if not review.pitched:
         ax_chroma.text(seconds / 2, 12.15, "drums: no pitch to hold against the chord labels", ha="center",
-                       va="bottom", fontsize=8.5, color="#7f7f7f", fontweight="bold")
+                       va="bottom", fontsize=8.5, color="#7f7f7f", fontweight="bold", zorder=5, bbox=_LABEL_BOX)
     ax_chroma.set_ylim(0, 13.1)
     ax_chroma.set_yticks(np.arange(12) + 0.5, PITCH_CLASS_NAMES, fontsize=8)
     ax_chroma.set_ylabel("pitch class")
     legend = "seconds"
     if review.pitched:
         legend += "   (outlined: the labelled chord tones, dot: root"
-        legend += "; fits = the labelled chord beats its 11 transpositions)" if review.judged else ")"
+        legend += (f"; {'✓' if compact else 'fits'} = the labelled chord beats its 11 transpositions)"
+                   if review.judged else ")")
     ax_chroma.set_xlabel(legend, fontsize=8.5)
 
     for ax in (ax_wave, ax_spec, ax_chroma):
