@@ -1,4 +1,4 @@
-"""A piano-roll picture of a template: every part over the bars, chord symbols on top."""
+"""A piano-roll picture of a template: every part over the bars, chord symbols and romans on top."""
 from __future__ import annotations
 
 import io
@@ -53,8 +53,10 @@ def piano_roll_png(template: Template, midi: dict[str, bytes], path: str | Path)
         ax.tick_params(axis="y", labelsize=7)
     top = axes[0, 0]
     for chord in template.chords:
-        top.text(chord.bar - 0.5, 1.02, chord.symbol, transform=top.get_xaxis_transform(), ha="center",
+        top.text(chord.bar - 0.5, 1.13, chord.symbol, transform=top.get_xaxis_transform(), ha="center",
                  va="bottom", fontsize=10, fontweight="bold")
+        top.text(chord.bar - 0.5, 1.02, chord.roman, transform=top.get_xaxis_transform(), ha="center",
+                 va="bottom", fontsize=8)
     axes[-1, 0].set_xlim(0, template.bars)
     axes[-1, 0].set_xticks([b + 0.5 for b in range(template.bars)], [str(b + 1) for b in range(template.bars)])
     axes[-1, 0].set_xlabel("bar")
