@@ -603,6 +603,7 @@ def test_farm_permute_catalogues_labelled_permutations_with_lineage_once(catalog
             assert child["samples"] == loop_samples(parent["bars"], Meter.parse(parent["meter"]), params["bpm"], sr)
             assert child["key"] == parent["key"] and [c["symbol"] for c in chords] == parent["progression"].split()
             assert chords[-1]["end_s"] == pytest.approx(child["samples"] / sr)
+            assert child["duration_s"] == pytest.approx(child["samples"] / sr) != parent["duration_s"]
         elif child["operation"] == "splice":
             source = parent["progression"].split()
             assert child["progression"].split() == [source[b - 1] for b in params["bars"]]
