@@ -22,18 +22,25 @@ adopted into the catalog, half-written files are removed, and the rest runs agai
 A task that runs past ``timeout_s`` has its worker killed (the whole process group) and is
 retried on a fresh worker, at most ``max_attempts`` times, then marked failed with its error
 and an excerpt of the worker's log (``<root>/logs/<batch id>/``).
+
+A catalog root that cannot be written (full disk, read-only, over quota) is not a task's fault:
+the batch stops at the first such error with one line naming the file, leaves no half-written
+file or row, and ``farm batch --resume`` finishes it once the root can be written again.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import importlib
 import json
 import math
 import multiprocessing
 import os
+import re
 import signal
+import sqlite3
 import sys
 import time
 import tomllib
@@ -398,17 +405,22 @@ def render_task(params: dict, worker: Worker) -> list[dict]:
         name = loop_name(template.bpm, job.part, patch.name, labels["key"], loop_id)
         rel = loop_path(template.style, name, params["format"])
         write_audio(root / rel, loop.audio, sr, params["format"])
-        sidecar = make_sidecar(
-            id=loop_id, name=name, template_id=template.id, part=job.part, role=spec["role"],
-            patch=patch.name, patch_hash=patch.content_hash, renderer=loop.renderer,
-            renderer_version=loop.renderer_version, format=params["format"], sample_rate=sr,
-            channels=features.channels, samples=features.samples, duration_s=features.duration_s,
-            lufs=float(loop.lufs), true_peak_db=float(loop.true_peak_db), rms_db=features.rms_db,
-            onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1), path=rel,
-            midi=f"{params['template_dir']}/{template.part(job.part).midi}", sha256=file_sha256(root / rel),
-            status="rejected" if reason else "pending", reject_reason=reason,
-            tags=_tags(template, job.part, spec["role"], patch), batch_id=params["batch_id"], **labels)
-        write_sidecar(root / sidecar_path(rel), sidecar)
+        try:
+            sidecar = make_sidecar(
+                id=loop_id, name=name, template_id=template.id, part=job.part, role=spec["role"],
+                patch=patch.name, patch_hash=patch.content_hash, renderer=loop.renderer,
+                renderer_version=loop.renderer_version, format=params["format"], sample_rate=sr,
+                channels=features.channels, samples=features.samples, duration_s=features.duration_s,
+                lufs=float(loop.lufs), true_peak_db=float(loop.true_peak_db), rms_db=features.rms_db,
+                onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1), path=rel,
+                midi=f"{params['template_dir']}/{template.part(job.part).midi}", sha256=file_sha256(root / rel),
+                status="rejected" if reason else "pending", reject_reason=reason,
+                tags=_tags(template, job.part, spec["role"], patch), batch_id=params["batch_id"], **labels)
+            write_sidecar(root / sidecar_path(rel), sidecar)
+        except BaseException:
+            # An audio file without its sidecar is an unfinished write: never leave one behind.
+            (root / rel).unlink(missing_ok=True)
+            raise
         print(f"wrote {rel} ({'rejected: ' + reason if reason else 'pending'})", flush=True)
         sidecars.append(sidecar)
     return sidecars
@@ -472,9 +484,48 @@ def _worker_main(conn, parent_pid: int, log_path: str, root: str, backend: str, 
         except Exception as err:  # noqa: BLE001 - one task's failure is recorded, the worker lives on
             traceback.print_exc()
             sys.stdout.flush()
-            conn.send(("error", task_id, _one_line(err)))
+            problem = write_problem(err, worker.root)
+            if problem:  # the root cannot be written: no retry helps, the writer stops the batch
+                conn.send(("stop", task_id, problem))
+            else:
+                conn.send(("error", task_id, _one_line(err)))
         else:
             conn.send(("done", task_id, result))
+
+
+# The disk, not the task: a full or read-only file system, a quota. Permission errors count
+# only inside the catalog root (elsewhere they are about an input, and the task fails alone).
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+_NO_PERMISSION = {errno.EACCES, errno.EPERM}
+# farm.files writes to ".<stem>.<8 random characters>.part<suffix>" beside the target.
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.[A-Za-z0-9_]{8}\.part(?P<suffix>\.[^.]*)?$")
+
+
+def write_problem(err: BaseException, root: Path) -> dict | None:
+    """``{"file", "message"}`` when ``err`` (or what caused it) says the catalog root cannot be
+    written; None for any other error. A temporary name is reported as the file it was for."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno is not None:
+            name = os.fsdecode(err.filename) if err.filename is not None else None
+            inside = name is not None and Path(os.path.abspath(name)).is_relative_to(os.path.abspath(root))
+            if err.errno in _NO_ROOM or (err.errno in _NO_PERMISSION and inside):
+                if name is not None:
+                    match = _TEMP_NAME.match(Path(name).name)
+                    if match:
+                        name = str(Path(name).with_name(match["stem"] + (match["suffix"] or "")))
+                return {"file": name or str(root), "message": f"cannot write: {err.strerror or os.strerror(err.errno)}"}
+        err = err.__cause__ or err.__context__
+    return None
+
+
+class RootNotWritable(Exception):
+    """A worker could not write into the catalog root; the batch must stop."""
+
+    def __init__(self, task: "Task", problem: dict, log: str, seconds: float):
+        super().__init__(problem["message"])
+        self.task, self.problem, self.log, self.seconds = task, problem, log, seconds
 
 
 def _one_line(err: BaseException) -> str:
@@ -617,10 +668,12 @@ class WorkerPool:
                     if kind == "init_error":
                         self.close()
                         raise FarmError(f"a worker could not start: {payload}", field="backend")
-                    if kind in ("done", "error") and slot.task and task_id == slot.task.id:
+                    if kind in ("done", "error", "stop") and slot.task and task_id == slot.task.id:
                         task, seconds = slot.task, time.monotonic() - slot.started
                         log = self._log_excerpt(slot)
                         slot.task, slot.deadline = None, math.inf
+                        if kind == "stop":
+                            raise RootNotWritable(task, payload, log, seconds)
                         if kind == "done":
                             on_done(task, payload, log, seconds)
                         else:
@@ -763,11 +816,18 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
     with contextlib.suppress(Exception):
         backend.close()
 
-    catalog = Catalog(root)
+    catalog = Catalog(root)  # FarmError when the root cannot be written; nothing is created then
     try:
         with _batch_lock(root):
             summary = _run(catalog, config, patches, (renderer, renderer_version, chunks),
                            batch_id if resume else None, progress)
+    except OSError as err:  # the writer's own files (templates, logs): one line, as for the workers
+        problem = write_problem(err, root) or {"file": err.filename or root, "message": str(err.strerror or err)}
+        raise FarmError(f"{problem['message']}; the batch stopped: `farm batch --resume` finishes it once "
+                        f"this is fixed", file=problem["file"]) from None
+    except sqlite3.OperationalError as err:  # e.g. "database or disk is full": the transaction rolled back
+        raise FarmError(f"{err}; the batch stopped: `farm batch --resume` finishes it once this is fixed",
+                        file=catalog.path) from None
     finally:
         catalog.close()
     summary.seconds = time.monotonic() - started
@@ -826,6 +886,18 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
             _run_stage(catalog, pool, config, batch_id, stage, todo, summary, progress)
     except KeyboardInterrupt:
         raise FarmError("interrupted; `farm batch --resume` finishes the batch", field="batch") from None
+    except RootNotWritable as stop:
+        pool.close()
+        pool = None
+        # Loops written whole by other workers are adopted, leftovers of killed writes removed,
+        # so the root holds no file without its row (as far as the disk still lets us write).
+        with contextlib.suppress(Exception):
+            catalog.reconcile()
+        file = Path(stop.problem["file"])  # workers see the resolved root; name it as the user gave it
+        if file.is_relative_to(catalog.root.resolve()):
+            file = catalog.root / file.relative_to(catalog.root.resolve())
+        raise FarmError(f"{stop.problem['message']}; the batch stopped: free space (or make the root "
+                        f"writable), then `farm batch --resume` finishes it", file=file) from None
     finally:
         if pool is not None:
             pool.close()
@@ -871,18 +943,19 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
     from tqdm import tqdm
 
     db = catalog.db
-    # Counted in loops: a task of a chunking backend makes several.
+    # Counted in loops: a task of a chunking backend makes several. The bar moves for every loop
+    # finished either way; "done" (catalogued, or already there) and "failed" split it.
     size = "max(1, coalesce(json_array_length(params, '$.loops'), 1))"
-    total, finished, failed = db.execute(
-        f"SELECT coalesce(sum({size}), 0), coalesce(sum(CASE WHEN status IN ('done', 'skipped', 'failed') "
-        f"THEN {size} END), 0), count(CASE WHEN status = 'failed' THEN 1 END) "
+    total, done, failed = db.execute(
+        f"SELECT coalesce(sum({size}), 0), coalesce(sum(CASE WHEN status IN ('done', 'skipped') THEN {size} END), 0), "
+        f"coalesce(sum(CASE WHEN status = 'failed' THEN {size} END), 0) "
         "FROM tasks WHERE batch_id = ? AND stage = ?", [batch_id, stage.name]).fetchone()
-    bar = tqdm(total=total, initial=finished, desc=stage.name, unit="loop", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} done{postfix} "
+    state = {"done": done, "failed": failed}
+    counts = lambda: f"{state['done']} done, {state['failed']} failed"  # noqa: E731
+    bar = tqdm(total=total, initial=done + failed, desc=stage.name, unit="loop", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True, postfix=counts(),
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} loops{postfix} "
                           "[{elapsed}<{remaining}, {rate_fmt}]")
-    state = {"failed": failed}
-    bar.set_postfix_str(f"{failed} failed", refresh=False)
 
     def on_start(task: Task, pid: int) -> None:
         db.execute("UPDATE tasks SET status = 'running', attempts = ?, worker_pid = ?, started_at = ? "
@@ -899,6 +972,8 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
         except FarmError as err:  # a sidecar the catalog refuses: the task failed, for good
             on_error(task, err.line(), log, seconds, True)
             return
+        state["done"] += task.size
+        bar.set_postfix_str(counts(), refresh=False)
         bar.update(task.size)
 
     def on_error(task: Task, error: str, log: str, seconds: float, final: bool) -> None:
@@ -906,8 +981,8 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
                    ["failed" if final else "pending", error, log, round(seconds, 3),
                     utc_now() if final else None, task.id])
         if final:
-            state["failed"] += 1
-            bar.set_postfix_str(f"{state['failed']} failed", refresh=False)
+            state["failed"] += task.size
+            bar.set_postfix_str(counts(), refresh=False)
             bar.update(task.size)
         if progress:
             tqdm.write(f"{stage.name} task {task.id} attempt {task.attempts}/{config.max_attempts}: "
@@ -917,5 +992,10 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
         if todo:
             pool.run(todo, max_attempts=config.max_attempts, on_start=on_start, on_done=on_done,
                      on_error=on_error)
+    except RootNotWritable as stop:  # not the task's fault: it waits for --resume, attempt not counted
+        db.execute("UPDATE tasks SET status = 'pending', attempts = attempts - 1, error = ?, log = ?, "
+                   "seconds = ? WHERE id = ?", [f"{stop.problem['file']}: {stop.problem['message']}",
+                                                stop.log, round(stop.seconds, 3), stop.task.id])
+        raise
     finally:
         bar.close()

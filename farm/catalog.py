@@ -58,13 +58,22 @@ class Catalog:
         if readonly:
             conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
             conn.execute("PRAGMA query_only = ON")
-        else:
+            # mode=ro keeps catalog.db unchanged, but ATTACH (and VACUUM INTO, which attaches)
+            # would still create other files: a read-only catalog creates nothing.
+            conn.set_authorizer(_read_only_authorizer)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            self.db = sqlite_utils.Database(conn)
+            return
+        try:
             self.root.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path)
-        conn.execute("PRAGMA busy_timeout = 10000")
-        self.db = sqlite_utils.Database(conn)
-        if not readonly:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            self.db = sqlite_utils.Database(conn)
             self._setup()
+        except (OSError, sqlite3.Error) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise FarmError(f"cannot write the catalog here ({reason}); is the catalog root writable, "
+                            f"with space left?", file=self.path) from None
 
     def _setup(self) -> None:
         conn = self.db.conn
@@ -158,7 +167,10 @@ class Catalog:
         except sqlite3.ProgrammingError as err:
             raise FarmError(str(err), file=self.path, field="sql") from None
         except sqlite3.Error as err:
-            raise FarmError(f"{err} (in: {' '.join(query.split())[:120]})", file=self.path,
+            message = str(err)
+            if self.readonly and ("not authorized" in message or "authorization denied" in message):
+                message = "a read-only connection attaches no other database"
+            raise FarmError(f"{message} (in: {' '.join(query.split())[:120]})", file=self.path,
                             field="sql") from None
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, rows
@@ -221,10 +233,7 @@ class Catalog:
         loop's status and the ``status``/``reject_reason`` of its sidecar follow. Nothing is
         deleted. All or nothing: an unknown id or a bad condition changes nothing.
         """
-        if status not in ("approved", "rejected"):
-            raise FarmError(f"{status!r} is not approved or rejected", field="status")
-        if status == "rejected" and not (reason and reason.strip()):
-            raise FarmError("a rejection needs a reason (--reason TEXT)", field="reason")
+        _check_decision(status, reason)
         if not reviewer:
             raise FarmError("who is reviewing? (--reviewer NAME)", field="reviewer")
         if not ids and not where:
@@ -383,6 +392,11 @@ class CheckReport:
         return out
 
 
+def _read_only_authorizer(action: int, *_args) -> int:
+    """sqlite3 authorizer of a read-only connection: no ATTACH or DETACH (no new files)."""
+    return sqlite3.SQLITE_DENY if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH) else sqlite3.SQLITE_OK
+
+
 def _is_temp(name: str) -> bool:
     return name.startswith(".") and _TEMP_MARK in name
 
@@ -500,6 +514,7 @@ def catalog_stats(root: str | Path) -> dict:
 def review(root: str | Path, ids: Sequence[str] = (), where: str | None = None, *, status: str,
            reason: str | None = None, reviewer: str | None = None) -> list[str]:
     """``farm approve`` / ``farm reject``: the ids changed."""
+    _check_decision(status, reason)
     with Catalog(root, create=False) as cat:
         return cat.review(ids, where, status=status, reason=reason, reviewer=reviewer or default_reviewer())
 
@@ -508,6 +523,13 @@ def check_catalog(root: str | Path, progress: bool = False) -> CheckReport:
     """``farm check``."""
     with Catalog(root, readonly=True) as cat:
         return cat.check(progress=progress)
+
+
+def _check_decision(status: str, reason: str | None) -> None:
+    if status not in ("approved", "rejected"):
+        raise FarmError(f"{status!r} is not approved or rejected", field="status")
+    if status == "rejected" and not (reason and reason.strip()):
+        raise FarmError("a rejection needs a reason (--reason TEXT)", field="reason")
 
 
 def default_reviewer() -> str:

@@ -1,15 +1,22 @@
-"""A renderer backend for the batch tests: the embedded renderer, except that the very first
-render of a batch hangs forever (the batch must kill that worker and retry on a fresh one).
+"""Renderer backends for the batch tests, loaded by a batch through its ``plugins`` config (this
+directory on ``sys.path``). Both render with the embedded renderer and misbehave on purpose:
 
-Loaded by a batch through its ``plugins`` config (this directory on ``sys.path``); which render
-was first is decided by who creates ``<marker_dir>/hung`` first, across all worker processes.
+* ``hanging``: the very first render of a batch hangs forever (the batch must kill that worker
+  and retry on a fresh one). Which render was first is decided by who creates
+  ``<marker_dir>/hung`` first, across all worker processes.
+* ``full-disk``: while the file ``full_flag`` exists, the disk is "full" for the worker: every
+  atomic write of a file ending in ``full_suffix`` (the sidecar by default, written after its
+  audio) fails with ENOSPC once its temporary file has been written, as a real full disk fails.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
 from pathlib import Path
 
+import farm.files
 from farm.render import get_backend, register_backend
 
 
@@ -35,3 +42,34 @@ class HangingBackend:
 
     def close(self):
         self.inner.close()
+
+
+@register_backend("full-disk")
+class FullDiskBackend:
+    name = "full-disk"
+
+    def __init__(self, full_flag: str, full_suffix: str = ".json", **options):
+        self.inner = get_backend("embedded", **options)
+        self.version = self.inner.version
+        self.full_flag, self.full_suffix = Path(full_flag), full_suffix
+
+    def render_raw(self, jobs):
+        # Installed here, in the worker process only (the batch's writer also makes a backend).
+        if not getattr(farm.files.atomic_path, "full_disk", False):
+            farm.files.atomic_path = _full_disk(farm.files.atomic_path, self.full_flag, self.full_suffix)
+        return self.inner.render_raw(jobs)
+
+    def close(self):
+        self.inner.close()
+
+
+def _full_disk(atomic_path, flag: Path, suffix: str):
+    @contextlib.contextmanager
+    def full(path):
+        with atomic_path(path) as tmp:
+            yield tmp
+            if flag.exists() and str(path).endswith(suffix):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+    full.full_disk = True
+    return full

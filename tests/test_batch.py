@@ -7,8 +7,10 @@ tampered file and an orphan.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -27,6 +29,7 @@ from click.testing import CliRunner
 from farm.batch import Worker, load_config, render_task, run_batch
 from farm.catalog import Catalog
 from farm.cli import main
+from farm.errors import FarmError
 from farm.model import PART_ROLES, Template
 from farm.qa import QALimits
 
@@ -343,3 +346,143 @@ def test_the_default_config_is_a_valid_small_night():
     config = load_config()
     assert config.root == Path("library") and config.workers == 2 and config.max_attempts == 3
     assert config.patches_per_part and config.bars
+
+
+# -- a root that cannot be written ------------------------------------------------------------------
+def test_a_full_disk_stops_the_batch_with_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    root = tmp_path / "library"
+    full = tmp_path / "disk-is-full"
+    full.touch()
+    patches = ["sub-bass"]
+    config = write_config(tmp_path / "night.toml", root, patches=patches, workers=1, backend="full-disk",
+                          plugins=["hanging_backend"], backend_options={"full_flag": str(full)})
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    named = Path(line.split(": ")[1])
+    # The sidecar that could not be written (not its temporary name), under the root.
+    assert line.startswith("error: ") and "cannot write: No space left on device" in line and "--resume" in line
+    assert named.suffix == ".json" and not named.name.startswith(".")
+    assert named.parent.parent == root / "loops" and named.stem.startswith("LF_")
+    # Nothing half-written: its audio went with it, no temporary file, no row; the task waits.
+    assert [p for p in root.rglob("*") if p.is_file() and "loops" in p.parts] == []
+    assert rows(root, "SELECT count(*) FROM loops")[0][0] == 0
+    ((status, attempts, error),) = rows(root, "SELECT status, attempts, error FROM tasks WHERE error IS NOT NULL")
+    assert (status, attempts) == ("pending", 0) and "No space left on device" in error
+    assert rows(root, "SELECT status FROM batches") == [("running",)]
+    report = Catalog(root, readonly=True).check()
+    assert report.ok and report.rows == report.files == 0
+    # Room again: --resume finishes the same batch, every loop with its row and file.
+    full.unlink()
+    summary = run_batch(root=root, resume=True, progress=False)
+    assert summary.failed == 0 and summary.new_loops == expected_loops(root, patches)
+    assert rows(root, "SELECT status, count(*) FROM tasks GROUP BY status") == [("done", summary.new_loops)]
+    assert Catalog(root, readonly=True).check().ok
+
+
+@contextlib.contextmanager
+def read_only_dir(path: Path):
+    """``path`` made unwritable, even for root (the immutable attribute); skip where impossible."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        undo = lambda: path.chmod(0o755)  # noqa: E731
+    elif shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        undo = lambda: subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: E731
+    else:
+        pytest.skip("cannot make a directory read-only here")
+    try:
+        yield path
+    finally:
+        undo()
+
+
+def test_a_read_only_root_is_one_clear_error_and_writes_nothing(tmp_path):
+    with read_only_dir(tmp_path / "library") as root:
+        config = write_config(tmp_path / "night.toml", root, patches=["sub-bass"], workers=1)
+        with pytest.raises(FarmError, match="cannot write the catalog here") as caught:
+            run_batch(load_config(config), progress=False)
+        assert caught.value.file == str(root / "catalog.db")
+        result = CliRunner().invoke(main, ["batch", "--config", str(config), "--no-progress"])
+        assert result.exit_code == 2
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith(f"error: {root / 'catalog.db'}: cannot write the catalog here")
+        assert list(root.iterdir()) == []
+
+
+# -- REAPER: many loops per project -------------------------------------------------------------------
+def test_the_reaper_backend_renders_a_whole_templates_loops_in_one_project(tmp_path, monkeypatch):
+    """Through the stand-in REAPER executable (tests/standin/reaper; not REAPER): each render task
+    is one template's loops, one REAPER run of one project holding a region per loop."""
+    standin = PROJECT / "tests" / "standin" / "reaper"
+    projects = tmp_path / "projects-seen"
+    projects.mkdir()
+    # A reaper "executable" that keeps a copy of each project it is given, then runs the stand-in.
+    reaper = tmp_path / "bin" / "reaper"
+    reaper.parent.mkdir()
+    reaper.write_text(f"#!{sys.executable}\n"
+                      "import os, shutil, sys\n"
+                      "args = sys.argv[1:]\n"
+                      "if '-renderproject' in args:\n"
+                      "    project = args[args.index('-renderproject') + 1]\n"
+                      f"    shutil.copy(project, os.path.join({str(projects)!r}, f'{{os.getpid()}}.rpp'))\n"
+                      f"os.execv({sys.executable!r}, [{sys.executable!r}, {str(standin)!r}] + args)\n")
+    reaper.chmod(0o755)
+    for knob in ("SKIP", "SHORT", "SILENT", "ONCE", "HANG", "CRASH", "SLEEP", "LOG", "EXIT", "PER_REGION"):
+        monkeypatch.delenv(f"FARM_STANDIN_{knob}", raising=False)
+    root = tmp_path / "library"
+    patches = ["dry-piano-chords", "sub-bass", "lofi-kit"]
+    config = write_config(tmp_path / "night.toml", root, patches=patches, templates_per_style=2, workers=1,
+                          backend="reaper", backend_options={"reaper": str(reaper), "xvfb": False})
+    result = CliRunner().invoke(main, ["batch", "--config", str(config)])  # with its progress bar
+    assert result.exit_code == 0, result.output
+    n = expected_loops(root, patches)
+    tasks = rows(root, "SELECT json_array_length(params, '$.loops') FROM tasks WHERE stage = 'render' "
+                       "AND status = 'done' ORDER BY id")
+    assert len(tasks) == 2 and sum(k for (k,) in tasks) == n  # one task per template
+    # One REAPER run per task, each project with a region for every loop of its template.
+    seen = sorted(projects.iterdir())
+    regions = []
+    for rpp in seen:
+        markers = [line.split() for line in rpp.read_text().splitlines() if line.strip().startswith("MARKER ")]
+        regions.append(len({m[1] for m in markers}))
+    assert sorted(regions) == sorted(k for (k,) in tasks) and min(regions) >= 3
+    assert rows(root, "SELECT renderer, count(*) FROM loops GROUP BY renderer") == [("reaper", n)]
+    assert Catalog(root, readonly=True).check().ok
+    # The progress bar counts loops, not tasks: loops done, failed, and the rate.
+    bar = [s for s in re.split(r"[\r\n]", result.stderr) if s.startswith("render: 100%")]
+    assert bar and f"{n}/{n} loops, {n} done, 0 failed" in bar[-1]
+    assert re.search(r"(loop/s|s/loop)\]$", bar[-1].strip())
+
+
+def test_a_loop_failing_a_machine_check_is_catalogued_rejected_with_its_reason(night, tmp_path):
+    """A real render judged by stricter limits (anything over -26 dBFS counts as full scale) is
+    kept and catalogued as rejected, the reason in its row, its sidecar and the counts."""
+    from farm.audio import read_audio
+
+    root, _, _ = night
+    copy = tmp_path / "library"
+    shutil.copytree(root, copy)
+    with Catalog(copy) as cat:
+        (loop_id,) = cat.db.execute("SELECT id FROM loops WHERE patch = 'sub-bass'").fetchone()
+        params = json.loads(cat.db.execute("SELECT params FROM tasks WHERE output_id = ?", [loop_id]).fetchone()[0])
+        with cat.db.atomic():
+            cat.db.execute("DELETE FROM chords WHERE loop_id = ?", [loop_id])
+            cat.db.execute("DELETE FROM loops WHERE id = ?", [loop_id])
+    strict = QALimits(clip_level=0.05)
+    (sidecar,) = render_task(params, Worker(copy, "embedded", {}, strict))
+    assert sidecar["id"] == loop_id and sidecar["status"] == "rejected"
+    reason = sidecar["reject_reason"]
+    audio, _ = read_audio(copy / sidecar["path"])
+    over = int(np.count_nonzero(np.abs(audio) >= 0.05))
+    assert reason.startswith("clipping: ") and abs(int(reason.split()[1]) - over) <= 2 and over >= 3
+    with Catalog(copy) as cat:
+        assert cat.ingest_loop(sidecar)
+    shown = json.loads(CliRunner().invoke(main, ["show", loop_id, "--root", str(copy), "--json"]).output)
+    assert (shown["status"], shown["reject_reason"], shown["file"]) == ("rejected", reason, "ok")
+    stats = json.loads(CliRunner().invoke(main, ["stats", "--root", str(copy), "--json"]).output)
+    assert stats["reject_reasons"] == {"clipping": 1}
+    on_disk = json.loads((copy / shown["sidecar"]).read_text())
+    assert (on_disk["status"], on_disk["reject_reason"]) == ("rejected", reason)
+    assert Catalog(copy, readonly=True).check().ok

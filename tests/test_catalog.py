@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from farm.audio import integrated_lufs, write_audio
-from farm.catalog import Catalog, bind_params, run_query, run_sql, saved_queries, sql_params
+from farm.catalog import (Catalog, bind_params, catalog_stats, check_catalog, review, run_query, run_sql,
+                          saved_queries, show_loop, sql_params)
 from farm.cli import main
 from farm.errors import FarmError
 from farm.model import Key, content_id
@@ -92,25 +93,62 @@ def fresh(library, tmp_path) -> Path:
 
 
 # -- machine checks and features ------------------------------------------------------------------
-def test_machine_checks_name_the_problem():
-    n = SR * 2
-    t = np.arange(n) / SR
-    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    good = np.stack([tone, tone])
-    lufs = integrated_lufs(good, SR)
-    assert machine_check(good, SR, expected_samples=n, target_lufs=lufs) is None
-    assert machine_check(good, SR, expected_samples=n, target_lufs=lufs + 2.5) is None  # within 3 LU
-    assert machine_check(good, SR, expected_samples=n, target_lufs=lufs + 6).startswith("loudness: ")
-    assert machine_check(good * 0, SR, expected_samples=n).startswith("silence: ")
-    assert machine_check(good * 1e-4, SR, expected_samples=n).startswith("silence: ")  # -80 dBFS
-    assert machine_check(np.clip(good * 4, -1, 1), SR, expected_samples=n).startswith("clipping: ")
-    assert machine_check(good[:, :-1], SR, expected_samples=n).startswith("wrong length: ")
-    assert machine_check(good[:1], SR, expected_samples=n).startswith("wrong length: ")
-    broken = good.copy()
-    broken[0, 1000] = np.nan
-    assert machine_check(broken, SR, expected_samples=n) == "NaN: 1 samples are NaN or infinite"
-    strict = QALimits(loudness_tolerance_lu=1.0)
-    assert machine_check(good, SR, expected_samples=n, target_lufs=lufs + 2.5, limits=strict).startswith("loudness")
+def real_loop(library):
+    """A real loop signal: the chord tones of a generated template, exact loop length, with its template."""
+    from farm.model import Template
+
+    root, sidecars = library
+    template = Template.load(root / "templates" / sidecars[0]["template_id"])
+    return chord_audio(template), template.loop_samples(SR)
+
+
+def measured_lufs(audio) -> float:
+    import pyloudnorm
+
+    return pyloudnorm.Meter(SR).integrated_loudness(np.asarray(audio, dtype=np.float64).T)
+
+
+def test_a_good_loop_passes_every_machine_check(library):
+    audio, n = real_loop(library)
+    target = measured_lufs(audio)
+    assert machine_check(audio, SR, expected_samples=n, target_lufs=target) is None
+    assert machine_check(audio, SR, expected_samples=n, target_lufs=target + 2.5) is None  # within 3 LU
+    assert machine_check(audio, SR, expected_samples=n, target_lufs=target + 2.5,
+                         limits=QALimits(loudness_tolerance_lu=1.0)).startswith("loudness: ")
+
+
+@pytest.mark.parametrize("defect", ["silence", "clipping", "NaN", "wrong length", "loudness"])
+def test_each_machine_check_rejects_its_defect_with_the_reason(library, defect):
+    audio, n = real_loop(library)
+    target = measured_lufs(audio)
+    if defect == "silence":  # the loop 75 dB down: below the -60 dBFS floor
+        bad = audio * np.float32(10 ** (-75 / 20))
+        level = 20 * math.log10(math.sqrt(float(np.mean(bad.astype(np.float64) ** 2))))
+        expected = f"silence: RMS {level:.1f} dBFS is below -60 dBFS"
+    elif defect == "clipping":  # driven 4x into the ceiling
+        bad = np.clip(audio * 4, -1, 1)
+        expected = f"clipping: {int(np.count_nonzero(np.abs(bad) >= 0.999))} samples at full scale"
+    elif defect == "NaN":
+        bad = audio.copy()
+        bad[0, [10, 5000, n - 1]] = np.nan
+        bad[1, 77] = np.inf
+        expected = "NaN: 4 samples are NaN or infinite"
+    elif defect == "wrong length":  # 10 ms short
+        bad = audio[:, :-441]
+        expected = f"wrong length: {n - 441} samples, expected {n}"
+    else:  # 6 dB under the patch's target
+        bad = audio * np.float32(0.5)
+        expected = None
+    reason = machine_check(bad, SR, expected_samples=n, target_lufs=target)
+    if expected is not None:
+        assert reason == expected
+    else:
+        lufs = float(reason.split()[1])
+        assert reason.startswith("loudness: ") and "more than 3 LU from the target" in reason
+        assert lufs == pytest.approx(measured_lufs(bad), abs=0.06) and lufs == pytest.approx(target - 6.02, abs=0.1)
+    assert reason.startswith(defect + ": ")
+    mono = audio[:1]
+    assert machine_check(mono, SR, expected_samples=n) == f"wrong length: shape (1, {n}), expected (2, {n})"
 
 
 def test_features_measure_level_onsets_and_brightness():
@@ -262,6 +300,17 @@ def test_farm_sql_is_read_only_and_speaks_table_csv_json(library):
         assert result.exit_code == 2 and "readonly" in result.output
         assert len(result.output.strip().splitlines()) == 1
     assert run_sql(root, "SELECT count(*) FROM loops")[1] == [(len(sidecars),)]
+    for statement in ("DELETE FROM loops", "INSERT INTO reviews (loop_id) VALUES ('x')"):
+        with pytest.raises(FarmError, match="readonly database"):
+            run_sql(root, statement)
+    # Nor does a read-only connection create files elsewhere.
+    for statement in (f"ATTACH DATABASE '{root.parent / 'other.db'}' AS other", f"VACUUM INTO '{root.parent / 'copy.db'}'"):
+        with pytest.raises(FarmError, match="a read-only connection attaches no other database"):
+            run_sql(root, statement)
+        result = runner.invoke(main, ["sql", statement, "--root", str(root)])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert not (root.parent / "other.db").exists() and not (root.parent / "copy.db").exists()
+    assert run_sql(root, "SELECT count(*) FROM loops")[1] == [(len(sidecars),)]
     result = runner.invoke(main, ["sql", "SELECT nope FROM loops", "--root", str(root)])
     assert result.exit_code == 2 and "no such column: nope" in result.output
     result = runner.invoke(main, ["sql", "SELECT 1", "--root", str(root / "nowhere")])
@@ -290,8 +339,15 @@ def test_farm_query_show_and_stats(library):
     assert [c["pitch_classes"] for c in shown["chords"]] == [c["pitch_classes"] for c in one["chords"]]
     result = runner.invoke(main, ["show", "ffffffffff", "--root", str(root)])
     assert result.exit_code == 2 and "no loop has this id" in result.output
+    info = show_loop(root, one["id"][:8])
+    assert info["id"] == one["id"] and info["file"] == "ok" and info["children"] == [sidecars[-1]["id"]]
+    assert [(c["bar"], c["symbol"], c["roman"], c["pitch_classes"]) for c in info["chords"]] == [
+        (c["bar"], c["symbol"], c["roman"], c["pitch_classes"]) for c in one["chords"]]
+    assert shown == json.loads(json.dumps(info))
     stats = json.loads(runner.invoke(main, ["stats", "--root", str(root), "--json"]).output)
+    assert stats == json.loads(json.dumps(catalog_stats(root)))
     assert stats["loops"] == len(sidecars) and stats["by_status"] == {"pending": len(sidecars)}
+    assert stats["by_part"] == {"chords": 4, "bass": 3} and stats["templates"] == len(STYLES)
     assert stats["by_operation"] == {"render": len(sidecars) - 1, "pitch": 1}
     assert f"loops: {len(sidecars)}" in runner.invoke(main, ["stats", "--root", str(root)]).output
 
@@ -325,11 +381,29 @@ def test_people_approve_and_reject_and_nothing_is_deleted(library, tmp_path, mon
     assert result.exit_code == 2 and "0123456789abcdef: no loop has this id" in result.output
     result = runner.invoke(main, ["approve", "--where", "nope = 1", "--root", str(root)])
     assert result.exit_code == 2 and "no such column" in result.output
-    result = runner.invoke(main, ["reject", sidecars[2]["id"], "--reason", " ", "--root", str(root)])
-    assert result.exit_code == 2 and "reason" in result.output
+    for no_reason in ([], ["--reason", " "]):
+        result = runner.invoke(main, ["reject", sidecars[2]["id"], *no_reason, "--root", str(root)])
+        assert result.exit_code == 2 and result.output.strip().splitlines() == [
+            "error: reason: a rejection needs a reason (--reason TEXT)"]
+    with pytest.raises(FarmError, match="needs a reason"):
+        review(root, [sidecars[2]["id"]], status="rejected", reviewer="cy")
     assert run_sql(root, "SELECT status FROM loops WHERE id = ?", [sidecars[2]["id"]])[1] == [("pending",)]
     assert run_sql(root, "SELECT count(*) FROM reviews")[1] == [(len(reviews),)]
-    assert CliRunner().invoke(main, ["check", "--root", str(root), "--no-progress"]).exit_code == 0
+    # The same through the Python function: by id, and by condition (a second decision on a loop
+    # is one more review; the first stays).
+    assert review(root, [sidecars[2]["id"][:8]], status="approved", reviewer="cy") == [sidecars[2]["id"]]
+    pitched = sidecars[-1]["id"]
+    assert review(root, where="operation = 'pitch'", status="rejected", reason="too bright",
+                  reviewer="cy") == [pitched]
+    assert review(root, [pitched], status="approved", reviewer="dee") == [pitched]
+    got = run_sql(root, "SELECT status, previous_status, reason, reviewer FROM reviews WHERE loop_id = ? "
+                        "ORDER BY id", [pitched])[1]
+    assert got == [("rejected", "pending", "too bright", "cy"), ("approved", "rejected", None, "dee")]
+    assert run_sql(root, "SELECT count(*) FROM loops")[1] == [(len(sidecars),)]  # nothing deleted
+    assert all((root / s["path"]).is_file() and (root / sidecar_path(s["path"])).is_file() for s in sidecars)
+    assert check_catalog(root).ok
+    result = CliRunner().invoke(main, ["check", "--root", str(root), "--no-progress"])
+    assert result.exit_code == 0 and result.output.splitlines() == [f"{len(sidecars)} rows, {len(sidecars)} audio files", "ok"]
 
 
 def test_check_and_reconcile_on_the_catalog_files(library, tmp_path):

@@ -196,7 +196,7 @@ def approve(ids, where, reviewer, root):
 
 @click.command()
 @click.argument("ids", nargs=-1)
-@click.option("--reason", required=True, help="Why (kept with the loop and the review).")
+@click.option("--reason", help="Why (required; kept with the loop and the review).")
 @click.option("--where", help="SQL condition on loops.")
 @click.option("--reviewer", help="Who decides (default: $USER).")
 @root_option
