@@ -151,17 +151,23 @@ def test_farm_plot_cli_writes_one_png_per_loop_the_same_bytes_each_time(library)
     assert (out / f"{drums['name']}.png").read_bytes() == first[f"{drums['name']}.png"]
 
 
-@pytest.mark.parametrize("args, field", [
-    (["ffffffffff"], "ffffffffff: no loop has this id"),
-    (["--where", "no_such_column = 1"], "sql: no such column: no_such_column"),
-])
-def test_farm_plot_bad_input_is_one_line_and_draws_nothing(library, args, field):
-    out = library.parent / "plots-bad"
-    result = CliRunner().invoke(main, ["plot", *args, "--root", str(library), "--out", str(out)])
+@pytest.mark.parametrize("case", ["unknown id", "bad sql", "out inside a file"])
+def test_farm_plot_bad_input_is_one_line_and_draws_nothing(library, tmp_path, case):
+    out = tmp_path / "plots"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    drums = loop_row(library, "part = 'drums'")["id"]
+    args, expected = {
+        "unknown id": (["ffffffffff", "--out", str(out)], "catalog.db: ffffffffff: no loop has this id"),
+        "bad sql": (["--where", "no_such_column = 1", "--out", str(out)],
+                    "catalog.db: sql: no such column: no_such_column"),
+        "out inside a file": ([drums, "--out", str(blocker / "plots")], f"{blocker / 'plots'}: --out: cannot write"),
+    }[case]
+    result = CliRunner().invoke(main, ["plot", *args, "--root", str(library)])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
-    assert field in result.stderr and "catalog.db" in result.stderr
-    assert not out.exists()
+    assert expected in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a-file"] and blocker.read_text() == "not a folder"
 
 
 # -- exports ----------------------------------------------------------------------------------
