@@ -233,6 +233,10 @@ def plan_export(catalog_root: str | Path, out: str | Path, where: str | None = N
     if out.exists() and not out.is_dir():
         raise FarmError("exists and is not a folder", file=out, field="--out")
     root = Path(catalog_root)
+    if out.resolve().is_relative_to(root.resolve()):
+        # `farm check` counts every audio file under the root: exports would read as orphans.
+        raise FarmError(f"is inside the catalog root {root}; export to a folder outside it", file=out,
+                        field="--out")
     with Catalog(root, readonly=True) as cat:
         chosen = cat.resolve_ids(ids)
         if status is not None:

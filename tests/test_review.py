@@ -359,7 +359,8 @@ def test_export_checks_the_catalogs_audio_against_its_sha256(library, approved, 
     assert not list(out.rglob("*.wav"))
 
 
-@pytest.mark.parametrize("case", ["unknown id", "bad sql", "out inside a file", "out is a file", "pending loop"])
+@pytest.mark.parametrize("case", ["unknown id", "bad sql", "out inside a file", "out is a file", "pending loop",
+                                  "out inside the catalog"])
 def test_farm_export_bad_input_is_one_line_exit_2_and_writes_nothing(library, approved, tmp_path, case):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -371,10 +372,11 @@ def test_farm_export_bad_input_is_one_line_exit_2_and_writes_nothing(library, ap
         "out inside a file": (["--out", str(blocker / "pack")], f"{blocker / 'pack'}: --out: cannot write here"),
         "out is a file": (["--out", str(blocker)], f"{blocker}: --out: exists and is not a folder"),
         "pending loop": ([pending, "--out", str(out)], f"{pending}: is pending, not approved"),
+        "out inside the catalog": (["--out", str(library / "export")], "export: --out: is inside the catalog root"),
     }[case]
     result = CliRunner().invoke(main, ["export", *args, "--root", str(library)])
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert expected in result.stderr
     assert not out.exists() and blocker.read_text() == "not a folder"
-    assert sorted(os.listdir(tmp_path)) == ["a-file"]
+    assert sorted(os.listdir(tmp_path)) == ["a-file"] and not (library / "export").exists()
