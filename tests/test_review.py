@@ -9,7 +9,6 @@ and through libsndfile, and compared sample for sample with the catalog's audio.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil
@@ -122,7 +121,8 @@ def test_plot_of_a_pitch_shift_fits_its_moved_labels_not_its_parents(library):
         assert shifted.best_fit[i]
         assert shifted.chord_share[i] > share(shifted.bar_chroma[i], theirs["pitch_classes"]) + 0.3
 
-    path = plot_loop(library, child["id"][:8], out=library.parent / "elsewhere")
+    (path,) = plot_loops(library, [child["id"][:8]], where=f"id = '{child['id']}'", out=library.parent / "elsewhere",
+                         progress=False)
     assert path.parent == library.parent / "elsewhere"
     text, _ = png_text(path)
     # the title names the operation, its parameters and the parent
