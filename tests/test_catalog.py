@@ -399,6 +399,15 @@ def test_people_approve_and_reject_and_nothing_is_deleted(library, tmp_path, mon
     got = run_sql(root, "SELECT status, previous_status, reason, reviewer FROM reviews WHERE loop_id = ? "
                         "ORDER BY id", [pitched])[1]
     assert got == [("rejected", "pending", "too bright", "cy"), ("approved", "rejected", None, "dee")]
+    # The CLI's other halves: a rejection by id, an approval by condition.
+    result = runner.invoke(main, ["reject", pitched[:8], "--reason", "smeared", "--reviewer", "ed", "--root", str(root)])
+    assert result.exit_code == 0 and result.output.splitlines() == ["rejected 1 loop", f"  {pitched}"]
+    pending = [r[0] for r in run_sql(root, "SELECT id FROM loops WHERE status = 'pending' ORDER BY id")[1]]
+    assert pending == [sidecars[4]["id"]]
+    result = runner.invoke(main, ["approve", "--where", "status = 'pending'", "--reviewer", "ed", "--root", str(root)])
+    assert result.exit_code == 0 and result.output.splitlines() == ["approved 1 loop", f"  {pending[0]}"]
+    got = run_sql(root, "SELECT loop_id, status, reason, reviewer FROM reviews WHERE reviewer = 'ed' ORDER BY id")[1]
+    assert got == [(pitched, "rejected", "smeared", "ed"), (pending[0], "approved", None, "ed")]
     assert run_sql(root, "SELECT count(*) FROM loops")[1] == [(len(sidecars),)]  # nothing deleted
     assert all((root / s["path"]).is_file() and (root / sidecar_path(s["path"])).is_file() for s in sidecars)
     assert check_catalog(root).ok
