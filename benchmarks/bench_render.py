@@ -10,6 +10,10 @@ A 4-bar, 5-part template at 120 BPM (8 s per loop) is rendered part by part:
 * ``fluidsynth CLI``: ``fluidsynth -ni -F out.wav -r 44100 SF2 MIDI`` on the same part MIDI file
   and the same SoundFont, one process per loop (how a script would call it).
 
+The two measurements a finished loop needs are also timed against their references on the
+finished loops: integrated loudness (``farm.audio.integrated_lufs`` against pyloudnorm's meter)
+and true peak (the screened ``true_peak_dbtp`` against computing every 4x oversampled point).
+
 Speed is "x real time per core": seconds of loop audio per CPU second of the process (children
 included for the command line), so other work on the machine barely moves it. Run:
 
@@ -30,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from farm.audio import write_audio  # noqa: E402
+from farm.audio import integrated_lufs, oversampled_peak, true_peak_dbtp, write_audio  # noqa: E402
 from farm.model import Meter, Template  # noqa: E402
 from farm.patches import load_patch  # noqa: E402
 from farm.render import RenderJob, get_backend, render_loops  # noqa: E402
@@ -92,6 +96,23 @@ def main() -> None:
         flac_cpu, flac_wall = measure(finished_and_written, args.rounds)
         rows.append(("embedded finished loop + FLAC 24-bit", flac_cpu, flac_wall))
 
+        import numpy as np
+        import pyloudnorm
+
+        finished = [(loop.audio, loop.sample_rate) for loop in render_loops(jobs, backend)]
+        meters = {sr: pyloudnorm.Meter(sr) for _, sr in finished}
+        checks = [
+            ("integrated loudness: farm.audio.integrated_lufs",
+             lambda: [integrated_lufs(a, sr) for a, sr in finished]),
+            ("integrated loudness: pyloudnorm Meter (reference)",
+             lambda: [meters[sr].integrated_loudness(a.T.astype(np.float64)) for a, sr in finished]),
+            ("true peak 4x: farm.audio.true_peak_dbtp (screened)",
+             lambda: [true_peak_dbtp(a) for a, _ in finished]),
+            ("true peak 4x: every oversampled point (reference)",
+             lambda: [20 * np.log10(oversampled_peak(a, floor=0.0).max()) for a, _ in finished]),
+        ]
+        measured = [(name, *measure(fn, args.rounds), fn()) for name, fn in checks]
+
         cli_row = None
         if fluidsynth_cli:
             sf2 = str(jobs[0].patch.embedded.soundfont)
@@ -128,6 +149,14 @@ def main() -> None:
                   f"(wall: {cli_row[2] / synth_wall:.1f}x, {cli_row[2] / fin_wall:.1f}x, {cli_row[2] / flac_wall:.1f}x)")
         else:
             print("\nfluidsynth command line not found: apt-get install fluidsynth")
+        print(f"\nmeasuring a finished loop{'':31s} {'CPU ms/loop':>11s}")
+        for name, cpu, _wall, _values in measured:
+            print(f"{name:56s} {cpu / len(jobs) * 1000:11.1f}")
+        lufs_gap = max(abs(a - b) for a, b in zip(measured[0][3], measured[1][3]))
+        peak_gap = max(abs(a - b) for a, b in zip(measured[2][3], measured[3][3]))
+        print(f"loudness {measured[1][1] / measured[0][1]:.1f}x faster than pyloudnorm (largest difference "
+              f"{lufs_gap:.1e} LU); true peak {measured[3][1] / measured[2][1]:.1f}x faster than computing "
+              f"every point (largest difference {peak_gap:.1e} dB)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

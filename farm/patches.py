@@ -532,16 +532,32 @@ def preset_name(patch: Patch) -> str:
     return soundfont_presets(e.soundfont).get((e.bank, e.program), "?")
 
 
-def patch_summary(patch: Patch) -> dict:
-    """One row for ``farm patches``: name, roles, sound, effects, loudness target."""
+def patch_summary(patch: Patch) -> dict[str, str]:
+    """One row for ``farm patches``: name, roles, sound, effects, loudness target, tail."""
     return {
         "name": patch.name,
-        "roles": ",".join(patch.roles),
+        "roles": ", ".join(patch.roles),
         "sound": preset_name(patch),
         "effects": " > ".join(e.plugin for e in patch.effects) or "-",
-        "lufs": f"{patch.target_lufs:g}",
-        "tail_s": f"{patch.tail_s:g}",
+        "target LUFS": f"{patch.target_lufs:.1f}",
+        "tail s": f"{patch.tail_s:.1f}",
     }
+
+
+def patch_table(patches: Sequence[Patch]) -> str:
+    """``patch_summary`` rows as an aligned text table (numbers right-aligned), header first."""
+    rows = [patch_summary(p) for p in patches]
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    numeric = {"target LUFS", "tail s"}
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+
+    def line(cells: dict) -> str:
+        return "  ".join(cells[c].rjust(widths[c]) if c in numeric else cells[c].ljust(widths[c])
+                         for c in columns).rstrip()
+
+    return "\n".join([line({c: c for c in columns})] + [line(r) for r in rows])
 
 
 def describe_patch(patch: Patch) -> str:

@@ -21,13 +21,13 @@ from click.testing import CliRunner
 from scipy.signal import resample_poly
 
 from farm.audio import (bar_chroma, chroma, fold_tail, integrated_lufs, limit_circular, normalise_loudness,
-                        read_audio, true_peak_dbtp, write_audio)
+                        oversampled_peak, read_audio, true_peak_dbtp, write_audio)
 from farm.cli import main as farm_cli
 from farm.errors import FarmError
 from farm.model import Meter
-from farm.patches import load_patch
+from farm.patches import ROLES, list_patches, load_patch
 from farm.render import get_backend, render_loops
-from farm.render.run import loop_file_name, plan_jobs, read_loop_metadata, render
+from farm.render.run import loop_file_name, plan_jobs, read_loop_metadata, render, render_part
 from farm.templates import find_rules, generate_template, load_rules, write_template
 
 PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
@@ -163,6 +163,25 @@ def test_chords_bars_hold_their_labelled_pitch_classes(rendered, template_dir, p
         assert labelled >= 0.70, f"bar {chord.bar} {chord.symbol}: {labelled:.2f}"
 
 
+def test_48k_loop_is_exact_and_holds_its_chords_and_bass(workdir):
+    """``render_part`` at 48 kHz, on a 6/8 template: exact length, labelled chord tones, bass notes."""
+    from farm.model import Template
+
+    tdir = make_template(workdir / "48k", "cinematic-minor", 4, meter="6/8", bars=4)
+    template = Template.load(tdir)
+    for patch, part in (("dry-piano-chords", "chords"), ("string-ensemble", "chords"), ("sub-bass", "bass")):
+        audio, sr = render_part(tdir, part, patch, sample_rate=48000)
+        assert sr == 48000 and audio.dtype == np.float32
+        assert audio.shape == (2, expected_samples(4, "6/8", template.bpm, 48000))
+        assert np.isfinite(audio).all() and true_peak_8x(audio) <= -1.0 + 0.01
+        assert abs(pyloudnorm_lufs(audio, sr) - load_patch(patch).target_lufs) <= 0.5
+        for chord, share in zip(template.chords, bar_chroma(audio, sr, template)):
+            if part == "chords":
+                assert share[list(chord.pitch_classes)].sum() >= 0.70, f"{patch} bar {chord.bar} {chord.symbol}"
+            else:
+                assert int(np.argmax(share)) == chord.bass_pc, f"{patch} bar {chord.bar} {chord.symbol}"
+
+
 @pytest.fixture(scope="module")
 def bass_templates(workdir):
     return [make_template(workdir / "bass", style, seed, bars=4)
@@ -182,8 +201,7 @@ def test_bass_strongest_pitch_class_per_bar_is_the_labelled_bass(bass_templates,
 
 
 # -- seamless --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("patch,part", [("dub-delay-keys", "chords"), ("dusty-pad", "chords"),
-                                        ("glass-arp", "arp"), ("lofi-kit", "drums")])
+@pytest.mark.parametrize("patch,part", RENDERS)
 def test_step_across_the_loop_point_is_like_any_other_step(rendered, patch, part):
     audio, _ = read_audio(rendered[(patch, part)])
     steps = np.abs(np.diff(audio, axis=1)).max(axis=0)
@@ -244,17 +262,48 @@ def test_render_cli_writes_every_fitting_part_with_a_progress_bar(template_dir, 
         assert (info.samplerate, info.subtype, info.frames) == (48000, "PCM_24", template.loop_samples(48000))
 
 
-def test_patches_cli_lists_and_shows():
+def _table(stdout: str) -> list[dict[str, str]]:
+    """An aligned text table read back by the header's column positions."""
+    header, *rows = stdout.rstrip("\n").splitlines()
+    names = header.split("  ")
+    names = [n.strip() for n in names if n.strip()]
+    starts = [header.index(n) for n in names] + [None]
+    table = []
+    for row in rows:
+        cells = {}
+        for name, a, b in zip(names, starts, starts[1:]):
+            cells[name] = row[a:b].strip()
+            if name not in ("target LUFS", "tail s"):  # text columns start under their header
+                assert row[a] != " " and (a == 0 or row[a - 1] == " "), row
+        table.append(cells)
+    return table
+
+
+def test_patches_cli_lists_an_aligned_table_and_shows_one():
     runner = CliRunner()
     listing = runner.invoke(farm_cli, ["patches"])
     assert listing.exit_code == 0
-    names = sorted(p.stem for p in PATCHES_DIR.glob("*.toml"))
-    listed = [line.split()[0] for line in listing.stdout.splitlines()[1:]]
-    assert listed == names
+    rows = _table(listing.stdout)
+    assert list(rows[0]) == ["name", "roles", "sound", "effects", "target LUFS", "tail s"]
+    patches = {p.name: p for p in list_patches()}
+    assert [r["name"] for r in rows] == sorted(p.stem for p in PATCHES_DIR.glob("*.toml")) == sorted(patches)
+    for r in rows:
+        patch = patches[r["name"]]
+        assert r["roles"].split(", ") == list(patch.roles)
+        assert float(r["target LUFS"]) == patch.target_lufs and float(r["tail s"]) == patch.tail_s
+        assert r["effects"].split(" > ") == ([e.plugin for e in patch.effects] or ["-"])
+    lines = listing.stdout.splitlines()
+    lufs_end = lines[0].index("target LUFS") + len("target LUFS")
+    assert all(line[:lufs_end].endswith(r["target LUFS"]) for line, r in zip(lines[1:], rows))  # right-aligned
+    assert f"{len(rows)} patches" in listing.stderr
+    for role in ROLES:
+        chosen = _table(runner.invoke(farm_cli, ["patches", "--role", role]).stdout)
+        assert [r["name"] for r in chosen] == [p.name for p in patches.values() if role in p.roles]
     for args in (["patches", "dub-delay-keys"], ["patches", "--show", "dub-delay-keys"]):
         shown = runner.invoke(farm_cli, args)
         assert shown.exit_code == 0
         assert "Delay(delay_seconds=0.375" in shown.stdout and "Legend EP 2" in shown.stdout
+        assert "-17 LUFS integrated, true peak under -1 dBTP" in shown.stdout
 
 
 # -- bad input: one line, exit 2, nothing written --------------------------------------------------
@@ -296,19 +345,25 @@ def test_corrupt_midi_is_one_line_exit_2_and_no_file(tmp_path, template_dir):
 
     broken = tmp_path / "broken"
     shutil.copytree(template_dir, broken)
-    (broken / "bass.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff garbage")
+    garbage = b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff garbage"
+    (broken / "bass.mid").write_bytes(garbage)
+    (broken / "arp.mid").write_bytes(garbage)
     out = tmp_path / "out"
-    # sub-bass fits only the bass part; mallet-keys would render chords first: both must write nothing
-    for patch in ("sub-bass", "acid-bass"):
+    # mallet-keys plays chords (intact) before arp (corrupt): still nothing may be written
+    for patch, part in (("sub-bass", "bass"), ("acid-bass", "bass"), ("mallet-keys", "arp")):
         result = CliRunner().invoke(farm_cli, ["render", "--template", str(broken), "--patch", patch,
                                                "--out", str(out)])
         assert result.exit_code == 2
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"error: {broken / 'bass.mid'}: parts.bass.midi: corrupt MIDI")
+        assert len(lines) == 1
+        assert lines[0].startswith(f"error: {broken / f'{part}.mid'}: parts.{part}.midi: corrupt MIDI")
+        assert not out.exists()
+    with pytest.raises(FarmError) as err:
+        render(broken, "mallet-keys", out=out, jobs=2, progress=False)
+    assert err.value.file == str(broken / "arp.mid") and not out.exists()
     result = CliRunner().invoke(farm_cli, ["render", "--template", str(broken), "--patch", "warm-rhodes",
                                            "--out", str(out)])
     assert result.exit_code == 0  # the chords part is intact
-    shutil.rmtree(out)
     [bad_job] = plan_jobs(broken, "sub-bass")
     with pytest.raises(FarmError) as err:
         get_backend("embedded").render_raw([bad_job])
@@ -327,14 +382,35 @@ def test_wrong_part_or_role_is_refused(template_dir, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_missing_fluidsynth_library_says_how_to_install(monkeypatch):
+NO_LIBFLUIDSYNTH = ("import ctypes.util, sys; ctypes.util.find_library = lambda name: None; "
+                    "from farm.cli import main; sys.argv[0] = 'farm'; main()")
+
+
+def test_missing_fluidsynth_library_is_one_line_saying_how_to_install(template_dir, tmp_path):
+    """A fresh process where ctypes finds no libfluidsynth: render stops in one line, writes
+    nothing; listing patches (read from the SoundFont's headers) still works."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", NO_LIBFLUIDSYNTH, "render", "--template", str(template_dir),
+                           "--patch", "sub-bass", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: backend: FluidSynth library not found: install it with apt-get install libfluidsynth3 "
+        "(Debian/Ubuntu), dnf install fluidsynth-libs (Fedora) or brew install fluid-synth (macOS)"]
+    assert not out.exists()
+    listing = subprocess.run([sys.executable, "-c", NO_LIBFLUIDSYNTH, "patches"], capture_output=True, text=True,
+                             timeout=120)
+    assert listing.returncode == 0 and "sub-bass" in listing.stdout
+
+
+def test_missing_pyfluidsynth_says_how_to_install(monkeypatch):
     import farm.render.embedded as embedded
 
-    monkeypatch.setitem(sys.modules, "fluidsynth", None)  # import fluidsynth -> ImportError
+    monkeypatch.setitem(sys.modules, "fluidsynth", None)  # import fluidsynth -> ModuleNotFoundError
     monkeypatch.setattr(embedded, "_LIB", None)
     with pytest.raises(FarmError) as err:
         get_backend("embedded")
-    assert "apt-get install libfluidsynth3" in err.value.line()
+    assert err.value.line() == "backend: pyfluidsynth not installed: pip install pyfluidsynth " \
+                               "(it also needs the FluidSynth library)"
 
 
 # -- audio helpers on signals with known answers -------------------------------------------------------
@@ -347,6 +423,55 @@ def test_fold_tail_wraps_as_many_times_as_needed():
     assert folded.shape == (2, loop) and np.allclose(folded, expected, atol=1e-6)
     mono = fold_tail(raw[0], loop, fade_samples=0)
     assert mono.shape == (2, loop) and np.allclose(mono[0], mono[1])
+
+
+def _pink(rng, sr: int, seconds: float) -> np.ndarray:
+    white = rng.standard_normal((2, int(sr * seconds)))
+    spectrum = np.fft.rfft(white, axis=1)
+    spectrum[:, 1:] /= np.sqrt(np.arange(1, spectrum.shape[1]))  # 1/f power
+    pink = np.fft.irfft(spectrum, white.shape[1], axis=1)
+    return (0.3 * pink / np.abs(pink).max()).astype(np.float32)
+
+
+def test_integrated_lufs_agrees_with_pyloudnorm(rendered):
+    """The vectorised meter against pyloudnorm, the reference: real loops, pink noise with a
+    gated-out quiet stretch, mono, clips shorter than a gating block, both sample rates."""
+    for path in rendered.values():
+        audio, sr = read_audio(path)
+        quieter = audio * np.float32(0.05)
+        for x in (audio, quieter):
+            assert integrated_lufs(x, sr) == pytest.approx(pyloudnorm_lufs(x, sr), abs=0.01)
+    rng = np.random.default_rng(5)
+    for sr in (44100, 48000):
+        for seconds in (0.25, 0.45, 3.3, 9.7):
+            pink = _pink(rng, sr, seconds)
+            pink[:, pink.shape[1] // 3: pink.shape[1] // 2] *= np.float32(0.003)  # below the relative gate
+            reference = pink if pink.shape[1] > 0.4 * sr else np.tile(pink, (1, int(np.ceil(sr / pink.shape[1]))))
+            assert integrated_lufs(pink, sr) == pytest.approx(pyloudnorm_lufs(reference, sr), abs=0.01)
+            assert integrated_lufs(pink[0], sr) == pytest.approx(
+                pyloudnorm.Meter(sr).integrated_loudness(reference[0].astype(np.float64)), abs=0.01)
+        assert integrated_lufs(np.zeros((2, sr), np.float32), sr) == float("-inf")
+        # BS.1770-4: a 0 dBFS 997 Hz sine in one channel reads -3.01 LKFS (pyloudnorm's filter design
+        # reads about 0.04 LU lower)
+        t = np.arange(2 * sr) / sr
+        sine = np.stack([np.sin(2 * np.pi * 997 * t), np.zeros_like(t)]).astype(np.float32)
+        assert integrated_lufs(sine, sr) == pytest.approx(-3.01, abs=0.1)
+
+
+def test_screened_true_peak_is_the_exhaustive_one(template_dir, backend, rendered):
+    """Interpolated points are computed only where bounds say they could matter; the result is
+    the same as computing every point, on raw renders (before any gain) and on finished loops."""
+    raws = backend.render_raw(plan_jobs(template_dir, "sub-bass", "bass") + plan_jobs(template_dir, "lofi-kit"))
+    finished = [read_audio(rendered[key])[0] for key in (("warm-rhodes", "chords"), ("glass-arp", "arp"))]
+    for audio in raws + finished:
+        everything = oversampled_peak(audio, floor=0.0)
+        assert oversampled_peak(audio).max() == pytest.approx(everything.max(), rel=1e-6)
+        for share in (0.7, 0.3):
+            floor = share * float(everything.max())
+            screened = oversampled_peak(audio, floor=floor)
+            above = everything > floor
+            assert np.allclose(screened[above], everything[above], rtol=1e-6)  # exact above the floor
+            assert (screened[~above] <= floor * (1 + 1e-6)).all()
 
 
 def test_true_peak_finds_the_peak_between_samples_and_across_the_seam():

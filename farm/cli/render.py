@@ -3,31 +3,30 @@ from __future__ import annotations
 
 import click
 
+from farm.patches import ROLES
 from farm.render import SAMPLE_RATES
 
 
 @click.command()
 @click.argument("name", required=False)
 @click.option("--show", "show", metavar="NAME", help="Show one patch in full.")
+@click.option("--role", type=click.Choice(ROLES), default=None, help="Only the patches that can play this role.")
 @click.option("--dir", "patches_dir", type=click.Path(file_okay=False), default=None,
               help="Patch directory (default: the project's patches/, or $FARM_PATCHES_DIR).")
-def patches(name, show, patches_dir):
+def patches(name, show, role, patches_dir):
     """List the synth patches, or show one (NAME or --show NAME)."""
-    from farm.patches import describe_patch, list_patches, load_patch, patch_summary
+    from farm.patches import describe_patch, list_patches, load_patch, patch_table
 
     name = name or show
     if name:
         click.echo(describe_patch(load_patch(name, patches_dir)))
         return
-    rows = [patch_summary(p) for p in list_patches(patches_dir)]
-    if not rows:
-        click.echo("no patches")
+    found = [p for p in list_patches(patches_dir) if role is None or role in p.roles]
+    if not found:
+        click.echo("no patches" + (f" for role {role}" if role else ""))
         return
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
-    click.echo("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
-    for r in rows:
-        click.echo("  ".join(r[c].ljust(widths[c]) for c in columns).rstrip())
+    click.echo(patch_table(found))
+    click.echo(f"\n{len(found)} patches; farm patches NAME shows one in full", err=True)
 
 
 @click.command()

@@ -29,7 +29,9 @@ from farm.render import SAMPLE_RATES, RenderJob, register_backend
 BLOCK = 64  # FluidSynth's internal block (FLUID_BUFSIZE); events land on its boundaries
 CC_STEP = 256  # samples between controller-automation updates (5.8 ms at 44.1 kHz)
 MELODIC_CHANNEL, DRUM_CHANNEL = 0, 9
-INSTALL_HINT = "FluidSynth library not found: apt-get install libfluidsynth3"
+INSTALL_HINT = ("FluidSynth library not found: install it with apt-get install libfluidsynth3 "
+                "(Debian/Ubuntu), dnf install fluidsynth-libs (Fedora) or brew install fluid-synth (macOS)")
+PYFLUIDSYNTH_HINT = "pyfluidsynth not installed: pip install pyfluidsynth (it also needs the FluidSynth library)"
 
 # MIDI event kinds, in the order they apply at one instant: releases before new notes.
 _CC, _BEND, _OFF, _ON = 0, 1, 2, 3
@@ -39,7 +41,11 @@ def _fluidsynth():
     """The pyfluidsynth module, or one line saying how to install the library it needs."""
     try:
         import fluidsynth
-    except (ImportError, OSError):
+    except ModuleNotFoundError as err:
+        if err.name != "fluidsynth":
+            raise
+        raise FarmError(PYFLUIDSYNTH_HINT, field="backend") from None
+    except (ImportError, OSError):  # pyfluidsynth is there, but ctypes found no libfluidsynth
         raise FarmError(INSTALL_HINT, field="backend") from None
     return fluidsynth
 

@@ -14,6 +14,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from farm.audio import FORMATS, write_audio
 from farm.errors import FarmError
 from farm.files import atomic_write_text
@@ -97,16 +99,32 @@ def write_loop(loop: RenderedLoop, out_dir: str | Path, fmt: str = "flac24") -> 
     return path
 
 
-# Each worker process keeps one backend (and so one warm synth) for its lifetime.
-_WORKER_BACKEND = None
+# Each process keeps one backend (and so one warm synth) per backend name for its lifetime.
+_PROCESS_BACKENDS: dict = {}
+
+
+def _process_backend(name: str):
+    if name not in _PROCESS_BACKENDS:
+        _PROCESS_BACKENDS[name] = get_backend(name)
+    return _PROCESS_BACKENDS[name]
 
 
 def _worker_render(job: RenderJob, backend: str, out_dir: str, fmt: str) -> str:
-    global _WORKER_BACKEND
-    if _WORKER_BACKEND is None or _WORKER_BACKEND.name != backend:
-        _WORKER_BACKEND = get_backend(backend)
-    [loop] = render_loops([job], _WORKER_BACKEND)
+    [loop] = render_loops([job], _process_backend(backend))
     return str(write_loop(loop, out_dir, fmt))
+
+
+def render_part(template_dir: str | Path, part: str, patch: str | Patch, sample_rate: int = 44100,
+                backend: str = "embedded") -> tuple[np.ndarray, int]:
+    """One part of a template through one patch, in memory: ``(audio, sample_rate)``.
+
+    ``audio`` is the finished loop, float32 ``(2, loop samples)``: exactly the template's length,
+    tail folded into the start, at the patch's loudness under -1 dBTP. Nothing is written. The
+    backend (``embedded`` by default) stays warm in this process for the next call.
+    """
+    [job] = plan_jobs(template_dir, patch, part, sample_rate)
+    [loop] = render_loops([job], _process_backend(backend))
+    return loop.audio, loop.sample_rate
 
 
 def render(template_dir: str | Path, patch: str | Patch, part: str | None = None,
