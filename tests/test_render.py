@@ -55,11 +55,12 @@ def expected_samples(bars: int, meter: str, bpm: float, sr: int) -> int:
 
 
 def true_peak_8x(audio: np.ndarray) -> float:
-    """An independent true-peak reading: 8x polyphase oversampling of the loop played twice."""
-    twice = np.concatenate([audio, audio, audio], axis=1).astype(np.float64)
-    up = resample_poly(twice, 8, 1, axis=1)
-    n = audio.shape[1] * 8
-    return 20 * np.log10(np.abs(up[:, n:2 * n]).max())
+    """An independent true-peak reading: scipy's 8x polyphase oversampling of the loop, with the
+    loop's end before its start and its start after its end (it is played round and round)."""
+    pad = 256  # samples; resample_poly's filter reaches 10 input samples either side
+    around = np.concatenate([audio[:, -pad:], audio, audio[:, :pad]], axis=1).astype(np.float64)
+    up = resample_poly(around, 8, 1, axis=1)
+    return 20 * np.log10(np.abs(up[:, 8 * pad:8 * (pad + audio.shape[1])]).max())
 
 
 def pyloudnorm_lufs(audio: np.ndarray, sr: int) -> float:
@@ -161,6 +162,31 @@ def test_chords_bars_hold_their_labelled_pitch_classes(rendered, template_dir, p
     for chord, share in zip(template.chords, per_bar):
         labelled = share[list(chord.pitch_classes)].sum()
         assert labelled >= 0.70, f"bar {chord.bar} {chord.symbol}: {labelled:.2f}"
+
+
+def test_every_shipped_patch_renders_a_clean_loop_at_its_loudness(workdir):
+    """Each patch on a part it plays (the chords part when it can), 2-bar loops: exact length, not
+    silent, no NaN/inf, true peak under the ceiling, loudness on target. Every patch that can play
+    the chords part keeps each bar's labelled pitch classes at 70 % of the chroma, on two templates."""
+    from farm.model import Template
+
+    dirs = [make_template(workdir / "every", style, seed, bars=2) for style, seed in (("synthwave", 3),
+                                                                                      ("lofi-hiphop", 4))]
+    first, second = (Template.load(d) for d in dirs)
+    for patch in list_patches():
+        chords = patch.fits("chords")
+        part = "chords" if chords else next(p.name for p in first.parts if patch.fits(p.name))
+        audio, sr = render_part(dirs[0], part, patch)
+        assert audio.shape == (2, first.loop_samples(sr)), patch.name
+        assert np.isfinite(audio).all() and np.sqrt(np.mean(audio ** 2)) > 0.01, patch.name
+        assert true_peak_8x(audio) <= -1.0 + 0.01, patch.name
+        assert abs(pyloudnorm_lufs(audio, sr) - patch.target_lufs) <= 0.5, patch.name
+        if not chords:
+            continue
+        for template, heard in ((first, audio), (second, render_part(dirs[1], part, patch)[0])):
+            for chord, share in zip(template.chords, bar_chroma(heard, sr, template)):
+                labelled = share[list(chord.pitch_classes)].sum()
+                assert labelled >= 0.70, f"{patch.name} {template.style} bar {chord.bar} {chord.symbol}: {labelled:.2f}"
 
 
 def test_48k_loop_is_exact_and_holds_its_chords_and_bass(workdir):
