@@ -16,6 +16,16 @@ Conventions:
   ``i[add9]``, ``V7[no3][add4]``) and :func:`readable_roman` turns a bracket figure back.
   Labels carry the readable form; ``spell_chord(label.roman, tonic, mode)`` gives back exactly the
   label, and ``music21.roman.RomanNumeral(music21_figure(label.roman), key)`` the same pitches.
+* A chord with a major seventh says so: ``maj`` goes before the figure (``IIImaj7``, ``VImaj7``,
+  ``IVmaj9``; inversions keep their figured-bass numbers: ``IVmaj65``, ``IVmaj43``, ``IVmaj42``;
+  the minor-major seventh ``i7[#7]`` is ``imaj7[#7]``). music21 reads ``7`` as the key's own
+  seventh, so in G minor ``III7`` is Bbmaj7 while ``V7`` is D7; a producer reads ``III7`` as a
+  dominant seventh. ``maj`` changes nothing in music21's reading (:func:`music21_figure` drops
+  it, and music21 itself ignores it), so it only ever marks a seventh the key already makes major:
+  a ``maj`` roman whose chord has no major seventh (``Vmaj7`` in C) is a :class:`SpellingError`.
+  Dominant, minor, half-diminished (``iiø7``) and diminished (``viio7``) sevenths keep ``7``.
+  Old labels without ``maj`` (``III7``) still spell to the same chord; :func:`label_roman` gives
+  the form a label writes.
 * Note names use ``b`` and ``#`` (never music21's ``-``).
 """
 from __future__ import annotations
@@ -61,6 +71,13 @@ _SHORTHAND_FIGURES = {"sus4": "[no3][add4]", "sus2": "[no3][add2]", "add9": "[ad
 _BRACKETS = re.compile(r"^(?P<head>.*?)(?P<figure>\[no3\]\[add4\]|\[no3\]\[add2\]|\[add9\])$")
 _BRACKET_SHORTHAND = {figure: kind for kind, figure in _SHORTHAND_FIGURES.items()}
 
+# The numeral and its quality mark, where a figure (7, 65, 43, 42, 9, #7 ...) may follow.
+_NUMERAL = r"[b#]*(?:VII|VI|IV|V|III|II|I|vii|vi|iv|v|iii|ii|i)(?:o|°|ø|/o|\+)?"
+_MAJ = re.compile(rf"^(?P<head>{_NUMERAL})maj(?=[#b]?\d)")
+_FIGURE_START = re.compile(rf"^(?P<head>{_NUMERAL})(?=[#b]?\d)")
+#: Symbol qualities with a major seventh above the root: their romans carry ``maj``.
+MAJOR_SEVENTH_QUALITIES = frozenset({"maj7", "maj9", "m(maj7)"})
+
 
 class SpellingError(ValueError):
     """A roman numeral that cannot become a labelled chord in a key (says why in one line)."""
@@ -99,22 +116,50 @@ def lead_sheet_name(music21_name: str) -> str:
 
 
 def music21_figure(roman: str) -> str:
-    """The music21 figure for a roman numeral, rewriting ``sus2``/``sus4``/``add9`` shorthand."""
+    """The music21 figure for a roman numeral, rewriting ``sus2``/``sus4``/``add9`` shorthand and
+    dropping the ``maj`` of a major seventh (``IIImaj7`` -> ``III7``, ``IVmaj65`` -> ``IV65``): music21
+    reads the seventh from the key."""
     roman = roman.strip()
     m = _SHORTHAND.match(roman)
     if m and m.group("head"):
-        return m.group("head") + _SHORTHAND_FIGURES[m.group("kind")]
-    return roman
+        roman = m.group("head") + _SHORTHAND_FIGURES[m.group("kind")]
+    return _MAJ.sub(r"\g<head>", roman)
+
+
+def says_major_seventh(roman: str) -> bool:
+    """True when the roman numeral is written with ``maj`` before its figure (``IVmaj7``, ``IVmaj65``)."""
+    return _MAJ.match(roman.strip()) is not None
 
 
 def readable_roman(roman: str) -> str:
-    """The musician's form of a roman numeral: ``V[no3][add4]`` -> ``Vsus4``, ``i[add9]`` -> ``iadd9``,
-    ``V7[no3][add4]`` -> ``V7sus4``; anything else as given. The inverse of :func:`music21_figure`."""
+    """The musician's shorthand for music21's bracket figures: ``V[no3][add4]`` -> ``Vsus4``,
+    ``i[add9]`` -> ``iadd9``, ``V7[no3][add4]`` -> ``V7sus4``; anything else as given (a ``maj`` stays
+    as written). The inverse of :func:`music21_figure` up to ``maj``, which needs the chord:
+    :func:`label_roman` and :func:`spell_chord` add it."""
     roman = roman.strip()
     m = _BRACKETS.match(roman)
     if m and m.group("head"):
         return m.group("head") + _BRACKET_SHORTHAND[m.group("figure")]
     return roman
+
+
+def label_roman(roman: str, mode: str) -> str:
+    """The roman numeral as a label in ``mode`` writes it, in any key: readable shorthand and ``maj``
+    on a major seventh (minor: ``III7`` -> ``IIImaj7``, ``VI[add9]`` -> ``VIadd9``; ``V7`` stays).
+    Raises :class:`SpellingError` like :func:`spell_chord`."""
+    # which seventh a figure gets depends on the mode, not the tonic: any tonic gives the same answer
+    return spell_chord(roman, "C", mode).roman
+
+
+def _with_maj(readable: str, roman: str) -> str:
+    """``readable`` with ``maj`` before its figure (``III7`` -> ``IIImaj7``); SpellingError if it has none."""
+    if _MAJ.match(readable):
+        return readable
+    m = _FIGURE_START.match(readable)
+    if not m:
+        raise SpellingError(f"roman numeral {roman!r} is a major seventh chord but has no figure to write "
+                            f"maj before (write it with a 7, 65, 43, 42 or 9)")
+    return m.group("head") + "maj" + readable[m.end():]
 
 
 def music21_key(tonic: str, mode: str):
@@ -157,10 +202,11 @@ def _key_spelling(tonic: str, mode: str) -> str:
 def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
     """Realise ``roman`` in the key ``tonic`` ``mode`` with music21 and label it.
 
-    ``roman`` is readable shorthand (``Vsus4``) or a music21 figure (``V[no3][add4]``); the
-    spelling's ``roman`` is always the readable form, so a label's roman spells back to the label.
-    Raises :class:`SpellingError` when music21 cannot read the figure or when the chord's
-    intervals are not a quality this project can name with a symbol.
+    ``roman`` is readable shorthand (``Vsus4``, ``IIImaj7``) or a music21 figure (``V[no3][add4]``,
+    ``III7``); the spelling's ``roman`` is always the readable form, with ``maj`` when the chord has a
+    major seventh, so a label's roman spells back to the label. Raises :class:`SpellingError` when
+    music21 cannot read the figure, when the chord's intervals are not a quality this project can
+    name with a symbol, or when a ``maj`` roman's chord has no major seventh.
     """
     from music21 import roman as m21roman
 
@@ -181,12 +227,19 @@ def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
         names = " ".join(spell_name(p.name) for p in pitches)
         raise SpellingError(f"roman numeral {roman!r} in {tonic} {mode} is {names}: not a chord quality with a symbol")
     suffix, order = QUALITIES[intervals]
+    readable = readable_roman(figure)
+    if suffix in MAJOR_SEVENTH_QUALITIES:
+        readable = _with_maj(readable, roman)
+    elif says_major_seventh(roman):
+        names = " ".join(spell_name(p.name) for p in pitches)
+        raise SpellingError(f"roman numeral {roman!r} in {tonic} {mode} is {names}: no major seventh "
+                            f"(music21 takes the seventh from the key; raise it with [#7])")
     by_interval = {(p.pitchClass - root_pc) % 12: spell_name(p.name) for p in pitches}
     # lead sheets never put a double accidental in a chord symbol: F##dim7 in G# minor reads Gdim7
     root_name, bass_name = lead_sheet_name(root.name), lead_sheet_name(bass.name)
     symbol = root_name + suffix + (f"/{bass_name}" if bass.pitchClass != root_pc else "")
     return ChordSpelling(
-        roman=readable_roman(figure),
+        roman=readable,
         symbol=symbol,
         root_pc=root_pc,
         pitch_classes=tuple((root_pc + i) % 12 for i in order),

@@ -20,7 +20,8 @@ from farm.model import Template, canonical_json, note_name_to_pc
 from farm.templates import (TEMPLATES_DIR, beat_steps, find_rules, generate, generate_template, list_styles,
                             load_rules, merge_parts, midi_bytes, progression_is_valid, steps_per_bar,
                             template_id, write_template)
-from farm.theory import key_spelling, music21_figure, readable_roman, spell_chord, voicing_candidates, voicing_cost
+from farm.theory import (SpellingError, key_spelling, label_roman, music21_figure, readable_roman, spell_chord,
+                          voicing_candidates, voicing_cost)
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLES = sorted(p.stem for p in TEMPLATES_DIR.glob("*.toml"))
@@ -52,11 +53,13 @@ def part_notes(generated, name: str):
 
 
 # Readable sus/add shorthand and the music21 bracket figure each stands for, written out here so the
-# check does not lean on the code it checks.
+# check does not lean on the code it checks. A major seventh's "maj" (IIImaj7) is dropped: music21
+# takes the seventh from the key.
 BRACKET_FIGURES = {"sus4": "[no3][add4]", "sus2": "[no3][add2]", "add9": "[add9]"}
 
 
 def bracket_figure(roman: str) -> str:
+    roman = roman.replace("maj", "", 1)
     for short, figure in BRACKET_FIGURES.items():
         if roman.endswith(short) and len(roman) > len(short):
             return roman[: -len(short)] + figure
@@ -247,7 +250,8 @@ def test_every_chord_of_every_style_spells_back_from_its_readable_roman():
                         assert rn.root().pitchClass == chord.root_pc and rn.bass().pitchClass == chord.bass_pc
                         # either spelling of the roman is the same chord, and they convert into each other
                         assert music21_figure(chord.roman) == bracket_figure(chord.roman)
-                        assert readable_roman(music21_figure(chord.roman)) == chord.roman
+                        assert label_roman(music21_figure(chord.roman), mode) == chord.roman
+                        assert readable_roman(music21_figure(chord.roman)) == chord.roman.replace("maj", "", 1)
                         assert spell_chord(music21_figure(chord.roman), tonic, mode) == chord
                         checked += 1
     assert checked > 500
@@ -265,6 +269,133 @@ def test_rule_files_may_use_music21_bracket_figures_and_labels_stay_readable(tmp
     with pytest.raises(FarmError) as err:
         load_rules(mini(tmp_path, MINI.replace("vi = 1", '"Q[add9]" = 1'), name="unread.toml"))
     assert err.value.field == "grammar.chords.major.T.Q[add9]"
+
+
+# -- sevenths: a major seventh says maj -----------------------------------------------------------
+
+def seventh_kind(pitch_classes, root_pc) -> str | None:
+    """The seventh a chord has, from its intervals above the root (independent of the labels)."""
+    iv = {(pc - root_pc) % 12 for pc in pitch_classes}
+    if not iv & {3, 4}:
+        return None  # sus chords: no third
+    if 11 in iv:
+        return "major"  # maj7, maj9, m(maj7)
+    if iv >= {4, 10}:
+        return "dominant"
+    if iv >= {3, 10}:
+        return "half-diminished" if 6 in iv else "minor"
+    if iv == {0, 3, 6, 9}:
+        return "diminished"
+    return None
+
+
+FIGURES = ("7", "65", "43", "42", "9")
+NUMERALS = ("I", "II", "III", "IV", "V", "VI", "VII", "bII", "bIII", "bVI", "bVII")
+
+
+def test_major_sevenths_say_maj_in_every_inversion_and_every_other_seventh_keeps_its_figure():
+    """Every numeral (both cases) with every seventh figure, in every mode and a sharp, a flat and a
+    plain key: when music21 builds a chord with a major seventh, the label is the numeral, maj, then
+    the figure (IIImaj7, IVmaj65, Imaj42, VImaj9); dominant, minor, half-diminished and diminished
+    sevenths keep the figure as written (V7, ii65, iiø7, viio7). Either way spell_chord of the label
+    gives the label back, and music21 reads the label (maj and all) as the same root, pitch classes
+    and bass."""
+    from music21 import key as m21key
+    from music21 import roman
+
+    kinds = Counter()
+    for mode in ("major", "minor", "harmonic_minor", "dorian"):
+        for tonic in ("C", "F#", "Eb"):
+            k = m21key.Key(tonic.replace("b", "-") if len(tonic) > 1 else tonic,
+                           {"harmonic_minor": "minor"}.get(mode, mode))
+            numerals = [n for up in NUMERALS for n in (up, up[:-len(up.lstrip("b"))] + up.lstrip("b").lower())]
+            figures = [n + f for n in numerals for f in FIGURES] + ["iiø7", "iiø65", "viio7", "viio43"]
+            for written in figures:
+                rn = roman.RomanNumeral(written, k)
+                kind = seventh_kind([p.pitchClass for p in rn.pitches], rn.root().pitchClass)
+                try:
+                    chord = spell_chord(written, tonic, mode)
+                except SpellingError:
+                    continue  # no chord symbol for it (e.g. an augmented seventh)
+                kinds[kind] += 1
+                if kind == "major":
+                    head = written.rstrip("0123456789")
+                    assert chord.roman == head + "maj" + written[len(head):], (written, tonic, mode, chord)
+                    assert chord.symbol.split("/")[0].endswith(("maj7", "maj9", "m(maj7)")), chord
+                else:
+                    assert chord.roman == written and "maj" not in chord.symbol, (written, tonic, mode, chord)
+                assert spell_chord(chord.roman, tonic, mode) == chord
+                for fig in (chord.roman, music21_figure(chord.roman)):
+                    again = roman.RomanNumeral(fig, k)
+                    assert {p.pitchClass for p in again.pitches} == set(chord.pitch_classes), (fig, chord)
+                    assert (again.root().pitchClass, again.bass().pitchClass) == (chord.root_pc, chord.bass_pc)
+    assert kinds["major"] > 50 and kinds["dominant"] > 50
+    assert kinds["minor"] and kinds["half-diminished"] and kinds["diminished"]
+
+
+def test_every_major_seventh_in_fifty_seeds_per_style_says_maj_and_no_dominant_seventh_does(many_seeds):
+    """What producers read: across 50 seeds of every style, each chord with a major seventh (its
+    symbol maj7/maj9) has maj in its roman and spells back exactly from it; no dominant seventh
+    ever does; a major seventh written the old way (III7) is the same chord and the same function."""
+    counts = Counter()
+    for style, (rules, gens) in many_seeds.items():
+        for g in gens:
+            t = g.template
+            old = []
+            for label in t.chords:
+                kind = seventh_kind(label.pitch_classes, label.root_pc)
+                counts[kind] += 1
+                quality = label.symbol.split("/")[0]
+                if kind == "major":
+                    counts[style] += 1
+                    assert "maj" in label.roman and quality.endswith(("maj7", "maj9")), (style, t.seed, label)
+                    assert not label.roman.startswith(("ii", "iii", "vi", "vii", "iv", "v", "i"))
+                else:
+                    assert "maj" not in label.roman and "maj" not in quality, (style, t.seed, label)
+                if kind == "dominant":
+                    assert quality.endswith(("7", "9")) and "maj" not in quality and "m" not in quality[1:]
+                back = spell_chord(label.roman, t.key.tonic, t.key.mode)
+                assert (back.roman, back.symbol, back.root_pc, back.pitch_classes, back.bass_pc) == (
+                    label.roman, label.symbol, label.root_pc, label.pitch_classes, label.bass_pc)
+                plain = label.roman.replace("maj", "")
+                assert spell_chord(plain, t.key.tonic, t.key.mode) == back
+                old.append(plain)
+            assert progression_is_valid(rules, old, mode=t.key.mode)
+            assert progression_is_valid(rules, [c.roman for c in t.chords], mode=t.key.mode)
+    assert counts["major"] > 50 and counts["dominant"] > 50, counts
+    # the styles whose vocabulary holds major sevenths really write them
+    assert all(counts[s] for s in ("deep-house", "jazz-ii-V-I", "lofi-hiphop", "synthwave")), counts
+
+
+def test_rule_files_may_write_a_major_seventh_with_or_without_maj(tmp_path):
+    """A rule file may keep writing III7 (music21's figure): the grammar holds it as IIImaj7, templates
+    label it IIImaj7, and the progression check takes either form. Both forms at once is one chord
+    twice, and maj on a chord the key gives no major seventh is an error; each names the key as written."""
+    minor = (MINI.replace('modes = ["major"]', 'modes = ["minor"]').replace("[grammar.chords.major]", "[grammar.chords.minor]")
+             .replace("T = { I = 1, vi = 1 }", "T = { i7 = 1, III7 = 1 }").replace("S = { IV = 1, ii7 = 1 }", "S = { iv7 = 1, VI7 = 1 }")
+             .replace("D = { V = 1, Vsus4 = 1 }", "D = { V7 = 1, v7 = 1 }"))
+    rules = load_rules(mini(tmp_path, minor, name="old.toml"))
+    assert set(rules.grammar.chords["minor"]["T"]) == {"i7", "IIImaj7"}
+    assert set(rules.grammar.chords["minor"]["S"]) == {"iv7", "VImaj7"}
+    assert set(rules.grammar.chords["minor"]["D"]) == {"V7", "v7"}
+    romans = {c.roman for seed in range(20) for c in generate_template(rules, seed).template.chords}
+    assert romans >= {"IIImaj7", "i7", "V7"} and "III7" not in romans
+    for progression in (["IIImaj7", "VImaj7", "V7"], ["III7", "VI7", "V7"], ["III7", "VImaj7", "V7"]):
+        assert progression_is_valid(rules, progression, mode="minor")
+        assert rules.grammar.function_of("minor", progression[1]) == "S"
+    assert rules.grammar.function_of("minor", "VImaj7[add9]") is None and rules.grammar.function_of("minor", "Vmaj7") is None
+
+    with pytest.raises(FarmError) as err:
+        load_rules(mini(tmp_path, minor.replace("III7 = 1", "III7 = 1, IIImaj7 = 2"), name="twice.toml"))
+    assert err.value.field == "grammar.chords.minor.T.IIImaj7" and "already" in err.value.message
+    with pytest.raises(FarmError) as err:
+        load_rules(mini(tmp_path, minor.replace("V7 = 1", "Vmaj7 = 1"), name="dominant.toml"))
+    assert err.value.field == "grammar.chords.minor.D.Vmaj7" and "no major seventh" in err.value.message
+    result = CliRunner().invoke(farm_cli, ["generate", "--rules", str(tmp_path / "dominant.toml"),
+                                           "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {tmp_path / 'dominant.toml'}: grammar.chords.minor.D.Vmaj7: ")
+    assert not (tmp_path / "out").exists()
 
 
 def test_templates_dir_env_override(tmp_path, monkeypatch):
@@ -667,6 +798,9 @@ BAD_CASES = {
     "bad-meter": (lambda s: s.replace('meters = ["4/4"]', 'meters = ["4/3"]'), "meters"),
     "bad-knob": (lambda s: s.replace("kick_density = KICK", "kick_density = 1.5"), "parts.drums.kick_density"),
     "narrow-register": (lambda s: s.replace("register = [48, 72]", "register = [60, 63]"), "parts.chords.register"),
+    "maj-on-a-dominant": (lambda s: s.replace("D = { V = 1", "D = { Vmaj7 = 1"), "grammar.chords.major.D.Vmaj7"),
+    "major-seventh-twice": (lambda s: s.replace("T = { I = 1, vi = 1 }", "T = { I = 1, vi = 1, I7 = 1, Imaj7 = 1 }"),
+                            "grammar.chords.major.T.Imaj7"),
 }
 
 # Bad arguments: (Python keyword arguments, CLI arguments, file named in the error, field). A path of

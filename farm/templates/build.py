@@ -17,7 +17,7 @@ from farm.templates.parts import (Timing, chord_voicings, make_groove, write_arp
 from farm.templates.rules import Rules, find_rules, load_rules
 from farm.theory import chord_scale, key_spelling, spell_chord
 
-GENERATOR_VERSION = "farm.templates 2"  # 2: readable sus/add9 romans
+GENERATOR_VERSION = "farm.templates 3"  # 2: readable sus/add9 romans; 3: maj7/maj9 romans say maj
 PPQ = 480
 
 

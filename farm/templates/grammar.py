@@ -10,7 +10,6 @@ import random
 from typing import Sequence
 
 from farm.templates.rules import Grammar, Rules
-from farm.theory import readable_roman
 
 
 def _weighted(rng: random.Random, options: dict[str, float]) -> str:
@@ -47,7 +46,7 @@ def sample_functions(g: Grammar, bars: int, rng: random.Random, *, looping: bool
 
 
 def sample_progression(g: Grammar, mode: str, bars: int, rng: random.Random) -> list[str]:
-    """Roman numerals (readable form, ``Vsus4``), one per bar. A function that repeats picks a new chord
+    """Roman numerals (the labels' form, ``Vsus4``, ``IIImaj7``), one per bar. A function that repeats picks a new chord
     of that function when it has one, so a bar never just restates the bar before by accident."""
     funcs = sample_functions(g, bars, rng)
     romans: list[str] = []
@@ -67,8 +66,8 @@ def progression_is_valid(rules: Rules, romans: Sequence[str], *, looping: bool =
     Every chord must belong to a function in the mode, every successive transition (and with
     ``looping`` the wrap from the last bar back to the first) must have a weight above zero, bar 1
     must take a ``first`` function and the last bar a ``last`` one. Without ``mode``, any of the
-    rule set's modes will do. Roman numerals may be readable (``Vsus4``) or music21 figures
-    (``V[no3][add4]``).
+    rule set's modes will do. Roman numerals may be readable (``Vsus4``, ``IIImaj7``), music21 figures
+    (``V[no3][add4]``) or major sevenths written without ``maj`` (``III7`` in minor).
     """
     g = rules.grammar
     if not romans:

@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from farm.errors import FarmError
 from farm.model import MODES, Meter
-from farm.theory import SpellingError, key_spelling, readable_roman, spell_chord
+from farm.theory import SpellingError, key_spelling, label_roman, readable_roman, spell_chord
 
 #: The rule sets shipped with the project; ``FARM_TEMPLATES_DIR`` points elsewhere.
 DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -140,8 +140,9 @@ PART_TYPES = {"chords": ChordsPart, "bass": BassPart, "arp": ArpPart, "melody": 
 class Grammar:
     """Chord functions with weighted transitions, cadence rules, and the chords of each function.
 
-    ``chords[mode][function]`` maps a roman numeral (readable form, ``Vsus4`` not ``V[no3][add4]``;
-    see :func:`farm.theory.readable_roman`) to its weight. ``first``: the functions bar 1 may take
+    ``chords[mode][function]`` maps a roman numeral in the form labels write it (``Vsus4`` not
+    ``V[no3][add4]``, ``IIImaj7`` not ``III7`` in minor; see :func:`farm.theory.label_roman`) to its
+    weight. ``first``: the functions bar 1 may take
     (weighted); ``last``: those the last bar may take. Loops wrap, so the transition from the last
     bar back to bar 1 must be allowed too. ``written[mode][roman]`` is the key as the rule file
     spells it, for error messages.
@@ -155,12 +156,22 @@ class Grammar:
     written: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def function_of(self, mode: str, roman: str) -> str | None:
-        """The function of a roman numeral (readable or music21 figure) in ``mode``, or None."""
-        figure = readable_roman(roman)
+        """The function of a roman numeral in ``mode`` (label form, music21 figure, or a major seventh
+        written without ``maj``: ``IIImaj7``, ``III7``), or None."""
+        figure = _grammar_roman(roman, mode)
         for func, table in self.chords.get(mode, {}).items():
             if figure in table:
                 return func
         return None
+
+
+def _grammar_roman(roman: str, mode: str) -> str:
+    """``roman`` as labels in ``mode`` write it; as written (readable shorthand) when it cannot spell,
+    so the rule-set check can name it."""
+    try:
+        return label_roman(roman, mode)
+    except SpellingError:
+        return readable_roman(roman)
 
 
 @dataclass(frozen=True)
@@ -400,7 +411,7 @@ def _load_grammar(r: _Reader, modes: tuple[str, ...]) -> Grammar:
             w = mt.weights(f, mt.data[f])
             figures = {}
             for roman, weight in w.items():
-                fig = readable_roman(roman)  # Vsus4 and V[no3][add4] are one chord
+                fig = _grammar_roman(roman, mode)  # Vsus4 and V[no3][add4], III7 and IIImaj7 are one chord
                 if fig in seen:
                     mt.fail(f"{f}.{roman}", f"{roman!r} is already a {seen[fig]} chord; a chord has one function")
                 seen[fig] = f
