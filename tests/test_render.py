@@ -26,7 +26,7 @@ from farm.cli import main as farm_cli
 from farm.errors import FarmError
 from farm.model import Meter
 from farm.patches import ROLES, list_patches, load_patch
-from farm.render import get_backend, render_loops
+from farm.render import RenderJob, get_backend, render_loops
 from farm.render.run import loop_file_name, plan_jobs, read_loop_metadata, render, render_part
 from farm.templates import find_rules, generate_template, load_rules, write_template
 
@@ -130,6 +130,23 @@ def test_loop_length_is_exact_in_samples(workdir, backend, bpm, meter, style, sr
     path = write_audio(workdir / "lengths" / f"{bpm}-{sr}.wav", loop.audio, sr, "wav32f")
     info = soundfile.info(str(path))
     assert (info.frames, info.samplerate, info.channels) == (expected, sr, 2)
+
+
+def test_every_tempo_from_60_to_180_gives_the_exact_length(template_dir):
+    """The length every job renders to (checked on real renders above), for every whole tempo from
+    60 to 180 BPM and a few fractional ones, in 4/4, 3/4 and 6/8, at both sample rates."""
+    from farm.model import Template
+
+    template = Template.load(template_dir)
+    patch = load_patch("sub-bass")
+    for bpm in [*range(60, 181), 97.5, 128.25, 174.9]:
+        for meter in ("4/4", "3/4", "6/8"):
+            for sr in (44100, 48000):
+                t = dataclasses.replace(template, bpm=bpm, meter=Meter.parse(meter))
+                job = RenderJob(t, template_dir, "bass", patch, sr)
+                assert job.loop_samples == expected_samples(t.bars, meter, bpm, sr), (bpm, meter, sr)
+                assert fold_tail(np.ones((2, job.loop_samples + 999), np.float32), job.loop_samples).shape == \
+                    (2, job.loop_samples)
 
 
 # -- level, loudness, sanity --------------------------------------------------------------------
