@@ -276,6 +276,29 @@ def test_identical_bytes_in_a_fresh_process(rendered, template_dir, workdir):
     assert there.read_bytes() == here.read_bytes()
 
 
+def test_one_soundfont_load_per_process_and_backends_by_name(template_dir, tmp_path, monkeypatch):
+    """The worker keeps its SoundFont loaded: many jobs, many patches, one load. Backends are
+    found by name; an unknown one is one line naming the known ones."""
+    import farm.render.embedded as embedded
+
+    embedded.close_soundfonts()
+    loads = []
+    original = embedded.LoadedSoundFont.__init__
+    monkeypatch.setattr(embedded.LoadedSoundFont, "__init__",
+                        lambda self, sf: (loads.append(sf), original(self, sf))[1])
+    engine = get_backend("embedded")
+    jobs = [*plan_jobs(template_dir, "sub-bass"), *plan_jobs(template_dir, "warm-rhodes"),
+            *plan_jobs(template_dir, "lofi-kit")]
+    engine.render_raw(jobs)
+    engine.render_raw(jobs[:1])
+    assert len(loads) == 1 and engine.name == "embedded"
+    result = CliRunner().invoke(farm_cli, ["render", "--template", str(template_dir), "--patch", "sub-bass",
+                                           "--out", str(tmp_path / "out"), "--backend", "nope"])
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: backend: unknown renderer backend 'nope'; known: ") and "embedded" in line
+
+
 def test_same_job_same_raw_audio_whatever_ran_before(template_dir, backend):
     [job] = plan_jobs(template_dir, "sweep-pad", "chords")
     [first] = backend.render_raw([job])
@@ -578,6 +601,25 @@ def test_write_and_read_audio_formats(tmp_path, fmt, subtype, container):
     assert sr == 48000 and back.dtype == np.float32
     assert np.abs(back - audio).max() <= (0 if fmt == "wav32f" else 2 ** -23)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_a_write_that_fails_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    """Files are written under a temporary name and renamed: a write cut short (disk full, a
+    killed worker) leaves neither a half-written file nor a temporary, and an earlier loop of the
+    same name stays whole."""
+    audio = (0.1 * np.random.default_rng(2).standard_normal((2, 4000))).astype(np.float32)
+    earlier = write_audio(tmp_path / "loop.flac", audio, 44100)
+    before = earlier.read_bytes()
+
+    def cut_short(file, data, *args, **kwargs):
+        Path(file).write_bytes(b"fLaC" + b"\0" * 100)  # some bytes land, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(soundfile, "write", cut_short)
+    for name in ("loop.flac", "other.flac"):
+        with pytest.raises(OSError):
+            write_audio(tmp_path / name, audio * 2, 44100)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop.flac"] and earlier.read_bytes() == before
 
 
 def test_unreadable_audio_names_the_file(tmp_path):
