@@ -5,10 +5,12 @@ order by one *writer* process, the only one holding the SQLite connection:
 
 1. ``templates`` (in the writer: cheap and deterministic): generate each style's templates,
    write them under ``<root>/templates/<id>/`` and record them.
-2. ``render``: one task per (template, part, fitting patch). ``-j N`` worker processes, each
-   with a warm renderer, render the loop, run the machine checks, write the audio file and
-   then its JSON sidecar (each atomically: temp name + rename), and return the sidecar. The
-   writer inserts the loop and chord rows and marks the task done in one transaction.
+2. ``render``: one task per (template, part, fitting patch), or, for a backend that renders
+   in chunks (REAPER: one project and one start-up for many loops), tasks of up to its
+   ``loops_per_project`` loops across templates. ``-j N`` worker processes, each with a warm
+   renderer, render the task's loops, run the machine checks, write each audio file and then
+   its JSON sidecar (each atomically: temp name + rename), and return the sidecars. The writer
+   inserts the loop and chord rows and marks the task done in one transaction.
 
 A later stage is one more :class:`Stage` in :data:`STAGES` (given as ``"module:attribute"``,
 so this module never imports a later stage) with its own TOML table in the batch config.
@@ -248,7 +250,7 @@ class BatchRun:
     renderer_version: str
     templates: list[tuple[Template, str]] = field(default_factory=list)  # (template, dir rel. root)
     patches: list = field(default_factory=list)  # farm.patches.Patch, in config order
-    chunks: bool = False  # the backend renders many loops per call (one task per template)
+    loops_per_task: int = 1  # > 1: the backend renders many loops per call (REAPER: one project)
 
 
 def plan_templates(run: BatchRun) -> list[TaskSpec]:
@@ -268,18 +270,14 @@ def plan_templates(run: BatchRun) -> list[TaskSpec]:
     return []
 
 
-def plan_renders(run: BatchRun) -> list[TaskSpec]:
-    """Render tasks for every (template, part, patch whose roles fit the part).
-
-    One loop per task, or one task per template when the backend renders in chunks (REAPER:
-    one project and one start-up for many loops).
-    """
+def plan_loops(run: BatchRun) -> list[dict]:
+    """The loops of the night, template by template: every (part, patch whose roles fit it), each
+    a JSON-able spec with its content id, its template and its patch."""
     from farm.patches import patches_for_part
 
     config = run.config
-    specs = []
+    loops = []
     for t_index, (template, rel) in enumerate(run.templates):
-        loops = []
         for part in template.parts:
             if config.parts != "all" and part.name not in config.parts:
                 continue
@@ -293,15 +291,56 @@ def plan_renders(run: BatchRun) -> list[TaskSpec]:
                 role = next(r for r in patch.roles if r in PART_ROLES[part.name])
                 loop_id = loop_content_id(template.id, part.name, patch.content_hash, run.renderer,
                                           run.renderer_version, config.sample_rate, config.format)
-                loops.append({"id": loop_id, "part": part.name, "patch": patch.name,
-                              "patch_path": str(patch.path), "patch_hash": patch.content_hash, "role": role})
-        common = {"template_id": template.id, "template_dir": rel, "renderer": run.renderer,
-                  "renderer_version": run.renderer_version, "sample_rate": config.sample_rate,
-                  "format": config.format, "batch_id": run.batch_id}
-        if run.chunks and loops:
-            specs.append(TaskSpec(content_id(*(loop["id"] for loop in loops)), {**common, "loops": loops}))
+                loops.append({"id": loop_id, "template_id": template.id, "template_dir": rel,
+                              "part": part.name, "patch": patch.name, "patch_path": str(patch.path),
+                              "patch_hash": patch.content_hash, "role": role})
+    return loops
+
+
+def pack_loops(loops: Sequence[dict], loops_per_task: int, workers: int) -> list[list[dict]]:
+    """Split ``loops`` in order into near-equal runs of at most ``loops_per_task``: as few as
+    that allows (each is one REAPER start-up), but no fewer than ``workers`` while there are
+    loops enough, so no worker sits idle."""
+    n = len(loops)
+    if n == 0:
+        return []
+    count = min(n, max(math.ceil(n / max(1, loops_per_task)), workers))
+    size, extra = divmod(n, count)
+    runs, start = [], 0
+    for k in range(count):
+        end = start + size + (k < extra)
+        runs.append(list(loops[start:end]))
+        start = end
+    return runs
+
+
+def plan_renders(run: BatchRun) -> list[TaskSpec]:
+    """Render tasks for every (template, part, patch whose roles fit the part).
+
+    One loop per task; or, when the backend renders in chunks, tasks packing up to
+    ``run.loops_per_task`` loops of several templates (a loop already catalogued stays a task
+    of its own, which is skipped, so nothing is rendered twice). A task is a fixed list of loop
+    specs stored in the ``tasks`` table: ``--resume`` finishes exactly that plan.
+    """
+    common = {"renderer": run.renderer, "renderer_version": run.renderer_version,
+              "sample_rate": run.config.sample_rate, "format": run.config.format, "batch_id": run.batch_id}
+
+    def single(loop: dict) -> TaskSpec:
+        # template_id/template_dir also on the task itself, as before tasks spanned templates
+        return TaskSpec(loop["id"], {**common, "template_id": loop["template_id"],
+                                     "template_dir": loop["template_dir"], "loops": [loop]})
+
+    loops = plan_loops(run)
+    if run.loops_per_task <= 1:
+        return [single(loop) for loop in loops]
+    catalogued = [loop for loop in loops if run.catalog.has_loop(loop["id"])]
+    todo = [loop for loop in loops if not run.catalog.has_loop(loop["id"])]
+    specs = [single(loop) for loop in catalogued]
+    for chunk in pack_loops(todo, run.loops_per_task, run.config.workers):
+        if len(chunk) == 1:
+            specs.append(single(chunk[0]))
         else:
-            specs += [TaskSpec(loop["id"], {**common, "loops": [loop]}) for loop in loops]
+            specs.append(TaskSpec(content_id(*(loop["id"] for loop in chunk)), {**common, "loops": chunk}))
     return specs
 
 
@@ -340,6 +379,113 @@ def _patches(config: BatchConfig):
     return [load_patch(name) for name in config.patches]
 
 
+# Backends that need something of every patch before a night starts, as "module:function"
+# called with each patch and raising FarmError naming the patch file and field (imported only
+# for that backend). A backend may instead offer its own ``check_patch(patch)`` method.
+PATCH_CHECKS: dict[str, str] = {"reaper": "farm.rpp:fxchain_for"}
+# How each backend's patches get what its check asks for, said in the error ({name}: the patch).
+PATCH_FIXES: dict[str, str] = {"reaper": "save its chain from REAPER with `farm patch pull {name} --track N`"}
+
+
+def _loops_per_task(backend) -> int:
+    """Loops one render task packs: 1, or up to ``loops_per_project`` (default 64) for a backend
+    that renders in chunks (one REAPER start-up per project)."""
+    if not getattr(backend, "renders_in_chunks", False):
+        return 1
+    return max(1, int(getattr(backend, "loops_per_project", 64)))
+
+
+def check_patches(config: BatchConfig, patches: Sequence, backend) -> None:
+    """Stop before anything is written when a patch the night may use cannot be rendered by
+    ``backend`` (REAPER: a patch without a usable ``.RfxChain``), rather than failing whole
+    render tasks later. One FarmError line names the first such patch file and field, the fix,
+    and the other patches with the same problem."""
+    check = getattr(backend, "check_patch", None)
+    if check is None and backend.name in PATCH_CHECKS:
+        check = _resolve(PATCH_CHECKS[backend.name])
+    if check is None:
+        return
+    parts = PART_ROLES if config.parts == "all" else config.parts
+    problems = []
+    for patch in patches:
+        if not any(patch.fits(part) for part in parts):
+            continue  # plays none of the night's parts
+        try:
+            check(patch)
+        except FarmError as err:
+            problems.append((patch, err))
+    if not problems:
+        return
+    patch, err = problems[0]
+    # The check's own hint (often a generic "how to") gives way to the fix for this patch.
+    reason = re.split(r" \(|: add \[", err.message)[0]
+    fix = PATCH_FIXES.get(backend.name, "fix it").format(name=patch.name)
+    where = f" in {config.source}" if config.source else ""
+    others = [p.name for p, _ in problems[1:]]
+    more = f"; the same for {', '.join(others)}" if others else ""
+    raise FarmError(f"the {backend.name} backend cannot render patch {patch.name!r} ({reason}): {fix}, "
+                    f"or leave it out of `patches`{where}{more}", file=err.file or patch.path,
+                    field=err.field)
+
+
+# -- REAPER projects only ---------------------------------------------------------------------
+def write_night_projects(config: BatchConfig, directory: str | Path) -> tuple[list[Path], int, int]:
+    """``farm batch --rpp-only DIR``: write the night's REAPER projects and stop.
+
+    The night's templates go to ``DIR/templates/<id>/`` (the projects' MIDI items come from
+    them) and its loops, the same ones ``farm batch`` would render, to projects of up to
+    ``loops_per_project`` loops across templates (``DIR/chunkNNN_<id>.rpp``), for a REAPER node
+    to render. Nothing is rendered and the catalog is not touched: no batch, task or loop row.
+    Returns ``(project paths, loops, templates)``.
+    """
+    from farm.render import RenderJob, get_backend
+    from farm.render.reaper import ProjectsWritten
+    from farm.templates import generate_template, write_template
+
+    if config.backend != "reaper":
+        raise FarmError(f"--rpp-only writes REAPER projects: it needs --backend reaper, not {config.backend!r}",
+                        field="backend")
+    for module in config.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise FarmError(f"cannot import plugin: {err}", file=config.source, field="plugins") from None
+    directory = Path(directory)
+    styles = _styles(config)
+    patches = _patches(config)
+    backend = get_backend("reaper", **{**config.backend_options, "rpp_only": directory, "progress": False})
+    try:
+        check_patches(config, patches, backend)
+        generated = [generate_template(rules, config.seed + i, bars=config.bars)
+                     for rules in styles for i in range(config.templates_per_style)]
+        out = directory / "templates"
+        try:
+            for g in generated:
+                write_template(g, out)
+        except OSError as err:
+            raise FarmError(f"cannot write: {err.strerror or err}", file=err.filename or out) from None
+        run = BatchRun(config, None, "", backend.name, backend.version, patches=patches,
+                       templates=[(g.template, g.template.id) for g in generated])
+        loops = plan_loops(run)
+        by_name = {patch.name: patch for patch in patches}
+        templates = {template.id: template for template, _ in run.templates}
+        jobs = [RenderJob(template=templates[loop["template_id"]], template_dir=out / loop["template_dir"],
+                          part=loop["part"], patch=by_name[loop["patch"]], sample_rate=config.sample_rate)
+                for loop in loops]
+        if not jobs:
+            return [], 0, len(templates)
+        try:
+            backend.render_raw(jobs)
+        except ProjectsWritten as written:
+            return list(written.paths), len(jobs), len(templates)
+        except OSError as err:
+            raise FarmError(f"cannot write: {err.strerror or err}", file=err.filename or directory) from None
+        raise FarmError("the REAPER backend rendered instead of writing projects", field="rpp_only")
+    finally:
+        with contextlib.suppress(Exception):
+            backend.close()
+
+
 # -- the worker side --------------------------------------------------------------------------
 @dataclass
 class Worker:
@@ -367,8 +513,8 @@ class Worker:
 
 
 def render_task(params: dict, worker: Worker) -> list[dict]:
-    """Render a task's loops (one call to the backend), check each, write its audio then its
-    sidecar; return the sidecars.
+    """Render a task's loops (one call to the backend, whatever templates they come from),
+    check each, write its audio then its sidecar; return the sidecars.
 
     The sidecar is written last: a sidecar on disk means its audio is complete, which is what
     ``--resume`` relies on to adopt a loop the writer never recorded.
@@ -381,18 +527,19 @@ def render_task(params: dict, worker: Worker) -> list[dict]:
                               template_labels, write_sidecar)
 
     root = worker.root
-    template = worker.template(params["template_dir"])
     jobs = []
     for spec in params["loops"]:
+        template_dir = spec.get("template_dir", params.get("template_dir"))  # per task in older plans
         patch = load_patch(spec["patch_path"])
         if patch.content_hash != spec["patch_hash"]:
             raise FarmError("the patch changed since the batch was planned; start a new batch",
                             file=patch.path, field="content_hash")
-        jobs.append(RenderJob(template=template, template_dir=root / params["template_dir"], part=spec["part"],
-                              patch=patch, sample_rate=params["sample_rate"]))
+        jobs.append(RenderJob(template=worker.template(template_dir), template_dir=root / template_dir,
+                              part=spec["part"], patch=patch, sample_rate=params["sample_rate"]))
     sidecars = []
     for spec, loop in zip(params["loops"], render_loops(jobs, worker.backend)):
         job, patch, sr = loop.job, loop.job.patch, loop.sample_rate
+        template, template_dir = job.template, spec.get("template_dir", params.get("template_dir"))
         loop_id = loop_content_id(template.id, job.part, patch.content_hash, loop.renderer,
                                   loop.renderer_version, sr, params["format"])
         if loop_id != spec["id"]:  # another renderer version than the batch was planned for
@@ -413,7 +560,7 @@ def render_task(params: dict, worker: Worker) -> list[dict]:
                 channels=features.channels, samples=features.samples, duration_s=features.duration_s,
                 lufs=float(loop.lufs), true_peak_db=float(loop.true_peak_db), rms_db=features.rms_db,
                 onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1), path=rel,
-                midi=f"{params['template_dir']}/{template.part(job.part).midi}", sha256=file_sha256(root / rel),
+                midi=f"{template_dir}/{template.part(job.part).midi}", sha256=file_sha256(root / rel),
                 status="rejected" if reason else "pending", reject_reason=reason,
                 tags=_tags(template, job.part, spec["role"], patch), batch_id=params["batch_id"], **labels)
             write_sidecar(root / sidecar_path(rel), sidecar)
@@ -466,6 +613,19 @@ def _worker_main(conn, parent_pid: int, log_path: str, root: str, backend: str, 
         return
     print(f"worker {os.getpid()} ready: {backend} {getattr(worker.backend, 'version', '')}", flush=True)
     conn.send(("ready", None, os.getpid()))
+    try:
+        _serve(conn, worker)
+    finally:
+        # A worker told to stop (or left by its writer) lets its backend clean up after itself:
+        # REAPER's work and instance directories. A worker killed for a timeout cannot; the
+        # backends keep nothing there that matters.
+        with contextlib.suppress(Exception):
+            worker.backend.close()
+        print(f"worker {os.getpid()} stopped", flush=True)
+
+
+def _serve(conn, worker: Worker) -> None:
+    """Run tasks from ``conn`` until told to stop (``None``) or the writer is gone."""
     functions: dict[str, Callable] = {}
     while True:
         try:
@@ -475,8 +635,10 @@ def _worker_main(conn, parent_pid: int, log_path: str, root: str, backend: str, 
         if message is None:
             return
         task_id, task_fn, params = message
-        print(f"[{utc_now()}] task {task_id}: {task_fn} {params.get('template_id', '')} "
-              f"{params.get('part', '')} {params.get('patch', '')}", flush=True)
+        loops = params.get("loops") or []
+        what = (f"{loops[0].get('template_id', params.get('template_id', ''))} {loops[0]['part']} "
+                f"{loops[0]['patch']}" if len(loops) == 1 else f"{len(loops)} loops" if loops else "")
+        print(f"[{utc_now()}] task {task_id}: {task_fn} {what}", flush=True)
         try:
             if task_fn not in functions:
                 functions[task_fn] = _resolve(task_fn)
@@ -811,15 +973,18 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
     _styles(config)
     patches = _patches(config)
     backend = get_backend(config.backend, **config.backend_options)
-    renderer, renderer_version = backend.name, backend.version
-    chunks = bool(getattr(backend, "renders_in_chunks", False))
-    with contextlib.suppress(Exception):
-        backend.close()
+    try:
+        renderer, renderer_version = backend.name, backend.version
+        loops_per_task = _loops_per_task(backend)
+        check_patches(config, patches, backend)
+    finally:
+        with contextlib.suppress(Exception):
+            backend.close()
 
     catalog = Catalog(root)  # FarmError when the root cannot be written; nothing is created then
     try:
         with _batch_lock(root):
-            summary = _run(catalog, config, patches, (renderer, renderer_version, chunks),
+            summary = _run(catalog, config, patches, (renderer, renderer_version, loops_per_task),
                            batch_id if resume else None, progress)
     except OSError as err:  # the writer's own files (templates, logs): one line, as for the workers
         problem = write_problem(err, root) or {"file": err.filename or root, "message": str(err.strerror or err)}
@@ -834,7 +999,7 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
     return summary
 
 
-def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, str, bool],
+def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, str, int],
          resume_id: str | None, progress: bool) -> BatchSummary:
     db = catalog.db
     if resume_id is None:
@@ -857,7 +1022,8 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
         summary.adopted, summary.removed = len(adopted), len(removed)
         db.execute("UPDATE tasks SET status = 'pending' WHERE batch_id = ? AND status = 'running'", [batch_id])
 
-    run = BatchRun(config, catalog, batch_id, renderer[0], renderer[1], patches=patches, chunks=renderer[2])
+    run = BatchRun(config, catalog, batch_id, renderer[0], renderer[1], patches=patches,
+                   loops_per_task=renderer[2])
     with db.atomic():
         for patch in patches:
             catalog.add_patch(patch)
@@ -878,6 +1044,7 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
             todo = [Task(r[0], stage.name, r[1], stage.task, json.loads(r[2]), r[3]) for r in db.execute(
                 "SELECT id, output_id, params, attempts FROM tasks WHERE batch_id = ? AND stage = ? "
                 "AND status = 'pending' ORDER BY id", [batch_id, stage.name])]
+            todo = _leave_out_catalogued(catalog, todo)
             if todo and pool is None:
                 pool = WorkerPool(config.workers, root=catalog.root, backend=config.backend,
                                   backend_options=config.backend_options, plugins=config.plugins,
@@ -911,8 +1078,14 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
     counts = dict(db.execute("SELECT status, count(*) FROM tasks WHERE batch_id = ? GROUP BY status",
                              [batch_id]).fetchall())
     summary.tasks = counts
-    summary.failed = counts.get("failed", 0)
-    summary.skipped = counts.get("skipped", 0)
+    # Counted in loops: a failed task of a chunking backend leaves every loop of it not yet
+    # catalogued unmade (a task of another stage makes one output).
+    summary.failed = db.execute(
+        "SELECT (SELECT count(*) FROM tasks t, json_each(t.params, '$.loops') j WHERE t.batch_id = ?1 "
+        "AND t.status = 'failed' AND json_extract(j.value, '$.id') NOT IN (SELECT id FROM loops)) + "
+        "(SELECT count(*) FROM tasks WHERE batch_id = ?1 AND status = 'failed' "
+        "AND json_type(params, '$.loops') IS NOT 'array')", [batch_id]).fetchone()[0]
+    summary.skipped = counts.get("skipped", 0)  # one loop each
     summary.new_loops, summary.rejected = db.execute(
         "SELECT count(*), coalesce(sum(status = 'rejected'), 0) FROM loops WHERE batch_id = ?",
         [batch_id]).fetchone()
@@ -938,6 +1111,27 @@ def _skip_catalogued(catalog: Catalog, batch_id: str, stage: Stage) -> None:
         [batch_id, utc_now(), batch_id, stage.name])
 
 
+def _leave_out_catalogued(catalog: Catalog, todo: list[Task]) -> list[Task]:
+    """Tasks of several loops interrupted half-way (their finished loops adopted from their
+    sidecars on resume) render only the loops still missing; one with none missing is done.
+    The stored plan is unchanged: the task still names all its loops."""
+    out = []
+    for task in todo:
+        loops = task.params.get("loops") or []
+        if len(loops) < 2:
+            out.append(task)
+            continue
+        missing = [loop for loop in loops if not catalog.has_loop(loop["id"])]
+        if not missing:
+            catalog.db.execute("UPDATE tasks SET status = 'done', finished_at = ? WHERE id = ?",
+                               [utc_now(), task.id])
+            continue
+        if len(missing) < len(loops):
+            task.params = {**task.params, "loops": missing}
+        out.append(task)
+    return out
+
+
 def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, batch_id: str, stage: Stage,
                todo: list[Task], summary: BatchSummary, progress: bool) -> None:
     from tqdm import tqdm
@@ -950,6 +1144,11 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
         f"SELECT coalesce(sum({size}), 0), coalesce(sum(CASE WHEN status IN ('done', 'skipped') THEN {size} END), 0), "
         f"coalesce(sum(CASE WHEN status = 'failed' THEN {size} END), 0) "
         "FROM tasks WHERE batch_id = ? AND stage = ?", [batch_id, stage.name]).fetchone()
+    # Loops of a pending task of several that were finished before an interruption.
+    done += db.execute(
+        "SELECT count(*) FROM tasks t, json_each(t.params, '$.loops') j WHERE t.batch_id = ? AND t.stage = ? "
+        "AND t.status = 'pending' AND json_array_length(t.params, '$.loops') > 1 "
+        "AND json_extract(j.value, '$.id') IN (SELECT id FROM loops)", [batch_id, stage.name]).fetchone()[0]
     state = {"done": done, "failed": failed}
     counts = lambda: f"{state['done']} done, {state['failed']} failed"  # noqa: E731
     bar = tqdm(total=total, initial=done + failed, desc=stage.name, unit="loop", file=sys.stderr,

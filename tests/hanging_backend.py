@@ -3,7 +3,9 @@ directory on ``sys.path``). Both render with the embedded renderer and misbehave
 
 * ``hanging``: the very first render of a batch hangs forever (the batch must kill that worker
   and retry on a fresh one). Which render was first is decided by who creates
-  ``<marker_dir>/hung`` first, across all worker processes.
+  ``<marker_dir>/hung`` first, across all worker processes. With ``hang_patch``, instead, every
+  render of a loop through that patch hangs, on every attempt, each leaving
+  ``<marker_dir>/hung-<pid>``. ``close()`` leaves ``<marker_dir>/closed-<pid>``.
 * ``full-disk``: while the file ``full_flag`` exists, the disk is "full" for the worker: every
   atomic write of a file ending in ``full_suffix`` (the sidecar by default, written after its
   audio) fails with ENOSPC once its temporary file has been written, as a real full disk fails.
@@ -24,23 +26,36 @@ from farm.render import get_backend, register_backend
 class HangingBackend:
     name = "hanging"
 
-    def __init__(self, marker_dir: str, **options):
+    def __init__(self, marker_dir: str, hang_patch: str | None = None, **options):
         self.inner = get_backend("embedded", **options)
         self.version = self.inner.version
-        self.marker = Path(marker_dir) / "hung"
+        self.marker_dir = Path(marker_dir)
+        self.marker = self.marker_dir / "hung"
+        self.hang_patch = hang_patch
 
     def render_raw(self, jobs):
+        if self.hang_patch is not None:
+            if any(job.patch.name == self.hang_patch for job in jobs):
+                (self.marker_dir / f"hung-{os.getpid()}").write_text(self.hang_patch)
+                self._hang()
+            return self.inner.render_raw(jobs)
         try:
             fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return self.inner.render_raw(jobs)
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
+        self._hang()
+
+    @staticmethod
+    def _hang():
         print("hanging on purpose", flush=True)
         while True:
             time.sleep(60)
 
     def close(self):
+        with contextlib.suppress(OSError):
+            (self.marker_dir / f"closed-{os.getpid()}").touch()
         self.inner.close()
 
 

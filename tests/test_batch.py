@@ -317,6 +317,47 @@ def test_a_task_failing_every_attempt_is_marked_failed_with_its_log(tmp_path, mo
     assert Catalog(root, readonly=True).check().ok
 
 
+def test_a_task_hanging_on_every_attempt_is_killed_each_time_then_failed_while_the_rest_finish(tmp_path, monkeypatch):
+    """The drums loop hangs whenever it is rendered: each attempt is killed by its timeout, the
+    next runs on a fresh worker, the third is the last; the task is failed with its error and
+    log, every other loop of the night is catalogued, and workers that stop normally close
+    their backend."""
+    monkeypatch.syspath_prepend(str(TESTS))
+    root = tmp_path / "library"
+    marker = tmp_path / "markers"
+    marker.mkdir()
+    patches = ["sub-bass", "lofi-kit", "tight-808"]  # quick renders: the timeout can be short
+    config = write_config(tmp_path / "night.toml", root, patches=patches, workers=2, timeout_s=4, max_attempts=3,
+                          backend="hanging", plugins=["hanging_backend"],
+                          backend_options={"marker_dir": str(marker), "hang_patch": "lofi-kit"})
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "1 failed" in result.output
+    # Three attempts, each on its own worker, each killed.
+    hung = sorted(int(p.name.split("-")[1]) for p in marker.glob("hung-*"))
+    assert len(hung) == 3 and not any(alive(pid) for pid in hung)
+    ((attempts, status, error, log, pid),) = rows(
+        root, "SELECT attempts, status, error, log, worker_pid FROM tasks WHERE json_extract(params, '$.loops[0].patch') "
+              "= 'lofi-kit'")
+    assert (attempts, status) == (3, "failed") and pid == hung[-1]
+    assert error == f"timed out after 4 s: worker {pid} killed"
+    assert "hanging on purpose" in log
+    # The rest of the night is done and catalogued.
+    others = expected_loops(root, patches) - 1
+    assert others >= 2
+    assert rows(root, "SELECT status, count(*) FROM tasks WHERE json_extract(params, '$.loops[0].patch') != 'lofi-kit' "
+                      "GROUP BY status") == [("done", others)]
+    assert rows(root, "SELECT count(*), count(DISTINCT patch) FROM loops") == [(others, 2)]
+    assert Catalog(root, readonly=True).check().ok
+    assert rows(root, "SELECT status FROM batches") == [("done",)]
+    # The two workers left at the end closed their backend when the batch told them to stop;
+    # the killed ones could not.
+    logs = (root / "logs").glob("*/worker-*.log")
+    started = {int(m) for p in logs for m in re.findall(r"^worker (\d+) ready", p.read_text(), re.M)}
+    closed = {int(p.name.split("-")[1]) for p in marker.glob("closed-*")} - {os.getpid()}
+    assert len(closed) == 2 and closed <= started - set(hung)
+
+
 @pytest.mark.parametrize("text, field", [
     ('styles = ["lofi-hiphop"]\nsample_rate = 22050\n', "sample_rate"),
     ('styles = ["no-such-style"]\n', "style"),
@@ -412,13 +453,16 @@ def test_a_read_only_root_is_one_clear_error_and_writes_nothing(tmp_path):
 
 
 # -- REAPER: many loops per project -------------------------------------------------------------------
-def test_the_reaper_backend_renders_a_whole_templates_loops_in_one_project(tmp_path, monkeypatch):
-    """Through the stand-in REAPER executable (tests/standin/reaper; not REAPER): each render task
-    is one template's loops, one REAPER run of one project holding a region per loop."""
+CHAINED = ["dry-piano-chords", "sub-bass", "lofi-kit"]  # patches that ship a .RfxChain
+
+
+@pytest.fixture
+def standin_reaper(tmp_path, monkeypatch):
+    """A reaper "executable" that keeps a copy of each project it is given, then runs the stand-in
+    (tests/standin/reaper; a test double, not REAPER). Returns (executable, folder of the copies)."""
     standin = PROJECT / "tests" / "standin" / "reaper"
     projects = tmp_path / "projects-seen"
     projects.mkdir()
-    # A reaper "executable" that keeps a copy of each project it is given, then runs the stand-in.
     reaper = tmp_path / "bin" / "reaper"
     reaper.parent.mkdir()
     reaper.write_text(f"#!{sys.executable}\n"
@@ -431,29 +475,202 @@ def test_the_reaper_backend_renders_a_whole_templates_loops_in_one_project(tmp_p
     reaper.chmod(0o755)
     for knob in ("SKIP", "SHORT", "SILENT", "ONCE", "HANG", "CRASH", "SLEEP", "LOG", "EXIT", "PER_REGION"):
         monkeypatch.delenv(f"FARM_STANDIN_{knob}", raising=False)
+    return reaper, projects
+
+
+def regions(rpp: Path) -> dict[str, tuple[float, float]]:
+    """``{region name: (start s, end s)}`` of a project, as rppxml (REAPER's own parser) reads it."""
+    import rppxml
+
+    bounds: dict[int, list] = {}
+    for line in rppxml.load(str(rpp)).children:
+        if isinstance(line, list) and line and line[0] == "MARKER":
+            bounds.setdefault(line[1], []).append(line)
+    return {first[3]: (first[2], last[2]) for first, last in bounds.values()}
+
+
+def night_loops(templates_dir: Path, patches) -> set[tuple[str, str, str]]:
+    """(template id, part, patch) of every loop a night must make, from the template.json and
+    patch TOML files themselves."""
+    roles = {p: tomllib.loads((PROJECT / "patches" / f"{p}.toml").read_text())["roles"] for p in patches}
+    out = set()
+    for tdir in templates_dir.iterdir():
+        template = json.loads((tdir / "template.json").read_text())
+        out |= {(template["id"], part["name"], p) for part in template["parts"] for p in patches
+                if set(roles[p]) & set(PART_ROLES[part["name"]])}
+    return out
+
+
+def test_the_reaper_backend_packs_loops_of_several_templates_in_one_project(tmp_path, monkeypatch, standin_reaper):
+    """Through the stand-in REAPER: a render task packs the loops of several templates (up to
+    loops_per_project), one REAPER run of one project with a region per loop; a second night
+    renders nothing; the workers leave no REAPER work directory behind."""
+    reaper, projects = standin_reaper
+    scratch = tmp_path / "tmp"  # the workers' temporary directory (spawned: they read $TMPDIR)
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     root = tmp_path / "library"
-    patches = ["dry-piano-chords", "sub-bass", "lofi-kit"]
-    config = write_config(tmp_path / "night.toml", root, patches=patches, templates_per_style=2, workers=1,
+    config = write_config(tmp_path / "night.toml", root, patches=CHAINED, templates_per_style=2, workers=1,
                           backend="reaper", backend_options={"reaper": str(reaper), "xvfb": False})
     result = CliRunner().invoke(main, ["batch", "--config", str(config)])  # with its progress bar
     assert result.exit_code == 0, result.output
-    n = expected_loops(root, patches)
+    expected = night_loops(root / "templates", CHAINED)
+    n = len(expected)
+    assert len({t for t, _, _ in expected}) == 2 and n <= 64
     tasks = rows(root, "SELECT json_array_length(params, '$.loops') FROM tasks WHERE stage = 'render' "
-                       "AND status = 'done' ORDER BY id")
-    assert len(tasks) == 2 and sum(k for (k,) in tasks) == n  # one task per template
-    # One REAPER run per task, each project with a region for every loop of its template.
-    seen = sorted(projects.iterdir())
-    regions = []
-    for rpp in seen:
-        markers = [line.split() for line in rpp.read_text().splitlines() if line.strip().startswith("MARKER ")]
-        regions.append(len({m[1] for m in markers}))
-    assert sorted(regions) == sorted(k for (k,) in tasks) and min(regions) >= 3
-    assert rows(root, "SELECT renderer, count(*) FROM loops GROUP BY renderer") == [("reaper", n)]
+                       "AND status = 'done'")
+    assert tasks == [(n,)]  # both templates' loops in one task
+    # One REAPER run of one project, a region for every loop of the night, both templates in it.
+    (rpp,) = projects.iterdir()
+    named = {tuple(name.split("_")[1:4]) for name in regions(rpp)}
+    assert named == expected
+    got = rows(root, "SELECT template_id, part, patch, renderer FROM loops")
+    assert {r[:3] for r in got} == expected and {r[3] for r in got} == {"reaper"}
     assert Catalog(root, readonly=True).check().ok
     # The progress bar counts loops, not tasks: loops done, failed, and the rate.
     bar = [s for s in re.split(r"[\r\n]", result.stderr) if s.startswith("render: 100%")]
     assert bar and f"{n}/{n} loops, {n} done, 0 failed" in bar[-1]
     assert re.search(r"(loop/s|s/loop)\]$", bar[-1].strip())
+    # The worker closed its backend on the way out: no REAPER work or instance directory is left.
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("farm-reaper-")] == []
+    # A second night of the same config: every loop already catalogued, REAPER never started.
+    summary = run_batch(load_config(config), progress=False)
+    assert (summary.new_loops, summary.skipped, summary.failed) == (0, n, 0)
+    assert len(list(projects.iterdir())) == 1
+
+
+def test_resuming_a_reaper_task_renders_only_its_missing_loops(tmp_path, standin_reaper):
+    """A task of many loops interrupted half-way: on --resume the loops whose sidecars were
+    written are adopted, and REAPER renders a project of only the loop still missing."""
+    reaper, projects = standin_reaper
+    root = tmp_path / "library"
+    config = write_config(tmp_path / "night.toml", root, patches=CHAINED, workers=1, backend="reaper",
+                          backend_options={"reaper": str(reaper), "xvfb": False})
+    assert run_batch(load_config(config), progress=False).failed == 0
+    total = rows(root, "SELECT count(*) FROM loops")[0][0]
+    (first,) = projects.iterdir()
+    first.unlink()
+    # The writer died with the task running: two loops written whole but not recorded, one of
+    # them only half-written (its audio without its sidecar).
+    with Catalog(root) as cat:
+        victims = cat.db.execute("SELECT id, path, sidecar FROM loops ORDER BY id LIMIT 2").fetchall()
+        with cat.db.atomic():
+            for loop_id, _, _ in victims:
+                cat.db.execute("DELETE FROM chords WHERE loop_id = ?", [loop_id])
+                cat.db.execute("DELETE FROM loops WHERE id = ?", [loop_id])
+            cat.db.execute("UPDATE tasks SET status = 'running'")
+            cat.db.execute("UPDATE batches SET status = 'running'")
+    (root / victims[1][2]).unlink()
+    summary = run_batch(root=root, resume=True, progress=False)
+    assert summary.adopted == 1 and summary.failed == 0
+    (again,) = projects.iterdir()
+    (name,) = regions(again)  # the one loop missing, alone in its project
+    missing = rows(root, "SELECT template_id, part, patch FROM loops WHERE id = ?", [victims[1][0]])[0]
+    assert tuple(name.split("_")[1:4]) == missing
+    assert rows(root, "SELECT count(*) FROM loops")[0][0] == total
+    assert rows(root, "SELECT status, count(*) FROM tasks GROUP BY status") == [("done", 1)]
+    assert Catalog(root, readonly=True).check().ok
+
+
+def test_a_failed_reaper_task_counts_every_loop_it_leaves_unmade(tmp_path, monkeypatch, standin_reaper):
+    """REAPER dies on every run (the stand-in aborts): the task of many loops fails with REAPER's
+    error, and the night says how many loops that left unmade, not "1 failed"."""
+    reaper, projects = standin_reaper
+    monkeypatch.setenv("FARM_STANDIN_CRASH", "1")
+    root = tmp_path / "library"
+    config = write_config(tmp_path / "night.toml", root, patches=CHAINED, workers=1, max_attempts=1,
+                          backend="reaper", backend_options={"reaper": str(reaper), "xvfb": False, "retries": 0})
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    n = expected_loops(root, CHAINED)
+    assert n >= 3 and f"0 new loops (0 rejected by the machine checks), 0 already catalogued, {n} failed" in result.output
+    ((size, status, error),) = rows(root, "SELECT json_array_length(params, '$.loops'), status, error FROM tasks")
+    assert (size, status) == (n, "failed")
+    assert f"{n} of {n} loops failed after 1 attempt(s)" in error and "REAPER exited with code" in error
+    assert len(list(projects.iterdir())) == 1 and rows(root, "SELECT count(*) FROM loops") == [(0,)]
+
+
+def test_a_reaper_night_with_a_patch_lacking_its_fx_chain_stops_before_writing_anything(tmp_path, standin_reaper):
+    from farm.batch import check_patches
+    from farm.patches import list_patches
+    from farm.render import get_backend
+
+    reaper, projects = standin_reaper
+    root = tmp_path / "library"
+    options = {"reaper": str(reaper), "xvfb": False}
+    chainless = [p.name for p in list_patches() if p.reaper_fxchain is None or not p.reaper_fxchain.is_file()]
+    if not chainless:
+        pytest.skip("every shipped patch has its FX chain")
+    # patches = "all": the first patch without a chain is named (its file and field), with the
+    # fix, and so are the others.
+    config = write_config(tmp_path / "night.toml", root, patches="all", backend="reaper", backend_options=options)
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    first = chainless[0]
+    assert line.startswith(f"error: {PROJECT / 'patches' / first}.toml: reaper.fxchain: ")
+    assert f"`farm patch pull {first} --track N`" in line and "leave it out of `patches`" in line
+    assert str(config) in line
+    assert all(name in line for name in chainless)
+    assert not root.exists() and list(projects.iterdir()) == []
+    # The Python function says the same, and patches of parts the night does not render are not asked.
+    with pytest.raises(FarmError) as caught:
+        run_batch(load_config(config), progress=False)
+    assert (caught.value.file, caught.value.field) == (str(PROJECT / "patches" / f"{first}.toml"), "reaper.fxchain")
+    assert not root.exists()
+    drum_kits = [p for p in list_patches() if p.fits("drums") and p.name not in chainless]
+    others = [p for p in list_patches() if not p.fits("drums") and p.name in chainless]
+    assert drum_kits and others
+    check_patches(load_config(config, parts=("drums",)), drum_kits + others, get_backend("reaper", **options))
+    # The embedded backend needs no chain: the same patches are fine there.
+    check_patches(load_config(config, backend="embedded"), list_patches(), get_backend("embedded"))
+
+
+def test_rpp_only_writes_the_nights_projects_and_stops(tmp_path, standin_reaper):
+    """`farm batch --rpp-only DIR`: the night's loops as regions of REAPER projects (read back with
+    rppxml), packed across templates; no render, no catalog, no batch."""
+    from farm.batch import write_night_projects
+    from farm.patches import load_patch
+
+    reaper, projects = standin_reaper
+    root = tmp_path / "library"
+    out = tmp_path / "rpp"
+    config = write_config(tmp_path / "night.toml", root, patches=CHAINED, templates_per_style=2,
+                          backend_options={"reaper": str(reaper), "xvfb": False})
+    # Only with the REAPER backend: one line, nothing written.
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--rpp-only", str(out)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: backend: --rpp-only needs --backend reaper (the config's backend is 'embedded')"]
+    assert not out.exists()
+
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--backend", "reaper",
+                                       "--rpp-only", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    *printed, last = result.output.strip().splitlines()
+    paths = [Path(p) for p in printed]
+    expected = night_loops(out / "templates", CHAINED)
+    assert len({t for t, _, _ in expected}) == 2
+    assert last == f"{len(expected)} loops of 2 templates in 1 REAPER project under {out}; nothing rendered or catalogued"
+    assert paths == list(out.glob("*.rpp"))  # up to loops_per_project (64) loops per project
+    seen = {}
+    for path in paths:
+        found = regions(path)
+        for name, (start, end) in found.items():
+            template_id, part, patch = key = tuple(name.split("_")[1:4])
+            template = Template.load(out / "templates" / template_id)
+            # The region lasts the loop and the patch's tail, to the sample.
+            samples = template.loop_samples(44100) + round(load_patch(patch).tail_s * 44100)
+            assert abs((end - start) * 44100 - samples) < 1
+            seen[key] = path
+    assert set(seen) == expected and len(seen) == len(expected)  # both templates' loops in one project
+    # Nothing rendered, nothing catalogued, no REAPER started.
+    assert not root.exists() and list(projects.iterdir()) == []
+    assert not [p for p in out.rglob("*") if p.suffix in (".wav", ".flac", ".db")]
+    # The Python function writes the same projects: the same regions, in the same order.
+    again, loops, templates = write_night_projects(load_config(config, backend="reaper"), tmp_path / "rpp2")
+    assert (loops, templates, len(again)) == (len(expected), 2, 1)
+    assert list(regions(again[0]).items()) == list(regions(paths[0]).items())
 
 
 def test_a_loop_failing_a_machine_check_is_catalogued_rejected_with_its_reason(night, tmp_path):

@@ -47,14 +47,30 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
               help="REAPER backend: the reaper executable (else backend_options, $FARM_REAPER, PATH).")
 @click.option("--via", type=click.Choice(["process", "reapy"]),
               help="REAPER backend: reaper processes (default) or the running REAPER through reapy (-j 1).")
-def batch(config_path, resume, workers, backend, root, seed, no_progress, reaper_path, via):
+@click.option("--rpp-only", type=click.Path(file_okay=False), metavar="DIR",
+              help="REAPER backend: write the night's REAPER projects (and their templates) to DIR and "
+                   "stop; nothing is rendered or catalogued.")
+def batch(config_path, resume, workers, backend, root, seed, no_progress, reaper_path, via, rpp_only):
     """Run the nightly batch: templates -> rendered loops -> checks, sidecars, catalog.
 
     Kill it at any moment; `farm batch --resume` finishes it without duplicating or losing a
-    loop. Exits 1 when some task failed for good (see `farm query failed_tasks`).
+    loop. Exits 1 when some loop failed for good (see `farm query failed_tasks`).
     """
-    from farm.batch import load_config, run_batch
+    from farm.batch import load_config, run_batch, write_night_projects
 
+    if rpp_only:
+        if resume:
+            raise FarmError("--rpp-only writes a new night's projects: not with --resume", field="--rpp-only")
+        config = load_config(config_path, backend=backend, seed=seed)
+        if config.backend != "reaper":
+            raise FarmError(f"--rpp-only needs --backend reaper (the config's backend is {config.backend!r})",
+                            field="backend")
+        paths, loops, templates = write_night_projects(config, rpp_only)
+        for path in paths:
+            click.echo(str(path))
+        click.echo(f"{loops} loops of {templates} templates in {len(paths)} REAPER "
+                   f"project{'' if len(paths) == 1 else 's'} under {rpp_only}; nothing rendered or catalogued")
+        return
     config = None
     if not resume or config_path:
         config = load_config(config_path, backend=backend, seed=seed)
