@@ -34,6 +34,12 @@ class FarmGroup(click.Group):
         except FarmError as err:
             click.echo(f"error: {err.line()}", err=True)
             sys.exit(err.exit_code)
+        except click.UsageError as err:
+            # A bad option or argument is bad input too: one line, like every other error.
+            message = " ".join(err.format_message().split())
+            command = err.ctx.command_path if err.ctx is not None else "farm"
+            click.echo(f"error: {message} (see: {command} --help)", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=FarmGroup)

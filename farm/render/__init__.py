@@ -74,21 +74,20 @@ def register_backend(name: str):
     return decorate
 
 
+BUILTIN_BACKENDS = ("embedded", "reaper")
+
+
 def get_backend(name: str = "embedded", **options) -> Backend:
     """A ready backend by name; imports the built-in ones on first use."""
+    import importlib
+
     from farm.errors import FarmError
 
+    if name not in BACKENDS and name in BUILTIN_BACKENDS:
+        importlib.import_module(f"farm.render.{name}")
     if name not in BACKENDS:
-        import importlib
-
-        try:
-            importlib.import_module(f"farm.render.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"farm.render.{name}":
-                raise
-    if name not in BACKENDS:
-        raise FarmError(f"unknown renderer backend {name!r}; known: {', '.join(sorted(BACKENDS)) or 'none'}",
-                        field="backend")
+        known = sorted(set(BACKENDS) | set(BUILTIN_BACKENDS))
+        raise FarmError(f"unknown renderer backend {name!r}; known: {', '.join(known)}", field="backend")
     return BACKENDS[name](**options)
 
 

@@ -1,0 +1,37 @@
+"""The `farm` command as a whole: every stage's commands are there, and bad input is one line."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from farm.cli import main
+from farm.errors import FarmError
+from farm.render import get_backend
+
+
+def test_every_stage_contributes_its_commands():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("styles", "generate", "patches", "render", "batch", "sql", "query", "show", "stats",
+                    "approve", "reject", "check", "permute", "plot", "export", "doctor", "reaper", "patch"):
+        assert f"  {command} " in result.output or f"  {command}\n" in result.output, command
+
+
+@pytest.mark.parametrize("args, names", [
+    (["patches", "--role", "vocals"], "--role"),
+    (["generate", "--bogus"], "--bogus"),
+    (["no-such-command"], "no-such-command"),
+])
+def test_a_bad_option_is_one_error_line_and_exit_2(args, names):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0]
+    assert result.stdout == ""
+
+
+def test_unknown_backend_names_every_built_in_one():
+    with pytest.raises(FarmError) as err:
+        get_backend("no-such-backend")
+    assert err.value.field == "backend"
+    assert "embedded" in err.value.message and "reaper" in err.value.message
