@@ -57,7 +57,7 @@ from farm.catalog import Catalog
 from farm.errors import FarmError
 from farm.model import PART_ROLES, Template, content_id
 from farm.qa import QALimits
-from farm.sidecar import utc_now
+from farm.sidecar import loop_tags, utc_now
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "nightly.toml"
 LOG_EXCERPT_CHARS = 2000
@@ -562,7 +562,8 @@ def render_task(params: dict, worker: Worker) -> list[dict]:
                 onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1), path=rel,
                 midi=f"{template_dir}/{template.part(job.part).midi}", sha256=file_sha256(root / rel),
                 status="rejected" if reason else "pending", reject_reason=reason,
-                tags=_tags(template, job.part, spec["role"], patch), batch_id=params["batch_id"], **labels)
+                tags=loop_tags(template, job.part, spec["role"], patch.name, patch.roles),
+                batch_id=params["batch_id"], **labels)
             write_sidecar(root / sidecar_path(rel), sidecar)
         except BaseException:
             # An audio file without its sidecar is an unfinished write: never leave one behind.
@@ -571,13 +572,6 @@ def render_task(params: dict, worker: Worker) -> list[dict]:
         print(f"wrote {rel} ({'rejected: ' + reason if reason else 'pending'})", flush=True)
         sidecars.append(sidecar)
     return sidecars
-
-
-def _tags(template: Template, part: str, role: str, patch) -> list[str]:
-    """Words to find the loop by: style, part, roles, patch, key, mode, meter, tempo."""
-    words = [template.style, part, role, *patch.roles, patch.name, template.key.short, template.key.mode,
-             str(template.meter), f"{template.bpm:g}bpm"]
-    return list(dict.fromkeys(w for w in words if w))
 
 
 def _die_with_parent() -> None:

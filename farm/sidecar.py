@@ -205,3 +205,15 @@ def read_sidecar(path: str | Path) -> dict:
         raise FarmError(f"unreadable sidecar: {err}", file=path) from None
     validate_sidecar(data, file=path)
     return data
+
+
+def loop_tags(template: Template, part: str, role: str, patch_name: str,
+              patch_roles: tuple[str, ...] = ()) -> list[str]:
+    """Words to find a loop by: style, part, roles, patch, key, mode, meter, tempo.
+
+    Built from the loop's own labels, so a pitch-shifted or stretched loop is tagged with its new
+    key and tempo, not its parent's.
+    """
+    words = [template.style, part, role, *patch_roles, patch_name, template.key.short, template.key.mode,
+             str(template.meter), f"{template.bpm:g}bpm"]
+    return list(dict.fromkeys(w for w in words if w))

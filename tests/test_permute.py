@@ -592,6 +592,13 @@ def test_farm_permute_catalogues_labelled_permutations_with_lineage_once(catalog
         chords = rows(root, "SELECT * FROM chords WHERE loop_id = ? ORDER BY bar", [child["id"]])
         audio, sr = read_audio(root / child["path"])
         assert audio.shape == (2, child["samples"]) and sr == parent["sample_rate"]
+        # the words a loop is found by follow its own labels, not its parent's
+        tags = child["tags"].split()
+        assert {child["key"], f"{child['bpm']:g}bpm", child["patch"], child["operation"]} <= set(tags)
+        if child["key"] != parent["key"]:
+            assert parent["key"] not in tags
+        if child["bpm"] != parent["bpm"]:
+            assert f"{parent['bpm']:g}bpm" not in tags
         if child["operation"] == "pitch":
             expected = transpose_template(parent_tpl, params["semitones"])
             assert child["key"] == expected.key.short and child["bpm"] == parent["bpm"]

@@ -357,8 +357,9 @@ def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made,
                       batch_id: str | None = None, limits=None) -> dict:
     """Machine-check a permutation, write its audio then its sidecar (each atomically); return the sidecar."""
     from farm.audio import integrated_lufs, true_peak_dbtp, write_audio
+    from farm.patches import ROLES, load_patch
     from farm.qa import QALimits, loop_features, machine_check
-    from farm.sidecar import (file_sha256, loop_name, loop_path, make_sidecar, sidecar_path,
+    from farm.sidecar import (file_sha256, loop_name, loop_path, loop_tags, make_sidecar, sidecar_path,
                               template_labels, write_sidecar)
 
     info, sr, tpl = parent.info, parent.sample_rate, made.template
@@ -378,7 +379,9 @@ def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made,
     fmt = info["format"]
     path = loop_path(info["style"], name, fmt)
     write_audio(root / path, made.audio, sr, fmt)
-    tags = [t for t in (info["tags"] or "").split() if t] + [perm.operation]
+    roles = load_patch(patch_name).roles if perm.operation == "repatch" else tuple(
+        t for t in (info["tags"] or "").split() if t in ROLES)
+    tags = loop_tags(tpl, info["part"], role, patch_name, roles) + [perm.operation]
     data = make_sidecar(
         id=perm.id, name=name, template_id=info["template_id"], parent_id=info["id"],
         operation=perm.operation, params=perm.params, part=info["part"], role=role, patch=patch_name,
