@@ -45,7 +45,6 @@ import signal
 import sqlite3
 import sys
 import time
-import tomllib
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from farm.catalog import Catalog
 from farm.errors import FarmError
+from farm.files import read_toml
 from farm.model import PART_ROLES, Template, content_id
 from farm.qa import QALimits
 from farm.sidecar import loop_tags, utc_now
@@ -117,11 +117,9 @@ def load_config(path: str | Path | None = None, **overrides) -> BatchConfig:
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = read_toml(path)
     except FileNotFoundError:
         raise FarmError("no such batch config", file=path) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise FarmError(f"invalid TOML: {err}", file=path) from None
     return parse_config(data, path, **overrides)
 
 

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from farm.errors import FarmError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -65,3 +67,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_toml(path: str | Path) -> dict:
+    """A TOML file as a dict; text that is not UTF-8 or not TOML is a FarmError naming the file.
+
+    A missing file raises ``FileNotFoundError``, for the caller to say what it was looking for.
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise FarmError(f"invalid TOML: {err}", file=path) from None

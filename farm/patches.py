@@ -40,13 +40,13 @@ import hashlib
 import inspect
 import os
 import struct
-import tomllib
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from farm.errors import FarmError
+from farm.files import read_toml
 from farm.model import PART_ROLES
 
 ROLES = ("chords", "pad", "keys", "bass", "lead", "arp", "drums")
@@ -244,11 +244,7 @@ def patch_digest(toml_path: Path, fxchain: Path | None) -> str:
 
 @lru_cache(maxsize=256)
 def _load_patch_file(path: Path, _mtime_ns: int, _size: int) -> Patch:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise FarmError(f"invalid TOML: {err}", file=path) from None
-    return _parse_patch(data, path)
+    return _parse_patch(read_toml(path), path)
 
 
 def list_patches(patches_dir: str | Path | None = None) -> list[Patch]:

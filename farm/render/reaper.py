@@ -33,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from farm.errors import FarmError
+from farm.files import read_toml
 from farm.render import RenderJob, register_backend
 from farm.rpp import DEFAULT_GAP_S, ProjectPlan, plan_project, plan_projects, write_project
 
@@ -82,10 +82,7 @@ def reaper_config() -> dict:
     path = config_file()
     if path is None:
         return {}
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("reaper", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise FarmError(f"invalid TOML: {err}", file=path) from None
+    table = read_toml(path).get("reaper", {})
     if not isinstance(table, dict):
         raise FarmError("expected a table", file=path, field="reaper")
     return table
