@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import sqlite_utils
 
 from farm.errors import FarmError
+from farm.files import is_temp_name
 from farm.sidecar import (AUDIO_SUFFIXES, FIELDS, file_sha256, read_sidecar, sidecar_path, utc_now,
                           validate_sidecar)
 
@@ -38,7 +39,6 @@ SCHEMA_VERSION = 1  # PRAGMA user_version once schema.sql is applied
 # Sidecar fields that are not loops columns, and loops columns that are not sidecar fields.
 _SIDECAR_ONLY = {"chords", "sidecar_version"}
 LOOP_COLUMNS = tuple(k for k in FIELDS if k not in _SIDECAR_ONLY) + ("sidecar",)
-_TEMP_MARK = ".part"  # farm.files temporary names: .<stem>.<random>.part<suffix>
 
 
 # -- opening ----------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ class Catalog:
         out = []
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
-                if os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES and not _is_temp(name):
+                if os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES and not is_temp_name(name):
                     out.append(Path(dirpath) / name)
         return sorted(out)
 
@@ -285,7 +285,7 @@ class Catalog:
         """Half-written files left by an interrupted write (temporary names, never catalogued)."""
         out = []
         for dirpath, dirs, files in os.walk(self.root):
-            out += [Path(dirpath) / n for n in files + dirs if _is_temp(n)]
+            out += [Path(dirpath) / n for n in files + dirs if is_temp_name(n)]
         return sorted(out)
 
     def check(self, progress: bool = False) -> "CheckReport":
@@ -349,7 +349,7 @@ class Catalog:
         loops_dir = self.root / "loops"
         for sidecar in sorted(loops_dir.rglob("*.json")) if loops_dir.is_dir() else []:
             rel = sidecar.relative_to(self.root).as_posix()
-            if rel not in sidecars and not _is_temp(sidecar.name) and not any(
+            if rel not in sidecars and not is_temp_name(sidecar.name) and not any(
                     sidecar.with_suffix(suffix).exists() for suffix in AUDIO_SUFFIXES):
                 sidecar.unlink()
                 removed.append(rel)
@@ -395,10 +395,6 @@ class CheckReport:
 def _read_only_authorizer(action: int, *_args) -> int:
     """sqlite3 authorizer of a read-only connection: no ATTACH or DETACH (no new files)."""
     return sqlite3.SQLITE_DENY if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH) else sqlite3.SQLITE_OK
-
-
-def _is_temp(name: str) -> bool:
-    return name.startswith(".") and _TEMP_MARK in name
 
 
 def loop_row(sidecar: dict) -> dict:

@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.files import atomic_path, atomic_write_bytes, atomic_write_text
+from farm.files import atomic_path, atomic_write_bytes, atomic_write_text, is_temp_name
 from farm.model import Meter, canonical_json
 
 GROUPINGS = ("style", "key", "part", "none")
@@ -377,17 +377,13 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _is_temp(name: str) -> bool:
-    return name.startswith(".") and ".part" in name
-
-
 def _scan(out: Path) -> dict[str, list[tuple[str, dict]]]:
     """Exported sidecars already in ``out`` by loop id: ``[(sidecar path relative to out, data)]``."""
     from farm.sidecar import validate_sidecar
 
     found: dict[str, list[tuple[str, dict]]] = {}
     for path in sorted(out.rglob("*.json")):
-        if _is_temp(path.name):
+        if is_temp_name(path.name):
             continue
         data = _read_json(path)
         try:

@@ -35,6 +35,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether a file or folder name is one of ``atomic_path``/``atomic_dir``'s temporary names
+    (``.<stem>.<random>.part<suffix>``): a write still under way, or one that was interrupted."""
+    return name.startswith(".") and ".part" in name
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
