@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.files import atomic_path, atomic_write_bytes, atomic_write_text, is_temp_name
+from farm.files import atomic_path, atomic_write_bytes, atomic_write_text, check_writable_dir, is_temp_name
 from farm.model import Meter, canonical_json
 
 GROUPINGS = ("style", "key", "part", "none")
@@ -293,7 +293,7 @@ def export(catalog_root: str | Path, out: str | Path, where: str | None = None, 
     out = Path(out)
     if not items:
         return ExportResult()
-    _check_writable(out)
+    check_writable_dir(out, "--out")
     existing = _scan(out)
     paths, written, unchanged, removed = [], 0, 0, []
     for item in tqdm(items, desc="export", unit="loop", disable=not progress or len(items) < 2):
@@ -356,17 +356,6 @@ def _read_catalog_audio(item: _Item) -> tuple[np.ndarray, int]:
     except (RuntimeError, soundfile.LibsndfileError) as err:
         raise FarmError(f"cannot read audio: {err}", file=item.source, field="audio") from None
     return np.ascontiguousarray(audio.T), int(sr)
-
-
-def _check_writable(out: Path) -> None:
-    import tempfile
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe.", suffix=".part"):
-            pass
-    except OSError as err:
-        raise FarmError(f"cannot write here: {err.strerror or err}", file=out, field="--out") from None
 
 
 def _read_json(path: Path) -> dict | None:

@@ -41,6 +41,18 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and ".part" in name
 
 
+def check_writable_dir(path: str | Path, field: str) -> None:
+    """Create the folder ``path`` if needed and prove a file can be made in it; a FarmError naming
+    ``path`` and ``field`` (the option that chose it) otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe.", suffix=".part"):
+            pass
+    except OSError as err:
+        raise FarmError(f"cannot write here: {err.strerror or err}", file=path, field=field) from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.files import atomic_path
+from farm.files import atomic_path, check_writable_dir
 from farm.model import PITCH_CLASS_NAMES
 
 PLOTS_DIR = "plots"
@@ -340,18 +340,6 @@ def plot_loops(catalog_root: str | Path, ids: Sequence[str] = (), where: str | N
 
     chosen = select_loops(catalog_root, ids, where)
     target = Path(out) if out is not None else Path(catalog_root) / PLOTS_DIR
-    _check_writable_dir(target, "--out")
+    check_writable_dir(target, "--out")
     return [plot_loop(catalog_root, loop_id, target)
             for loop_id in tqdm(chosen, desc="plot", unit="loop", disable=not progress or len(chosen) < 2)]
-
-
-def _check_writable_dir(path: Path, field: str) -> None:
-    """Create ``path`` if needed and prove a file can be made in it; FarmError otherwise."""
-    import tempfile
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe.", suffix=".part"):
-            pass
-    except OSError as err:
-        raise FarmError(f"cannot write here: {err.strerror or err}", file=path, field=field) from None
