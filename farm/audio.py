@@ -342,15 +342,22 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
     return path
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """``(float32 (channels, samples), sample_rate)``; a corrupt file is a FarmError naming it."""
+def read_audio(path: str | Path, data: bytes | None = None) -> tuple[np.ndarray, int]:
+    """``(float32 (channels, samples), sample_rate)``; a corrupt file is a FarmError naming it.
+
+    ``data``: the file's bytes, when the caller has already read them (to check their hash):
+    they are decoded from memory and ``path`` only names the file in errors.
+    """
+    import io
+
     import soundfile
 
     try:
-        data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
+        source = io.BytesIO(data) if data is not None else str(path)
+        frames, sr = soundfile.read(source, dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, OSError) as err:
         raise FarmError(f"cannot read audio: {err}", file=path, field="audio") from None
-    return np.ascontiguousarray(data.T), int(sr)
+    return np.ascontiguousarray(frames.T), int(sr)
 
 
 # -- pitch ------------------------------------------------------------------------------------

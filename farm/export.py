@@ -345,17 +345,13 @@ def _read_catalog_audio(item: _Item) -> tuple[np.ndarray, int]:
     """The catalog's audio as float32, after checking its bytes against the catalog's sha256."""
     import hashlib
 
-    import soundfile
+    from farm.audio import read_audio
 
     data = item.source.read_bytes()
     if hashlib.sha256(data).hexdigest() != item.loop["sha256"]:
         raise FarmError("does not match the catalog's sha256 (run `farm check`)", file=item.source,
                         field="sha256")
-    try:
-        audio, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError) as err:
-        raise FarmError(f"cannot read audio: {err}", file=item.source, field="audio") from None
-    return np.ascontiguousarray(audio.T), int(sr)
+    return read_audio(item.source, data)
 
 
 def _read_json(path: Path) -> dict | None:
