@@ -332,14 +332,19 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
     if fmt not in FORMATS:
         raise FarmError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", field="format")
     container, subtype, _ = FORMATS[fmt]
-    data = _as_2d(audio).T
-    if subtype != "FLOAT":
-        data = np.clip(data, -1.0, 1.0)  # libsndfile wraps integer overflow instead of clipping
     path = Path(path)
     with atomic_path(path) as tmp:
-        soundfile.write(tmp, np.ascontiguousarray(data, dtype=np.float32), int(sample_rate),
-                        format=container, subtype=subtype)
+        soundfile.write(tmp, file_frames(audio, fmt), int(sample_rate), format=container, subtype=subtype)
     return path
+
+
+def file_frames(audio: np.ndarray, fmt: str) -> np.ndarray:
+    """``audio`` (``(channels, samples)``) as libsndfile takes it for ``fmt``: float32
+    ``(samples, channels)``, contiguous, clipped to [-1, 1] unless the format stores floats."""
+    data = _as_2d(audio).T
+    if FORMATS[fmt][1] != "FLOAT":
+        data = np.clip(data, -1.0, 1.0)  # libsndfile wraps integer overflow instead of clipping
+    return np.ascontiguousarray(data, dtype=np.float32)
 
 
 def read_audio(path: str | Path, data: bytes | None = None) -> tuple[np.ndarray, int]:

@@ -129,12 +129,10 @@ def wav_bytes(audio: np.ndarray, sample_rate: int, fmt: str, loop: dict) -> byte
     """
     import soundfile
 
-    from farm.audio import FORMATS
+    from farm.audio import FORMATS, file_frames
 
     container, subtype, _ = FORMATS[fmt]
-    data = np.ascontiguousarray(audio.T, dtype=np.float32)
-    if subtype != "FLOAT":
-        data = np.clip(data, -1.0, 1.0)  # libsndfile wraps integer overflow instead of clipping
+    data = file_frames(audio, fmt)
     buf = io.BytesIO()
     with soundfile.SoundFile(buf, "w", int(sample_rate), data.shape[1], subtype, format=container) as f:
         f.title, f.comment, f.genre, f.album = loop["name"], _comment(loop), loop["style"], "Loop Farm"
@@ -168,7 +166,9 @@ def write_flac(path: Path, audio: np.ndarray, sample_rate: int, loop: dict) -> N
     import soundfile
     from mutagen.flac import FLAC
 
-    data = np.clip(np.ascontiguousarray(audio.T, dtype=np.float32), -1.0, 1.0)
+    from farm.audio import file_frames
+
+    data = file_frames(audio, "flac24")
     with atomic_path(path) as tmp:
         soundfile.write(tmp, data, int(sample_rate), format="FLAC", subtype="PCM_24")
         tagged = FLAC(tmp)
