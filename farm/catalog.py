@@ -180,9 +180,7 @@ class Catalog:
         (loop_id,) = self.resolve_ids([loop_id])
         row = next(self.db.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
         row["params"] = json.loads(row["params"]) if row["params"] else {}
-        row["chords"] = [dict(c, pitch_classes=json.loads(c["pitch_classes"])) for c in self.db.query(
-            "SELECT bar, symbol, roman, root_pc, pitch_classes, bass_pc, start_s, end_s "
-            "FROM chords WHERE loop_id = ? ORDER BY bar", [loop_id])]
+        row["chords"] = self.loop_chords(loop_id)
         row["reviews"] = list(self.db.query(
             "SELECT status, previous_status, reason, reviewer, reviewed_at FROM reviews "
             "WHERE loop_id = ? ORDER BY id", [loop_id]))
@@ -192,6 +190,12 @@ class Catalog:
         row["file"] = ("missing" if not audio.is_file()
                        else "ok" if file_sha256(audio) == row["sha256"] else "sha256 mismatch")
         return row
+
+    def loop_chords(self, loop_id: str) -> list[dict]:
+        """A loop's chord rows bar by bar, as its sidecar holds them (``pitch_classes`` a list)."""
+        return [dict(c, pitch_classes=json.loads(c["pitch_classes"])) for c in self.db.query(
+            "SELECT bar, symbol, roman, root_pc, pitch_classes, bass_pc, start_s, end_s "
+            "FROM chords WHERE loop_id = ? ORDER BY bar", [loop_id])]
 
     def stats(self) -> dict:
         """Counts a person wants before reviewing: loops by status, style, part, key; batches."""

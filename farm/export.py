@@ -186,9 +186,7 @@ def _catalog_sidecar(cat, loop_id: str) -> dict:
     data = {k: row[k] for k in FIELDS if k in row}
     data["params"] = json.loads(row["params"]) if row["params"] else {}
     data["tags"] = row["tags"].split()
-    data["chords"] = [dict(c, pitch_classes=json.loads(c["pitch_classes"])) for c in cat.db.query(
-        "SELECT bar, symbol, roman, root_pc, pitch_classes, bass_pc, start_s, end_s FROM chords "
-        "WHERE loop_id = ? ORDER BY bar", [loop_id])]
+    data["chords"] = cat.loop_chords(loop_id)
     data["sidecar_version"] = SIDECAR_VERSION
     return data
 
