@@ -106,6 +106,12 @@ def spell_name(music21_name: str) -> str:
     return music21_name.replace("-", "b")
 
 
+def music21_spelling(name: str) -> str:
+    """A musician's note name to music21's: "Bb" -> "B-", "F#" -> "F#", "B" -> "B" (the inverse of
+    :func:`spell_name`; a lone "b" is the note B)."""
+    return name.replace("b", "-") if len(name) > 1 else name
+
+
 def lead_sheet_name(music21_name: str) -> str:
     """A note name for a chord symbol: single accidentals only ("F##" -> "G", "B--" -> "A")."""
     if "##" in music21_name or "--" in music21_name:
@@ -167,7 +173,7 @@ def music21_key(tonic: str, mode: str):
     if mode not in MODES:
         raise SpellingError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
     m21mode = {"harmonic_minor": "minor"}.get(mode, mode)
-    return _cached_key(tonic.replace("b", "-") if len(tonic) > 1 else tonic, m21mode)
+    return _cached_key(music21_spelling(tonic), m21mode)
 
 
 @lru_cache(maxsize=256)
@@ -190,7 +196,7 @@ def _key_spelling(tonic: str, mode: str) -> str:
     sharps = music21_key(tonic, mode).sharps
     if abs(sharps) <= 6:
         return tonic
-    p = m21pitch.Pitch(tonic.replace("b", "-") if len(tonic) > 1 else tonic)
+    p = m21pitch.Pitch(music21_spelling(tonic))
     alt = p.getEnharmonic()
     alt_name = spell_name(alt.name)
     if abs(music21_key(alt_name, mode).sharps) < abs(sharps):
@@ -260,7 +266,7 @@ def scale_names(tonic: str, mode: str) -> tuple[str, ...]:
         "harmonic_minor": m21scale.HarmonicMinorScale,
         "dorian": m21scale.DorianScale,
     }[mode]
-    t = tonic.replace("b", "-") if len(tonic) > 1 else tonic
+    t = music21_spelling(tonic)
     return tuple(spell_name(p.name) for p in cls(t).getPitches(f"{t}4", f"{t}5")[:7])
 
 

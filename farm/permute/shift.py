@@ -19,6 +19,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.model import ChordLabel, Key, Template, loop_samples
+from farm.theory import music21_key, music21_spelling, spell_name
 
 DEFAULT_SEMITONES = 2  # shifts of -2, -1, +1, +2
 DEFAULT_BPM_STEPS = 5  # stretches of -5 .. +5 BPM
@@ -107,21 +108,6 @@ _SIGNATURE_MODE = {"major": "major", "minor": "minor", "harmonic_minor": "minor"
 _NOTE = re.compile(r"^[A-G](?:#+|b+)?$")
 
 
-def _m21(name: str) -> str:
-    return name.replace("b", "-") if len(name) > 1 else name
-
-
-def _plain(name: str) -> str:
-    return name[0] + name[1:].replace("-", "b")
-
-
-@lru_cache(maxsize=None)
-def _key_sharps(tonic: str, mode: str) -> int:
-    from music21 import key
-
-    return key.Key(_m21(tonic), _SIGNATURE_MODE[mode]).sharps
-
-
 def transpose_key(k: Key, semitones: int) -> Key:
     """``k`` moved by ``semitones``, its tonic spelled for the key signature with fewest accidentals.
 
@@ -134,11 +120,11 @@ def transpose_key(k: Key, semitones: int) -> Key:
         raise FarmError(f"unknown mode {k.mode!r}", field="key.mode")
     pc = (k.tonic_pc + semitones) % 12
     first = pitch.Pitch(pc)
-    names = {_plain(p.name) for p in [first, *first.getAllCommonEnharmonics()] if len(p.name) <= 2}
+    names = {spell_name(p.name) for p in [first, *first.getAllCommonEnharmonics()] if len(p.name) <= 2}
     prefer_flats = _SIGNATURE_MODE[k.mode] == "minor"
 
     def cost(name: str):
-        sharps = _key_sharps(name, k.mode)
+        sharps = music21_key(name, k.mode).sharps
         return abs(sharps), (sharps > 0) if prefer_flats else (sharps < 0), name
 
     return Key(min(names, key=cost), k.mode)
@@ -149,14 +135,15 @@ def transpose_note_name(name: str, old_tonic: str, new_tonic: str) -> str:
     from music21 import pitch
 
     step = _interval(old_tonic, new_tonic)
-    return _plain(pitch.Pitch(_m21(name)).transpose(step).name)
+    return spell_name(pitch.Pitch(music21_spelling(name)).transpose(step).name)
 
 
 @lru_cache(maxsize=None)
 def _interval(old_tonic: str, new_tonic: str):
     from music21 import interval, pitch
 
-    return interval.Interval(noteStart=pitch.Pitch(_m21(old_tonic) + "4"), noteEnd=pitch.Pitch(_m21(new_tonic) + "4"))
+    return interval.Interval(noteStart=pitch.Pitch(music21_spelling(old_tonic) + "4"),
+                             noteEnd=pitch.Pitch(music21_spelling(new_tonic) + "4"))
 
 
 def transpose_symbol(symbol: str, old_tonic: str, new_tonic: str) -> str:
