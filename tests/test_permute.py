@@ -693,6 +693,31 @@ def test_machine_checks_run_on_every_permutation(catalog_copy):
         passed["bars"], Meter.parse(passed["meter"]), passed["bpm"], passed["sample_rate"])
 
 
+def test_a_permutation_whose_sidecar_cannot_be_written_leaves_no_audio_behind(catalog_copy, monkeypatch):
+    """A full disk while writing the sidecar: the error reaches the caller and the audio written a
+    moment before is removed, so no file is ever left without its row."""
+    import errno
+
+    import farm.sidecar
+    from farm.batch import Worker
+    from farm.catalog import Catalog
+    from farm.permute import PermuteSettings, permutation_task, plan_tasks
+    from farm.qa import QALimits
+
+    with Catalog(catalog_copy, create=False) as cat:
+        [(loop_id, task)] = plan_tasks(cat, PermuteSettings(ops=("stretch",), bpm_steps=1, high_quality=False))[1:]
+    audio_before = sorted(p for p in (catalog_copy / "loops").rglob("*.flac"))
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(farm.sidecar, "write_sidecar", full_disk)
+    with pytest.raises(OSError):
+        permutation_task(task, Worker(catalog_copy, "embedded", {}, QALimits()))
+    assert sorted(p for p in (catalog_copy / "loops").rglob("*.flac")) == audio_before
+    assert not [p for p in (catalog_copy / "loops").rglob("*") if loop_id in p.name]
+
+
 @pytest.mark.parametrize("args,field", [
     (["--ops", "splice,reverse"], "ops"),
     (["--semitones", "13"], "semitones"),

@@ -379,20 +379,25 @@ def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made,
     fmt = info["format"]
     path = loop_path(info["style"], name, fmt)
     write_audio(root / path, made.audio, sr, fmt)
-    roles = load_patch(patch_name).roles if perm.operation == "repatch" else tuple(
-        t for t in (info["tags"] or "").split() if t in ROLES)
-    tags = loop_tags(tpl, info["part"], role, patch_name, roles) + [perm.operation]
-    data = make_sidecar(
-        id=perm.id, name=name, template_id=info["template_id"], parent_id=info["id"],
-        operation=perm.operation, params=perm.params, part=info["part"], role=role, patch=patch_name,
-        patch_hash=patch_hash, renderer=renderer, renderer_version=renderer_version, format=fmt,
-        sample_rate=sr, channels=features.channels, samples=features.samples,
-        duration_s=features.duration_s, lufs=float(lufs), true_peak_db=float(true_peak_dbtp(made.audio, sr)),
-        rms_db=features.rms_db, onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1),
-        path=path, midi=midi, sha256=file_sha256(root / path),
-        status="rejected" if reason else "pending", reject_reason=reason,
-        tags=list(dict.fromkeys(tags)), batch_id=batch_id, **template_labels(tpl, sr))
-    write_sidecar(root / sidecar_path(path), data)
+    try:
+        roles = load_patch(patch_name).roles if perm.operation == "repatch" else tuple(
+            t for t in (info["tags"] or "").split() if t in ROLES)
+        tags = loop_tags(tpl, info["part"], role, patch_name, roles) + [perm.operation]
+        data = make_sidecar(
+            id=perm.id, name=name, template_id=info["template_id"], parent_id=info["id"],
+            operation=perm.operation, params=perm.params, part=info["part"], role=role, patch=patch_name,
+            patch_hash=patch_hash, renderer=renderer, renderer_version=renderer_version, format=fmt,
+            sample_rate=sr, channels=features.channels, samples=features.samples,
+            duration_s=features.duration_s, lufs=float(lufs), true_peak_db=float(true_peak_dbtp(made.audio, sr)),
+            rms_db=features.rms_db, onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1),
+            path=path, midi=midi, sha256=file_sha256(root / path),
+            status="rejected" if reason else "pending", reject_reason=reason,
+            tags=list(dict.fromkeys(tags)), batch_id=batch_id, **template_labels(tpl, sr))
+        write_sidecar(root / sidecar_path(path), data)
+    except BaseException:
+        # An audio file without its sidecar is an unfinished write: never leave one behind.
+        (root / path).unlink(missing_ok=True)
+        raise
     return data
 
 
