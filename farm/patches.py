@@ -48,6 +48,7 @@ from typing import Any, Iterable, Sequence
 from farm.errors import FarmError
 from farm.files import read_toml
 from farm.model import PART_ROLES
+from farm.quiet import import_quietly
 
 ROLES = ("chords", "pad", "keys", "bass", "lead", "arp", "drums")
 INTERPOLATIONS = {"none": 0, "linear": 1, "4th": 4, "7th": 7}
@@ -206,7 +207,7 @@ def default_soundfont() -> Path:
     for candidate in DEFAULT_SOUNDFONTS:
         if candidate.is_file():
             return candidate.resolve()
-    import pretty_midi
+    pretty_midi = import_quietly("pretty_midi")
 
     fallback = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
     if fallback.is_file():

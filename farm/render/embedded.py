@@ -25,6 +25,7 @@ import numpy as np
 from farm.errors import FarmError
 from farm.patches import INTERPOLATIONS, Patch, build_effects, default_soundfont
 from farm.render import SAMPLE_RATES, RenderJob, register_backend
+from farm.quiet import import_quietly
 
 BLOCK = 64  # FluidSynth's internal block (FLUID_BUFSIZE); events land on its boundaries
 CC_STEP = 256  # samples between controller-automation updates (5.8 ms at 44.1 kHz)
@@ -40,7 +41,7 @@ _CC, _BEND, _OFF, _ON = 0, 1, 2, 3
 def _fluidsynth():
     """The pyfluidsynth module, or one line saying how to install the library it needs."""
     try:
-        import fluidsynth
+        fluidsynth = import_quietly("fluidsynth")
     except ModuleNotFoundError as err:
         if err.name != "fluidsynth":
             raise
@@ -210,7 +211,7 @@ class _Note:
 
 def read_part_notes(job: RenderJob):
     """The part's MIDI as (notes, control changes, pitch bends) in sample positions."""
-    import pretty_midi
+    pretty_midi = import_quietly("pretty_midi")
 
     path = job.midi_path
     if not Path(path).is_file():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from farm.model import Meter
+from farm.quiet import import_quietly
 
 DRUM_CHANNEL = 9  # GM channel 10, 0-based
 
@@ -43,7 +44,7 @@ def fixed_tempo_midi(bpm: float, ppq: int):
     cost of writing a small file; with a single tempo it reduces to one division, which gives the
     same ticks (pretty_midi itself computes ``round(time / tick_scale)`` past its tempo map).
     """
-    import pretty_midi
+    pretty_midi = import_quietly("pretty_midi")
 
     class FixedTempoMIDI(pretty_midi.PrettyMIDI):
         def time_to_tick(self, time):
@@ -58,7 +59,7 @@ def midi_bytes(tracks: Sequence[Track], bpm: float, meter: Meter, ppq: int) -> b
     Note times go through seconds at exactly the file's tick scale, so pretty_midi writes back the
     same ticks.
     """
-    import pretty_midi
+    pretty_midi = import_quietly("pretty_midi")
 
     pm = fixed_tempo_midi(bpm, ppq)
     pm.time_signature_changes.append(pretty_midi.TimeSignature(meter.numerator, meter.denominator, 0.0))
