@@ -521,8 +521,9 @@ def render_task(params: dict, worker: Worker) -> list[dict]:
     from farm.patches import load_patch
     from farm.qa import loop_features, machine_check
     from farm.render import RenderJob, render_loops
-    from farm.sidecar import (file_sha256, loop_name, loop_path, make_sidecar, sidecar_path,
-                              template_labels, write_sidecar)
+    from farm.model import loop_name
+    from farm.sidecar import (file_sha256, loop_path, make_sidecar, sidecar_path, template_labels,
+                              write_sidecar)
 
     root = worker.root
     jobs = []

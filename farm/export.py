@@ -154,7 +154,7 @@ def wav_bytes(audio: np.ndarray, sample_rate: int, fmt: str, loop: dict) -> byte
 
 def vorbis_tags(loop: dict) -> dict[str, str]:
     """The Vorbis comments of an exported FLAC."""
-    from farm.sidecar import format_bpm
+    from farm.model import format_bpm
 
     return {"TITLE": loop["name"], "ALBUM": "Loop Farm", "GENRE": loop["style"], "BPM": format_bpm(loop["bpm"]),
             "KEY": loop["key"], "INITIALKEY": loop["key"], "METER": loop["meter"], "BARS": str(loop["bars"]),

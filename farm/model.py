@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -207,6 +207,17 @@ def loop_samples(bars: int, meter: Meter, bpm: float, sample_rate: int) -> int:
     """``bars`` of ``meter`` at ``bpm`` in samples, rounded once (half away from zero)."""
     exact = Fraction(bars) * meter.quarters_per_bar * 60 * sample_rate / Fraction(bpm).limit_denominator(10**6)
     return int(exact + Fraction(1, 2))
+
+
+def format_bpm(bpm: float) -> str:
+    """``120.0`` -> ``"120"``, ``92.5`` -> ``"92.5"`` (for file names and tags)."""
+    return f"{bpm:g}"
+
+
+def loop_name(bpm: float, part: str, patch: str, key_short: str, loop_id: str) -> str:
+    """Splice-style file stem: ``LF_120_chords_warm-rhodes_Am_<id>``; ``farm render`` and the
+    catalog name files by this one rule (``<id>`` is the template's id or the loop's)."""
+    return f"LF_{format_bpm(bpm)}_{part}_{patch}_{key_short}_{loop_id}"
 
 
 def note_name_to_pc(name: str) -> int:

@@ -72,16 +72,6 @@ def camelot(key: Key) -> str:
     return f"{(7 * pc + 4) % 12 + 1}A"
 
 
-def format_bpm(bpm: float) -> str:
-    """``120.0`` -> ``"120"``, ``92.5`` -> ``"92.5"`` (for file names)."""
-    return f"{bpm:g}"
-
-
-def loop_name(bpm: float, part: str, patch: str, key_short: str, loop_id: str) -> str:
-    """Splice-style file stem: ``LF_120_chords_warm-rhodes_Am_<loop id>``."""
-    return f"LF_{format_bpm(bpm)}_{part}_{patch}_{key_short}_{loop_id}"
-
-
 def loop_path(style: str, name: str, fmt: str) -> str:
     """The audio file, relative to the catalog root: ``loops/<style>/<name>.flac`` for ``flac24``."""
     from farm.audio import FORMATS

@@ -19,9 +19,9 @@ from farm.catalog import (Catalog, bind_params, catalog_stats, check_catalog, re
                           saved_queries, show_loop, sql_params)
 from farm.cli import main
 from farm.errors import FarmError
-from farm.model import Key, content_id
+from farm.model import Key, content_id, loop_name
 from farm.qa import QALimits, loop_features, machine_check, onset_times, rms_db, spectral_centroid_hz
-from farm.sidecar import (camelot, file_sha256, loop_name, loop_path, make_sidecar, read_sidecar, sidecar_path,
+from farm.sidecar import (camelot, file_sha256, loop_path, make_sidecar, read_sidecar, sidecar_path,
                           template_labels, validate_sidecar, write_sidecar)
 
 SR = 44100

@@ -332,6 +332,16 @@ def test_render_cli_writes_every_fitting_part_with_a_progress_bar(template_dir, 
         assert (info.samplerate, info.subtype, info.frames) == (48000, "PCM_24", template.loop_samples(48000))
 
 
+
+def test_render_names_files_like_the_catalog_even_at_a_fractional_tempo(template_dir):
+    """``farm render`` and the catalog share one naming rule: a fractional tempo keeps its point."""
+    from farm.model import Template, loop_name
+
+    template = dataclasses.replace(Template.load(template_dir), bpm=92.5)
+    name = loop_file_name(template, "chords", load_patch("mallet-keys"), "flac24")
+    assert name == f"LF_92.5_chords_mallet-keys_{template.key.short}_{template.id}.flac"
+    assert name == loop_name(92.5, "chords", "mallet-keys", template.key.short, template.id) + ".flac"
+
 def _table(stdout: str) -> list[dict[str, str]]:
     """An aligned text table read back by the header's column positions."""
     header, *rows = stdout.rstrip("\n").splitlines()

@@ -359,8 +359,9 @@ def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made,
     from farm.audio import integrated_lufs, true_peak_dbtp, write_audio
     from farm.patches import ROLES, load_patch
     from farm.qa import QALimits, loop_features, machine_check
-    from farm.sidecar import (file_sha256, loop_name, loop_path, loop_tags, make_sidecar, sidecar_path,
-                              template_labels, write_sidecar)
+    from farm.model import loop_name
+    from farm.sidecar import (file_sha256, loop_path, loop_tags, make_sidecar, sidecar_path, template_labels,
+                              write_sidecar)
 
     info, sr, tpl = parent.info, parent.sample_rate, made.template
     patch_name, patch_hash, role = info["patch"], info["patch_hash"], info["role"]

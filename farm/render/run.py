@@ -12,19 +12,15 @@ from __future__ import annotations
 import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from farm.audio import FORMATS, write_audio
 from farm.errors import FarmError
 from farm.files import atomic_write_text
-from farm.model import PART_ROLES, Template, canonical_json
+from farm.model import PART_ROLES, Template, canonical_json, loop_name
 from farm.patches import Patch, load_patch
 from farm.render import SAMPLE_RATES, RenderedLoop, RenderJob, get_backend, render_loops
-
-PACK_PREFIX = "LF"
-
 
 def load_template(template_dir: str | Path) -> Template:
     """``template_dir/template.json`` as a Template; a missing or damaged file is a FarmError."""
@@ -39,8 +35,7 @@ def load_template(template_dir: str | Path) -> Template:
 
 def loop_file_name(template: Template, part: str, patch: Patch, fmt: str = "flac24") -> str:
     """Splice-style name: pack, bpm, part, patch, key, then the template id (content address)."""
-    bpm = f"{template.bpm:g}".replace(".", "p")
-    return f"{PACK_PREFIX}_{bpm}_{part}_{patch.name}_{template.key.short}_{template.id}{FORMATS[fmt][2]}"
+    return loop_name(template.bpm, part, patch.name, template.key.short, template.id) + FORMATS[fmt][2]
 
 
 def plan_jobs(template_dir: str | Path, patch: str | Patch, part: str | None = None,
