@@ -512,18 +512,13 @@ class Worker:
 
 def render_task(params: dict, worker: Worker) -> list[dict]:
     """Render a task's loops (one call to the backend, whatever templates they come from),
-    check each, write its audio then its sidecar; return the sidecars.
-
-    The sidecar is written last: a sidecar on disk means its audio is complete, which is what
-    ``--resume`` relies on to adopt a loop the writer never recorded.
+    check each, write its audio then its sidecar (``farm.sidecar.write_loop``); return the sidecars.
     """
-    from farm.audio import write_audio
-    from farm.patches import load_patch
-    from farm.qa import loop_features, machine_check
-    from farm.render import RenderJob, render_loops
     from farm.model import loop_name
-    from farm.sidecar import (file_sha256, loop_path, make_sidecar, sidecar_path, template_labels,
-                              write_sidecar)
+    from farm.patches import load_patch
+    from farm.qa import machine_check
+    from farm.render import RenderJob, render_loops
+    from farm.sidecar import loop_path, template_labels, write_loop
 
     root = worker.root
     jobs = []
@@ -546,28 +541,18 @@ def render_task(params: dict, worker: Worker) -> list[dict]:
                             f"for {params['renderer']} {params['renderer_version']!r}", field="renderer")
         reason = machine_check(loop.audio, sr, expected_samples=job.loop_samples,
                                target_lufs=patch.target_lufs, lufs=loop.lufs, limits=worker.qa)
-        features = loop_features(loop.audio, sr)
         labels = template_labels(template, sr)
         name = loop_name(template.bpm, job.part, patch.name, labels["key"], loop_id)
         rel = loop_path(template.style, name, params["format"])
-        write_audio(root / rel, loop.audio, sr, params["format"])
-        try:
-            sidecar = make_sidecar(
-                id=loop_id, name=name, template_id=template.id, part=job.part, role=spec["role"],
-                patch=patch.name, patch_hash=patch.content_hash, renderer=loop.renderer,
-                renderer_version=loop.renderer_version, format=params["format"], sample_rate=sr,
-                channels=features.channels, samples=features.samples, duration_s=features.duration_s,
-                lufs=float(loop.lufs), true_peak_db=float(loop.true_peak_db), rms_db=features.rms_db,
-                onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1), path=rel,
-                midi=f"{template_dir}/{template.part(job.part).midi}", sha256=file_sha256(root / rel),
-                status="rejected" if reason else "pending", reject_reason=reason,
-                tags=loop_tags(template, job.part, spec["role"], patch.name, patch.roles),
-                batch_id=params["batch_id"], **labels)
-            write_sidecar(root / sidecar_path(rel), sidecar)
-        except BaseException:
-            # An audio file without its sidecar is an unfinished write: never leave one behind.
-            (root / rel).unlink(missing_ok=True)
-            raise
+        sidecar = write_loop(
+            root, rel, loop.audio, sr, params["format"],
+            id=loop_id, name=name, template_id=template.id, part=job.part, role=spec["role"],
+            patch=patch.name, patch_hash=patch.content_hash, renderer=loop.renderer,
+            renderer_version=loop.renderer_version, lufs=float(loop.lufs), true_peak_db=float(loop.true_peak_db),
+            midi=f"{template_dir}/{template.part(job.part).midi}",
+            status="rejected" if reason else "pending", reject_reason=reason,
+            tags=loop_tags(template, job.part, spec["role"], patch.name, patch.roles),
+            batch_id=params["batch_id"], **labels)
         print(f"wrote {rel} ({'rejected: ' + reason if reason else 'pending'})", flush=True)
         sidecars.append(sidecar)
     return sidecars

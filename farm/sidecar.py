@@ -187,6 +187,33 @@ def write_sidecar(path: str | Path, data: dict) -> None:
     atomic_write_text(path, canonical_json(data))
 
 
+def write_loop(root: str | Path, path: str, audio, sample_rate: int, fmt: str, **fields) -> dict:
+    """Write a loop's audio file, then its sidecar (each atomically); return the sidecar.
+
+    ``path`` is relative to the catalog ``root``; the sidecar gets the file's measured features
+    (samples, level, onsets, centroid) and sha256 besides ``fields``. The sidecar is written last:
+    a sidecar on disk means its audio is complete, which ``--resume`` relies on. If the sidecar
+    cannot be written the audio file goes too, so no file is ever left without its row.
+    """
+    from farm.audio import write_audio
+    from farm.qa import loop_features
+
+    root = Path(root)
+    features = loop_features(audio, sample_rate)
+    write_audio(root / path, audio, sample_rate, fmt)
+    try:
+        data = make_sidecar(
+            path=path, format=fmt, sample_rate=sample_rate, channels=features.channels,
+            samples=features.samples, duration_s=features.duration_s, rms_db=features.rms_db,
+            onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1),
+            sha256=file_sha256(root / path), **fields)
+        write_sidecar(root / sidecar_path(path), data)
+    except BaseException:
+        (root / path).unlink(missing_ok=True)
+        raise
+    return data
+
+
 def read_sidecar(path: str | Path) -> dict:
     """Read and validate a sidecar."""
     try:

@@ -356,12 +356,11 @@ def permutation_task(params: dict, worker=None, *, root: str | Path | None = Non
 def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made, *, target_lufs: float,
                       batch_id: str | None = None, limits=None) -> dict:
     """Machine-check a permutation, write its audio then its sidecar (each atomically); return the sidecar."""
-    from farm.audio import integrated_lufs, true_peak_dbtp, write_audio
-    from farm.patches import ROLES, load_patch
-    from farm.qa import QALimits, loop_features, machine_check
+    from farm.audio import integrated_lufs, true_peak_dbtp
     from farm.model import loop_name
-    from farm.sidecar import (file_sha256, loop_path, loop_tags, make_sidecar, sidecar_path, template_labels,
-                              write_sidecar)
+    from farm.patches import ROLES, load_patch
+    from farm.qa import QALimits, machine_check
+    from farm.sidecar import loop_path, loop_tags, template_labels, write_loop
 
     info, sr, tpl = parent.info, parent.sample_rate, made.template
     patch_name, patch_hash, role = info["patch"], info["patch_hash"], info["role"]
@@ -375,31 +374,18 @@ def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made,
     reason = machine_check(made.audio, sr, expected_samples=tpl.loop_samples(sr), target_lufs=target_lufs,
                            lufs=lufs, expected_channels=int(info["channels"]),
                            limits=limits or QALimits()) or made.reject_reason
-    features = loop_features(made.audio, sr)
     name = loop_name(tpl.bpm, info["part"], patch_name, tpl.key.short, perm.id)
-    fmt = info["format"]
-    path = loop_path(info["style"], name, fmt)
-    write_audio(root / path, made.audio, sr, fmt)
-    try:
-        roles = load_patch(patch_name).roles if perm.operation == "repatch" else tuple(
-            t for t in (info["tags"] or "").split() if t in ROLES)
-        tags = loop_tags(tpl, info["part"], role, patch_name, roles) + [perm.operation]
-        data = make_sidecar(
-            id=perm.id, name=name, template_id=info["template_id"], parent_id=info["id"],
-            operation=perm.operation, params=perm.params, part=info["part"], role=role, patch=patch_name,
-            patch_hash=patch_hash, renderer=renderer, renderer_version=renderer_version, format=fmt,
-            sample_rate=sr, channels=features.channels, samples=features.samples,
-            duration_s=features.duration_s, lufs=float(lufs), true_peak_db=float(true_peak_dbtp(made.audio, sr)),
-            rms_db=features.rms_db, onsets=features.onsets, centroid_hz=round(features.centroid_hz, 1),
-            path=path, midi=midi, sha256=file_sha256(root / path),
-            status="rejected" if reason else "pending", reject_reason=reason,
-            tags=list(dict.fromkeys(tags)), batch_id=batch_id, **template_labels(tpl, sr))
-        write_sidecar(root / sidecar_path(path), data)
-    except BaseException:
-        # An audio file without its sidecar is an unfinished write: never leave one behind.
-        (root / path).unlink(missing_ok=True)
-        raise
-    return data
+    roles = load_patch(patch_name).roles if perm.operation == "repatch" else tuple(
+        t for t in (info["tags"] or "").split() if t in ROLES)
+    tags = loop_tags(tpl, info["part"], role, patch_name, roles) + [perm.operation]
+    return write_loop(
+        root, loop_path(info["style"], name, info["format"]), made.audio, sr, info["format"],
+        id=perm.id, name=name, template_id=info["template_id"], parent_id=info["id"],
+        operation=perm.operation, params=perm.params, part=info["part"], role=role, patch=patch_name,
+        patch_hash=patch_hash, renderer=renderer, renderer_version=renderer_version, lufs=float(lufs),
+        true_peak_db=float(true_peak_dbtp(made.audio, sr)), midi=midi,
+        status="rejected" if reason else "pending", reject_reason=reason,
+        tags=list(dict.fromkeys(tags)), batch_id=batch_id, **template_labels(tpl, sr))
 
 
 # -- the stage ----------------------------------------------------------------------------------
