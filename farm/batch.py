@@ -875,18 +875,24 @@ class BatchSummary:
     adopted: int = 0
     removed: int = 0
     resumed: bool = False
+    earlier: int = 0  # loops of a resumed batch made before it was interrupted
     seconds: float = 0.0
     tasks: dict = field(default_factory=dict)  # status -> count
 
     def lines(self) -> list[str]:
-        out = [f"batch {self.batch_id}{' (resumed)' if self.resumed else ''}: {self.new_loops} new loops "
-               f"({self.rejected} rejected by the machine checks), {self.skipped} already catalogued, "
+        earlier = f"{self.earlier} made before the interruption, " if self.resumed else ""
+        out = [f"batch {self.batch_id}{' (resumed)' if self.resumed else ''}: {_loops(self.new_loops, 'new ')}"
+               f"({self.rejected} rejected by the machine checks), {earlier}{self.skipped} already catalogued, "
                f"{self.failed} failed, in {self.seconds:.1f} s"]
         if self.adopted or self.removed:
             out.append(f"recovered from the interruption: {self.adopted} loops adopted from their "
                        f"sidecars, {self.removed} unfinished files removed")
         out.append(f"catalog: {self.root / 'catalog.db'}")
         return out
+
+
+def _loops(n: int, adjective: str = "") -> str:
+    return f"{n} {adjective}loop{'' if n == 1 else 's'} "
 
 
 @contextlib.contextmanager
@@ -999,6 +1005,9 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
         adopted, removed = catalog.reconcile()
         summary.adopted, summary.removed = len(adopted), len(removed)
         db.execute("UPDATE tasks SET status = 'pending' WHERE batch_id = ? AND status = 'running'", [batch_id])
+    made_before = db.execute("SELECT count(*), coalesce(sum(status = 'rejected'), 0) FROM loops WHERE batch_id = ?",
+                             [batch_id]).fetchone()  # adopted loops included: they were made before
+    summary.earlier = made_before[0]
 
     run = BatchRun(config, catalog, batch_id, renderer[0], renderer[1], patches=patches,
                    loops_per_task=renderer[2])
@@ -1064,9 +1073,9 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
         "(SELECT count(*) FROM tasks WHERE batch_id = ?1 AND status = 'failed' "
         "AND json_type(params, '$.loops') IS NOT 'array')", [batch_id]).fetchone()[0]
     summary.skipped = counts.get("skipped", 0)  # one loop each
-    summary.new_loops, summary.rejected = db.execute(
-        "SELECT count(*), coalesce(sum(status = 'rejected'), 0) FROM loops WHERE batch_id = ?",
-        [batch_id]).fetchone()
+    made = db.execute("SELECT count(*), coalesce(sum(status = 'rejected'), 0) FROM loops WHERE batch_id = ?",
+                      [batch_id]).fetchone()
+    summary.new_loops, summary.rejected = made[0] - made_before[0], made[1] - made_before[1]
     return summary
 
 

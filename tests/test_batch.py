@@ -229,6 +229,9 @@ def test_sigkill_at_any_moment_then_resume_loses_and_duplicates_nothing(tmp_path
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "(resumed)" in resumed.stdout
+    # The summary tells this run's loops from those made before the kills; together, the batch.
+    new, earlier = map(int, re.search(r"(\d+) new loops? .* (\d+) made before the interruption", resumed.stdout).groups())
+    assert new + earlier == total and earlier > 0
     # Exactly the loops of the batch: none lost, none twice, every file with its row and back.
     assert rows(root, "SELECT count(*), count(DISTINCT path), count(DISTINCT sha256) FROM loops")[0] == (total,) * 3
     assert rows(root, "SELECT status, count(*) FROM tasks GROUP BY status") == [("done", total)]

@@ -232,7 +232,8 @@ def test_every_saved_query_runs_and_answers_its_question(library):
         assert columns, name
     one = sidecars[2]
     bar3 = one["chords"][2]
-    expected = {s["id"] for s in sidecars if any(c["bar"] == 3 and c["symbol"] == bar3["symbol"] for c in s["chords"])}
+    expected = {s["id"] for s in sidecars if s["role"] != "drums"
+                and any(c["bar"] == 3 and c["symbol"] == bar3["symbol"] for c in s["chords"])}
     columns, rows = run_query(root, "chord_in_bar", {"symbol": bar3["symbol"], "bar": "3"})
     assert {r[0] for r in rows} == expected and one["id"] in expected
     columns, rows = run_query(root, "roman_in_bar", {"roman": bar3["roman"], "bar": "3"})
@@ -316,6 +317,26 @@ def test_farm_sql_is_read_only_and_speaks_table_csv_json(library):
     result = runner.invoke(main, ["sql", "SELECT 1", "--root", str(root / "nowhere")])
     assert result.exit_code == 2 and "no catalog here" in result.output
     assert not (root / "nowhere").exists()
+
+
+def test_a_chord_search_finds_the_loops_that_play_the_chord_not_the_drums(library, tmp_path):
+    """Drum loops carry their template's chord labels, but the chord and roman searches answer with
+    the loops that play them."""
+    from farm.model import Template
+
+    root = fresh(library, tmp_path)
+    _, sidecars = library
+    chords = sidecars[0]
+    template = Template.load(root / "templates" / chords["template_id"])
+    with Catalog(root) as cat:
+        drums = add_loop(cat, template, f"templates/{template.id}", "drums", "test-kit", "drums")
+    symbol = chords["chords"][2]["symbol"]
+    found = {r[0] for r in run_query(root, "chord_in_bar", {"symbol": symbol, "bar": "3"})[1]}
+    assert chords["id"] in found and drums["id"] not in found
+    found = {r[0] for r in run_query(root, "roman_in_bar", {"roman": chords["chords"][2]["roman"], "bar": "3"})[1]}
+    assert chords["id"] in found and drums["id"] not in found
+    # the drum loop still has its labels, for SQL that asks for them
+    assert (drums["id"],) in run_sql(root, "SELECT loop_id FROM chords WHERE bar = 3")[1]
 
 
 def test_farm_query_show_and_stats(library):
