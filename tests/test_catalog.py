@@ -353,11 +353,14 @@ def test_farm_query_show_and_stats(library):
     result = runner.invoke(main, ["show", one["id"][:8], "--root", str(root)])
     assert result.exit_code == 0
     assert f"id                {one['id']}" in result.output and "file              ok" in result.output
+    # measurements read to 3 decimals; --json keeps every digit
+    assert f"\nlufs              {round(one['lufs'], 3)}\n" in result.output and round(one["lufs"], 3) != one["lufs"]
     for chord in one["chords"]:
         assert chord["symbol"] in result.output and chord["roman"] in result.output
     assert f"permutations: {sidecars[-1]['id']}" in result.output
     shown = json.loads(runner.invoke(main, ["show", one["id"], "--root", str(root), "--json"]).output)
     assert [c["pitch_classes"] for c in shown["chords"]] == [c["pitch_classes"] for c in one["chords"]]
+    assert shown["lufs"] == one["lufs"]
     result = runner.invoke(main, ["show", "ffffffffff", "--root", str(root)])
     assert result.exit_code == 2 and "no loop has this id" in result.output
     info = show_loop(root, one["id"][:8])

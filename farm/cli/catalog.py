@@ -156,6 +156,8 @@ def show(loop_id, as_json, root):
     width = max(len(k) for k in info)
     for key, value in info.items():
         if key not in skip:
+            if isinstance(value, float):  # measurements to 3 decimals (--json has every digit)
+                value = round(value, 3)
             click.echo(f"{key:<{width}}  {'' if value is None else value}")
     click.echo(f"{'tags':<{width}}  {info['tags']}")
     if info["params"]:
