@@ -17,7 +17,12 @@ and true peak (the screened ``true_peak_dbtp`` against computing every 4x oversa
 Speed is "x real time per core": seconds of loop audio per CPU second of the process (children
 included for the command line), so other work on the machine barely moves it. Run:
 
-    .venv/bin/python benchmarks/bench_render.py [--rounds 5] [--sample-rate 44100]
+    .venv/bin/python benchmarks/bench_render.py [--rounds 5] [--sample-rate 44100] [--mix]
+
+``--mix`` adds a night's mix: one template per style (seed 7, the rule sets' own tempos, meters
+and lengths) through every shipped patch that fits each part, finished loops against the command
+line on the same MIDI. Loops there are shorter (2-4 bars at 70-128 BPM) while patch tails stay
+0.8-6 s, so more of the work is tail, and pads with FluidSynth's own reverb and chorus are in it.
 """
 from __future__ import annotations
 
@@ -64,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sample-rate", type=int, default=44100)
+    ap.add_argument("--mix", action="store_true", help="also measure a night's mix of templates and patches")
     args = ap.parse_args()
     fluidsynth_cli = shutil.which("fluidsynth")
     work = Path(tempfile.mkdtemp(prefix="bench-render-"))
@@ -157,8 +163,42 @@ def main() -> None:
         print(f"loudness {measured[1][1] / measured[0][1]:.1f}x faster than pyloudnorm (largest difference "
               f"{lufs_gap:.1e} LU); true peak {measured[3][1] / measured[2][1]:.1f}x faster than computing "
               f"every point (largest difference {peak_gap:.1e} dB)")
+        if args.mix:
+            night_mix(work, args.sample_rate, backend, fluidsynth_cli)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def night_mix(work: Path, sample_rate: int, backend, fluidsynth_cli: str | None) -> None:
+    """Every style's seed-7 template through every fitting patch: finished loops vs the CLI."""
+    from farm.patches import list_patches
+    from farm.templates import list_styles
+
+    jobs = []
+    for rules in list_styles():
+        tdir = write_template(generate_template(rules, 7), work / "mix")
+        template = Template.load(tdir)
+        jobs += [RenderJob(template, tdir, part.name, patch, sample_rate)
+                 for patch in list_patches() for part in template.parts if patch.fits(part.name)]
+    loop_s = sum(job.template.duration_s for job in jobs)
+    tail_s = sum(job.patch.tail_s for job in jobs)
+    c0 = time.process_time()
+    for job in jobs:
+        render_loops([job], backend)
+    embedded_cpu = time.process_time() - c0
+    print(f"\nnight's mix: {len(jobs)} loops ({loop_s:.0f} s of loops, {tail_s:.0f} s of tails rendered past "
+          f"them) from {len({j.template.id for j in jobs})} templates and {len({j.patch.name for j in jobs})} patches")
+    print(f"embedded finished loops{'':32s} {embedded_cpu:8.1f} CPU s {loop_s / embedded_cpu:8.1f}x real time/core")
+    if fluidsynth_cli:
+        c0 = child_cpu()
+        for job in jobs:
+            subprocess.run([fluidsynth_cli, "-ni", "-F", str(work / "mix.wav"), "-r", str(sample_rate),
+                            str(job.patch.embedded.soundfont), str(job.midi_path)],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cli_cpu = child_cpu() - c0
+        print(f"fluidsynth CLI (-ni -F, one process per loop){'':10s} {cli_cpu:8.1f} CPU s "
+              f"{loop_s / cli_cpu:8.1f}x real time/core")
+        print(f"the fluidsynth CLI takes {cli_cpu / embedded_cpu:.1f}x the CPU of finished embedded loops")
 
 
 if __name__ == "__main__":
