@@ -156,6 +156,8 @@ def parse_config(data: dict, path: str | Path | None = None, **overrides) -> Bat
     root = data.get("root", "library")
     if not isinstance(root, str) or not root:
         fail("root", "expected a directory path")
+    if Path(root).exists() and not Path(root).is_dir():
+        fail("root", f"{root} is a file, not a directory")
     sample_rate = data.get("sample_rate", 44100)
     if sample_rate not in SAMPLE_RATES or isinstance(sample_rate, bool):
         fail("sample_rate", f"{sample_rate!r} is not one of {', '.join(map(str, SAMPLE_RATES))}")
@@ -367,6 +369,19 @@ def _styles(config: BatchConfig):
     if config.styles == "all":
         return list_styles()
     return [load_rules(find_rules(s)) for s in config.styles]
+
+
+def _from_config(config: BatchConfig, field: str, load):
+    """``load()``, with a name the config gives that does not exist blamed on the config's field
+    (a patch or rule file that exists but is broken is still named itself)."""
+    try:
+        return load()
+    except FarmError as err:
+        if err.field in ("name", "style", "backend") and not (err.file and Path(err.file).is_file()):
+            name = Path(err.file).stem if err.field == "name" and err.file else None
+            message = f"{name!r}: {err.message}" if name and repr(name) not in err.message else err.message
+            raise FarmError(message, file=config.source, field=field) from None
+        raise
 
 
 def _patches(config: BatchConfig):
@@ -954,9 +969,9 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
     # Validate everything before the first byte is written.
     from farm.render import get_backend
 
-    _styles(config)
-    patches = _patches(config)
-    backend = get_backend(config.backend, **config.backend_options)
+    _from_config(config, "styles", lambda: _styles(config))
+    patches = _from_config(config, "patches", lambda: _patches(config))
+    backend = _from_config(config, "backend", lambda: get_backend(config.backend, **config.backend_options))
     try:
         renderer, renderer_version = backend.name, backend.version
         loops_per_task = _loops_per_task(backend)

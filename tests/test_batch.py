@@ -363,12 +363,13 @@ def test_a_task_hanging_on_every_attempt_is_killed_each_time_then_failed_while_t
 
 @pytest.mark.parametrize("text, field", [
     ('styles = ["lofi-hiphop"]\nsample_rate = 22050\n', "sample_rate"),
-    ('styles = ["no-such-style"]\n', "style"),
-    ('styles = ["lofi-hiphop"]\npatches = ["no-such-patch"]\n', "name"),
+    ('styles = ["no-such-style"]\n', "styles"),
+    ('styles = ["lofi-hiphop"]\npatches = ["no-such-patch"]\n', "patches"),
     ('styles = ["lofi-hiphop"]\nworkerz = 2\n', "workerz"),
     ('styles = ["lofi-hiphop"]\n[qa]\nsilence = -60\n', "qa.silence"),
     ('styles = ["lofi-hiphop"]\nparts = ["kazoo"]\n', "parts"),
     ('styles = ["lofi-hiphop"]\nbackend = "no-such-renderer"\n', "backend"),
+    ('styles = ["lofi-hiphop"]\n[permute]\nwhere = "bpm >"\n', "permute.where"),
     ('styles = ["lofi-hiphop"\n', None),
 ])
 def test_a_broken_config_is_one_clear_error_and_writes_nothing(tmp_path, text, field):
@@ -379,11 +380,23 @@ def test_a_broken_config_is_one_clear_error_and_writes_nothing(tmp_path, text, f
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert lines[0].startswith(f"error: {config}: ")  # the config file, and in it the field
     if field:
         assert f": {field}: " in lines[0]
     else:
-        assert str(config) in lines[0] and "invalid TOML" in lines[0]
+        assert "invalid TOML" in lines[0]
     assert not root.exists()
+
+
+def test_a_config_whose_root_is_a_file_is_one_clear_error(tmp_path):
+    afile = tmp_path / "library"
+    afile.write_text("not a catalog")
+    config = tmp_path / "night.toml"
+    config.write_text(f'root = "{afile}"\nstyles = ["lofi-hiphop"]\n')
+    result = CliRunner().invoke(main, ["batch", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {config}: root: {afile} is a file, not a directory"
+    assert afile.read_text() == "not a catalog"
 
 
 def test_the_default_config_is_a_valid_small_night():

@@ -722,7 +722,8 @@ def test_a_permutation_whose_sidecar_cannot_be_written_leaves_no_audio_behind(ca
     (["--ops", "splice,reverse"], "ops"),
     (["--semitones", "13"], "semitones"),
     (["--bleed-threshold", "1.5"], "bleed_threshold"),
-    (["--where", "no_such_column = 1"], "sql"),
+    (["--where", "no_such_column = 1"], "where"),
+    (["--where", "bpm >"], "where"),
     (["--pattern", "aabb"], "patterns"),
 ])
 def test_bad_permute_input_is_one_error_line_and_changes_nothing(catalog_copy, args, field):

@@ -817,6 +817,7 @@ BAD_ARGS = {
     "neither-style-nor-rules": (dict(), [], None, "style/rules"),
     "missing-rule-file": (dict(rules="MISSING"), ["--rules", "MISSING"], "MISSING", None),
     "bars-zero": (dict(rules="RULES", bars=0), ["--rules", "RULES", "--bars", "0"], None, "bars"),
+    "seed-negative": (dict(style="lofi-hiphop", seed=-1), ["--style", "lofi-hiphop", "--seed", "-1"], None, "seed"),
     "bars-no-progression": (dict(rules="RULES", bars=1), ["--rules", "RULES", "--bars", "1"], "RULES", "grammar"),
 }
 

@@ -13,6 +13,7 @@ from audio that was rendered from MIDI, and a second run never permutes the firs
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -64,6 +65,7 @@ class PermuteSettings:
             check_pattern(pattern)
         if not isinstance(self.where, str) or not self.where.strip():
             raise FarmError("where must be an SQL condition on loops, e.g. \"part = 'chords'\"", field="where")
+        check_where(self.where)
         if self.limit is not None and (isinstance(self.limit, bool) or not (isinstance(self.limit, int)
                                                                              and self.limit >= 0)):
             raise FarmError(f"limit must be a whole number >= 0, got {self.limit!r}", field="limit")
@@ -90,6 +92,27 @@ class PermuteSettings:
             raise FarmError(err.message, file=file, field=f"permute.{err.field}") from None
         except TypeError as err:
             raise FarmError(str(err), file=file, field="permute") from None
+
+
+@lru_cache(maxsize=64)
+def check_where(where: str) -> None:
+    """FarmError (field ``where``) unless ``where`` is one SQL condition on the catalog's ``loops``.
+
+    Compiled against an empty in-memory catalog, so a typo in a batch config's ``[permute]`` is
+    caught before the night renders anything, not when the permute stage starts.
+    """
+    import sqlite3
+
+    from farm.catalog import SCHEMA_PATH
+
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA_PATH.read_text(encoding="utf-8"))
+        db.execute(f"EXPLAIN SELECT 1 FROM loops WHERE ({where})")
+    except (sqlite3.Error, sqlite3.Warning) as err:
+        raise FarmError(f"not an SQL condition on loops: {err} (in: {where})", field="where") from None
+    finally:
+        db.close()
 
 
 @dataclass

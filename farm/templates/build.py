@@ -147,6 +147,9 @@ def generate(*, style: str | None = None, rules: str | Path | Rules | None = Non
         raise FarmError(f"must be at least 1, got {count!r}", field="count")
     if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or bars < 1):
         raise FarmError(f"must be a whole number >= 1, got {bars!r}", field="bars")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**31 - 1 - count:
+        # the batch config's range, so a seed means the same template in both
+        raise FarmError(f"must be a whole number 0..{2**31 - 1 - count}, got {seed!r}", field="seed")
     if isinstance(rules, Rules):
         r = rules
     else:
