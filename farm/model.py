@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
+
+from farm.errors import FarmError
 
 PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MODES = ("major", "minor", "harmonic_minor", "dorian")
@@ -181,26 +185,189 @@ class Template:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Template":
+    def from_dict(cls, d: dict, *, file: str | Path | None = None) -> "Template":
+        """A Template from its ``template.json`` data, every field checked first.
+
+        A missing, unknown, mistyped or out-of-range value is a FarmError naming ``file`` and the
+        field as a path (``bpm``, ``key.mode``, ``chords[2].pitch_classes``, ``parts[0].channel``).
+        """
+        check = _TemplateCheck(file)
+        d = check.fields(d, "", _TEMPLATE_FIELDS)
+        template_id = check.text(d["id"], "id")
+        if not _ID.fullmatch(template_id):
+            check.fail("id", f"{_show(template_id)} cannot name a folder or file (use letters, digits, - and _)")
+        key = check.fields(d["key"], "key", ("tonic", "mode"))
+        tonic, mode = check.text(key["tonic"], "key.tonic"), check.text(key["mode"], "key.mode")
+        if not _NOTE_NAME.fullmatch(tonic):
+            check.fail("key.tonic", f"{_show(tonic)} is not a note name like C, F# or Bb")
+        if mode not in MODES:
+            check.fail("key.mode", f"unknown mode {_show(mode)} (one of {', '.join(MODES)})")
+        bpm = d["bpm"]
+        if isinstance(bpm, bool) or not isinstance(bpm, (int, float)):
+            check.fail("bpm", f"expected a number of quarter notes per minute, got {_got(bpm)}")
+        if not BPM_RANGE[0] <= bpm <= BPM_RANGE[1]:  # NaN compares false too
+            check.fail("bpm", f"{_show(bpm)} is not a tempo ({BPM_RANGE[0]} to {BPM_RANGE[1]} bpm)")
+        meter_text = check.text(d["meter"], "meter")
+        m = re.fullmatch(r"([0-9]+)/([0-9]+)", meter_text)
+        if not m:
+            check.fail("meter", f"{_show(meter_text)} is not a time signature like 4/4 or 6/8")
+        num, den = int(m[1]), int(m[2])
+        if num < 1 or den < 1 or den & (den - 1):
+            check.fail("meter", f"{_show(meter_text)}: the numerator must be 1 or more and the "
+                                "denominator a power of two (1, 2, 4, 8, 16 ...)")
+        bars = check.whole(d["bars"], "bars", 1)
+        chords = []
+        for i, c in enumerate(check.items(d["chords"], "chords")):
+            at = f"chords[{i}]"
+            c = check.fields(c, at, ("bar", "symbol", "roman", "root_pc", "pitch_classes", "bass_pc"))
+            bar = check.whole(c["bar"], f"{at}.bar", 1)
+            if bar > bars:
+                check.fail(f"{at}.bar", f"bar {bar} is past the template's {bars} bars")
+            pcs = check.items(c["pitch_classes"], f"{at}.pitch_classes")
+            if not pcs:
+                check.fail(f"{at}.pitch_classes", "empty (a chord has at least one pitch class)")
+            chords.append(ChordLabel(
+                bar=bar, symbol=check.text(c["symbol"], f"{at}.symbol"),
+                roman=check.text(c["roman"], f"{at}.roman"),
+                root_pc=check.pitch_class(c["root_pc"], f"{at}.root_pc"),
+                pitch_classes=tuple(check.pitch_class(p, f"{at}.pitch_classes") for p in pcs),
+                bass_pc=check.pitch_class(c["bass_pc"], f"{at}.bass_pc")))
+        if not check.items(d["parts"], "parts"):
+            check.fail("parts", "empty (a template has at least one part)")
+        parts = []
+        for i, p in enumerate(d["parts"]):
+            at = f"parts[{i}]"
+            p = check.fields(p, at, ("name", "midi", "notes"), optional=("channel",))
+            name = check.text(p["name"], f"{at}.name")
+            if name not in PART_ROLES:
+                check.fail(f"{at}.name", f"unknown part {_show(name)} (one of {', '.join(PART_ROLES)})")
+            if name in (q.name for q in parts):
+                check.fail(f"{at}.name", f"part {_show(name)} is listed twice")
+            midi = check.text(p["midi"], f"{at}.midi")
+            if Path(midi).is_absolute() or ".." in Path(midi).parts or "\\" in midi:
+                check.fail(f"{at}.midi", f"{_show(midi)}: a part's MIDI file lives inside the template folder")
+            parts.append(PartInfo(name=name, midi=midi, notes=check.whole(p["notes"], f"{at}.notes", 0),
+                                  channel=check.whole(p.get("channel", 0), f"{at}.channel", 0, 15)))
         return cls(
-            id=d["id"],
-            style=d["style"],
-            seed=int(d["seed"]),
-            key=Key(**d["key"]),
-            bpm=float(d["bpm"]),
-            meter=Meter.parse(d["meter"]),
-            bars=int(d["bars"]),
-            ppq=int(d["ppq"]),
-            chords=tuple(ChordLabel.from_dict(c) for c in d["chords"]),
-            parts=tuple(PartInfo(**p) for p in d["parts"]),
-            generator_version=d["generator_version"],
+            id=template_id,
+            style=check.text(d["style"], "style"),
+            seed=check.whole(d["seed"], "seed"),
+            key=Key(tonic, mode),
+            bpm=float(bpm),
+            meter=Meter(num, den),
+            bars=bars,
+            ppq=check.whole(d["ppq"], "ppq", 1, 32767),  # a MIDI file's ticks per quarter fit 15 bits
+            chords=tuple(chords),
+            parts=tuple(parts),
+            generator_version=check.text(d["generator_version"], "generator_version", empty=True),
         )
 
     @classmethod
     def load(cls, directory: str | Path) -> "Template":
-        """Read ``directory/template.json``."""
-        path = Path(directory) / "template.json"
-        return cls.from_dict(json.loads(path.read_text()))
+        """Read ``directory/template.json``: a template lives in a folder named by its ``id``.
+
+        A missing folder or file, invalid JSON, a bad field or an ``id`` that is not the folder's
+        name is a FarmError naming the file and the field.
+        """
+        folder = Path(directory)
+        path = folder / "template.json"
+        if not folder.exists():
+            raise FarmError("no such template folder", file=folder, field="template")
+        if not folder.is_dir():
+            raise FarmError("not a template folder (give the folder that holds template.json)",
+                            file=folder, field="template")
+        if not path.is_file():
+            raise FarmError("no template.json here", file=path, field="template")
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise FarmError("not UTF-8 text", file=path, field="json") from None
+        except json.JSONDecodeError as err:
+            raise FarmError(f"invalid JSON: {err}", file=path, field="json") from None
+        except OSError as err:
+            raise FarmError(f"cannot read: {err.strerror or err}", file=path, field="template") from None
+        template = cls.from_dict(data, file=path)
+        name = folder.resolve().name
+        if template.id != name:
+            raise FarmError(f"{_show(template.id)} is not this folder's name {_show(name)} "
+                            "(a template lives in a folder named by its id)", file=path, field="id")
+        return template
+
+
+# What template.json holds, and what it may hold (see Template.from_dict).
+_TEMPLATE_FIELDS = ("id", "style", "seed", "key", "bpm", "meter", "bars", "ppq", "chords", "parts",
+                    "generator_version")
+BPM_RANGE = (1, 1000)  # quarter notes per minute a template may carry
+_NOTE_NAME = re.compile(r"[A-G](##?|bb?|--?)?")  # spellings music21 reads: F#, Bb, B-, Cbb
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # it names the folder and every loop file
+
+
+def _show(value: Any) -> str:
+    """A value as it is written in JSON, shortened: ``"two"``, ``null``, ``NaN``, ``[1, 2]``."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _got(value: Any) -> str:
+    """What a wrong value is, for a message: ``the string "two"``, ``null``, ``2.5``, ``a list [7]``."""
+    if isinstance(value, str):
+        return f"the string {_show(value)}"
+    if isinstance(value, (list, dict)):
+        return f"{'a list' if isinstance(value, list) else 'an object'} {_show(value)}"
+    return _show(value)
+
+
+class _TemplateCheck:
+    """Field checks for ``Template.from_dict``: each failure is a FarmError naming the field."""
+
+    def __init__(self, file: str | Path | None):
+        self.file = file
+
+    def fail(self, field: str, message: str):
+        raise FarmError(message, file=self.file, field=field or "template")
+
+    def fields(self, value: Any, at: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+        """``value`` as an object holding every ``required`` key, and no key but these."""
+        if not isinstance(value, dict):
+            self.fail(at, f"expected an object, got {_got(value)}")
+        prefix = f"{at}." if at else ""
+        for k in value:
+            if k not in required and k not in optional:
+                known = ", ".join(sorted(required + optional))
+                self.fail(f"{prefix}{k}", f"unknown field (known: {known})")
+        for k in required:
+            if k not in value:
+                self.fail(f"{prefix}{k}", "missing")
+        return value
+
+    def items(self, value: Any, at: str) -> list:
+        if not isinstance(value, list):
+            self.fail(at, f"expected a list, got {_got(value)}")
+        return value
+
+    def text(self, value: Any, at: str, empty: bool = False) -> str:
+        if not isinstance(value, str):
+            self.fail(at, f"expected a string, got {_got(value)}")
+        if not empty and not value.strip():
+            self.fail(at, "empty")
+        return value
+
+    def whole(self, value: Any, at: str, lo: int | None = None, hi: int | None = None) -> int:
+        """A whole number from ``lo`` to ``hi`` (either end open when None)."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(at, f"expected a whole number, got {_got(value)}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            span = (f"{lo} to {hi}" if hi is not None else f"{lo} or more") if lo is not None else f"at most {hi}"
+            self.fail(at, f"{value} is out of range ({span})")
+        return value
+
+    def pitch_class(self, value: Any, at: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 11:
+            self.fail(at, f"{_show(value)} is not a pitch class (a whole number 0-11, C = 0)")
+        return value
 
 
 def loop_samples(bars: int, meter: Meter, bpm: float, sample_rate: int) -> int:

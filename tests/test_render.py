@@ -423,7 +423,7 @@ def test_bad_patch_is_one_line_exit_2_and_no_file(tmp_path, template_dir, case, 
 def test_corrupt_midi_is_one_line_exit_2_and_no_file(tmp_path, template_dir):
     import shutil
 
-    broken = tmp_path / "broken"
+    broken = tmp_path / "broken" / template_dir.name  # a template's folder is named by its id
     shutil.copytree(template_dir, broken)
     garbage = b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff garbage"
     (broken / "bass.mid").write_bytes(garbage)

@@ -214,13 +214,20 @@ def read_part_notes(job: RenderJob):
     pretty_midi = import_quietly("pretty_midi")
 
     path = job.midi_path
+    field = f"parts.{job.part}.midi"
     if not Path(path).is_file():
-        raise FarmError("MIDI file not found", file=path, field=f"parts.{job.part}.midi")
+        raise FarmError("MIDI file not found", file=path, field=field)
+    size = Path(path).stat().st_size
+    if size == 0:
+        raise FarmError("empty MIDI file (0 bytes)", file=path, field=field)
     try:
         pm = pretty_midi.PrettyMIDI(str(path))
+    except EOFError:  # mido reads past the last byte: the file stops mid-header or mid-track
+        raise FarmError(f"MIDI file cut short: it stops after {size} bytes, part-way through its "
+                        "header or a track", file=path, field=field) from None
     except Exception as err:  # mido/pretty_midi raise many types for a damaged file
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise FarmError(f"corrupt MIDI: {message}", file=path, field=f"parts.{job.part}.midi") from None
+        raise FarmError(f"corrupt MIDI: {message}", file=path, field=field) from None
     scale = 60.0 * job.sample_rate / (pm.resolution * job.template.bpm)
 
     def samples(seconds: float) -> int:

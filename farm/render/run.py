@@ -23,14 +23,9 @@ from farm.patches import Patch, load_patch
 from farm.render import SAMPLE_RATES, RenderedLoop, RenderJob, get_backend, render_loops
 
 def load_template(template_dir: str | Path) -> Template:
-    """``template_dir/template.json`` as a Template; a missing or damaged file is a FarmError."""
-    path = Path(template_dir) / "template.json"
-    if not path.is_file():
-        raise FarmError("no template.json here", file=path, field="template")
-    try:
-        return Template.load(template_dir)
-    except (ValueError, KeyError, TypeError) as err:
-        raise FarmError(f"damaged template: {err!r}", file=path) from None
+    """``template_dir/template.json`` as a Template. A path that is not a template folder, invalid
+    JSON, a bad field or an id that is not the folder's name is a FarmError naming the field."""
+    return Template.load(template_dir)
 
 
 def loop_file_name(template: Template, part: str, patch: Patch, fmt: str = "flac24") -> str:
