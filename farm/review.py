@@ -127,7 +127,12 @@ def loop_review(catalog_root: str | Path, loop_id: str) -> LoopReview:
         path = cat.root / info["path"]
     if info["file"] == "missing":
         raise FarmError("audio file is missing (run `farm check`)", file=path, field=info["id"])
-    audio, sr = read_audio(path)
+    if info["file"] != "ok":  # a damaged or replaced file would be drawn under the catalog's labels
+        raise FarmError("does not match the catalog's sha256 (run `farm check`)", file=path, field="sha256")
+    try:
+        audio, sr = read_audio(path)
+    except FarmError as err:
+        raise FarmError(f"{err.message} (run `farm check`)", file=err.file, field=err.field) from None
     starts = bar_starts(info, audio.shape[1], sr)
     bars = np.stack([chroma(audio, sr, int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])])
     pcs = [c["pitch_classes"] for c in info["chords"]]
@@ -339,7 +344,18 @@ def plot_loops(catalog_root: str | Path, ids: Sequence[str] = (), where: str | N
     from tqdm import tqdm
 
     chosen = select_loops(catalog_root, ids, where)
+    if not chosen:  # nothing to draw: no folder made
+        return []
     target = Path(out) if out is not None else Path(catalog_root) / PLOTS_DIR
+    new_folders = [d for d in (target, *target.parents) if not d.exists()]  # deepest first
     check_writable_dir(target, "--out")
-    return [plot_loop(catalog_root, loop_id, target)
-            for loop_id in tqdm(chosen, desc="plot", unit="loop", disable=not progress or len(chosen) < 2)]
+    try:
+        return [plot_loop(catalog_root, loop_id, target)
+                for loop_id in tqdm(chosen, desc="plot", unit="loop", disable=not progress or len(chosen) < 2)]
+    except BaseException:
+        for folder in new_folders:
+            try:
+                folder.rmdir()  # only when empty: the pictures drawn before the error stay
+            except OSError:
+                pass
+        raise

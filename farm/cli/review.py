@@ -25,8 +25,11 @@ def plot(ids, where, out, root, no_progress):
     """
     from farm.review import plot_loops
 
-    for path in plot_loops(root, ids, where, out, progress=not no_progress):
+    paths = plot_loops(root, ids, where, out, progress=not no_progress)
+    for path in paths:
         click.echo(str(path))
+    if not paths:
+        click.echo("no loop matches; nothing drawn", err=True)
 
 
 @click.command()
