@@ -53,27 +53,51 @@ class Catalog:
         self.root = Path(root)
         self.path = self.root / CATALOG_FILE
         self.readonly = readonly
-        if (readonly or not create) and not self.path.is_file():
+        exists = self.path.is_file()
+        if (readonly or not create) and not exists:
             raise FarmError("no catalog here; `farm batch` creates it", file=self.path)
         if readonly:
             conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            self.db = sqlite_utils.Database(conn)
+            self._check_is_catalog(empty_ok=False)
             conn.execute("PRAGMA query_only = ON")
             # mode=ro keeps catalog.db unchanged, but ATTACH (and VACUUM INTO, which attaches)
             # would still create other files: a read-only catalog creates nothing.
             conn.set_authorizer(_read_only_authorizer)
-            conn.execute("PRAGMA busy_timeout = 10000")
-            self.db = sqlite_utils.Database(conn)
             return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path)
             conn.execute("PRAGMA busy_timeout = 10000")
             self.db = sqlite_utils.Database(conn)
+        except (OSError, sqlite3.Error) as err:
+            raise _cannot_write(self.path, err) from None
+        if exists:  # an existing file is written only once it reads as a catalog
+            self._check_is_catalog(empty_ok=create)
+        try:
             self._setup()
         except (OSError, sqlite3.Error) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            raise FarmError(f"cannot write the catalog here ({reason}); is the catalog root writable, "
-                            f"with space left?", file=self.path) from None
+            self.db.close()
+            raise _cannot_write(self.path, err) from None
+
+    def _check_is_catalog(self, empty_ok: bool) -> None:
+        """FarmError (the connection closed) unless ``catalog.db`` is SQLite with a ``loops`` table.
+
+        ``empty_ok``: an empty database (a zero-byte file, or no table yet) is a catalog still to
+        be created, which only a caller that creates catalogs may fill in.
+        """
+        try:
+            tables = {r[0] for r in self.db.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as err:
+            reason = str(err)  # "file is not a database", "database disk image is malformed"
+        else:
+            if "loops" in tables or (empty_ok and not tables):
+                return
+            reason = ("an empty file" if self.path.stat().st_size == 0
+                      else "an SQLite database without a loops table")
+        self.db.close()
+        raise FarmError(f"not a Loop Farm catalog ({reason})", file=self.path)
 
     def _setup(self) -> None:
         conn = self.db.conn
@@ -159,8 +183,10 @@ class Catalog:
             out.append(found[0])
         return out
 
-    def sql(self, query: str, params: dict | Sequence | None = None) -> tuple[list[str], list[tuple]]:
-        """Run one SQL statement; ``(column names, rows)``. Errors become one FarmError line."""
+    def sql(self, query: str, params: dict | Sequence | None = None, *, source: str | Path | None = None
+            ) -> tuple[list[str], list[tuple]]:
+        """Run one SQL statement; ``(column names, rows)``. Errors become one FarmError line,
+        which quotes the statement, or names ``source`` (the file it came from) when given."""
         try:
             cursor = self.db.conn.execute(query, params or {})
             rows = cursor.fetchall()
@@ -170,13 +196,14 @@ class Catalog:
             message = str(err)
             if self.readonly and ("not authorized" in message or "authorization denied" in message):
                 message = "a read-only connection attaches no other database"
-            raise FarmError(f"{message} (in: {' '.join(query.split())[:120]})", file=self.path,
-                            field="sql") from None
+            where = source if source is not None else " ".join(query.split())[:120]
+            raise FarmError(f"{message} (in: {where})", file=self.path, field="sql") from None
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, rows
 
     def loop(self, loop_id: str) -> dict:
-        """Everything about one loop: its row, chords, reviews, children and file state."""
+        """Everything about one loop: its row, chords, reviews, children, and the state of its
+        audio file (``file``) and sidecar (``sidecar_file``)."""
         (loop_id,) = self.resolve_ids([loop_id])
         row = next(self.db.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
         row["params"] = json.loads(row["params"]) if row["params"] else {}
@@ -189,6 +216,10 @@ class Catalog:
         audio = self.root / row["path"]
         row["file"] = ("missing" if not audio.is_file()
                        else "ok" if file_sha256(audio) == row["sha256"] else "sha256 mismatch")
+        try:
+            row["sidecar_file"] = "ok" if self.loop_sidecar(loop_id) is not None else "missing"
+        except FarmError as err:
+            row["sidecar_file"] = "broken: " + ": ".join(x for x in (err.field, err.message) if x)
         return row
 
     def loop_chords(self, loop_id: str) -> list[dict]:
@@ -247,6 +278,8 @@ class Catalog:
             _, rows = self.sql(f"SELECT id FROM loops WHERE ({where}) ORDER BY id")
             chosen += [r[0] for r in rows]
         chosen = list(dict.fromkeys(chosen))
+        for loop_id in chosen:  # a sidecar that could not follow the decision stops it first
+            self.loop_sidecar(loop_id)
         now = utc_now()
         with self.db.atomic():
             for loop_id in chosen:
@@ -260,6 +293,19 @@ class Catalog:
             self._sync_sidecar(loop_id)
         return chosen
 
+    def loop_sidecar(self, loop_id: str) -> dict | None:
+        """A loop's sidecar, read and validated; None when the file is missing (``farm check``
+        reports that). A sidecar that cannot be read, is not a valid sidecar or names another
+        loop is a FarmError naming the file."""
+        (sidecar,) = self.db.execute("SELECT sidecar FROM loops WHERE id = ?", [loop_id]).fetchone()
+        path = self.root / sidecar
+        if not path.exists():
+            return None
+        data = read_sidecar(path)
+        if data["id"] != loop_id:
+            raise FarmError(f"names loop {data['id']}, not {loop_id}", file=path, field="id")
+        return data
+
     def _sync_sidecar(self, loop_id: str) -> None:
         from farm.files import atomic_write_text
         from farm.model import canonical_json
@@ -271,6 +317,8 @@ class Catalog:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return  # `farm check` reports a missing or broken sidecar
+        if not isinstance(data, dict):
+            return  # broken since review() read it: `farm check` reports it
         if data.get("status") != status or data.get("reject_reason") != reason:
             data["status"], data["reject_reason"] = status, reason
             atomic_write_text(path, canonical_json(data))
@@ -293,7 +341,8 @@ class Catalog:
         return sorted(out)
 
     def check(self, progress: bool = False) -> "CheckReport":
-        """Every row's file exists with its sha256; every audio file has a row; no leftovers."""
+        """Every row's file exists with its sha256 and its sidecar reads; every audio file has a row;
+        no leftovers."""
         from tqdm import tqdm
 
         report = CheckReport()
@@ -307,8 +356,14 @@ class Catalog:
                 report.missing.append(f"{loop_id} {path}")
             elif file_sha256(audio) != sha:
                 report.mismatched.append(f"{loop_id} {path}")
-            if not (self.root / sidecar).is_file():
+            if not (self.root / sidecar).exists():
                 report.missing_sidecars.append(f"{loop_id} {sidecar}")
+                continue
+            try:
+                self.loop_sidecar(loop_id)
+            except FarmError as err:
+                report.broken_sidecars.append(
+                    f"{loop_id} {sidecar} ({': '.join(x for x in (err.field, err.message) if x)})")
         report.rows = len(rows)
         files = self.audio_files()
         report.files = len(files)
@@ -377,23 +432,31 @@ class CheckReport:
     missing: list[str] = field(default_factory=list)  # rows whose audio file is gone
     mismatched: list[str] = field(default_factory=list)  # rows whose file's sha256 differs
     missing_sidecars: list[str] = field(default_factory=list)
+    broken_sidecars: list[str] = field(default_factory=list)  # unreadable, invalid or another loop's
     orphans: list[str] = field(default_factory=list)  # audio files with no row
     temp_files: list[str] = field(default_factory=list)  # half-written files
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.mismatched or self.missing_sidecars or self.orphans
-                    or self.temp_files)
+        return not (self.missing or self.mismatched or self.missing_sidecars or self.broken_sidecars
+                    or self.orphans or self.temp_files)
 
     def lines(self) -> list[str]:
         out = [f"{self.rows} rows, {self.files} audio files"]
         for title, items in (("missing file", self.missing), ("sha256 mismatch", self.mismatched),
                              ("missing sidecar", self.missing_sidecars),
+                             ("broken sidecar", self.broken_sidecars),
                              ("file without a row", self.orphans),
                              ("temporary file (run `farm batch --resume`)", self.temp_files)):
             out += [f"{title}: {item}" for item in items]
         out.append("ok" if self.ok else "FAILED")
         return out
+
+
+def _cannot_write(path: Path, err: Exception) -> FarmError:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return FarmError(f"cannot write the catalog here ({reason}); is the catalog root writable, with space left?",
+                     file=path)
 
 
 def _read_only_authorizer(action: int, *_args) -> int:
@@ -433,6 +496,7 @@ class SavedQuery:
 
 _DEFAULT_LINE = re.compile(r"^--\s*:(\w+)\s*=\s*(.*?)\s*$")
 _STRIP = re.compile(r"--[^\n]*|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", re.S)
+_NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")  # not an id like 0000000000000000
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -475,6 +539,12 @@ def bind_params(query: SavedQuery, given: dict[str, str]) -> dict:
     for name in query.params:
         if name in given:
             values[name] = parse_value(given[name])
+            # A number compared with text is never equal in SQLite: the query would quietly
+            # match nothing, so a parameter whose default is a number takes only numbers.
+            if (name in query.defaults and _NUMBER.fullmatch(query.defaults[name])
+                    and isinstance(values[name], str)):
+                raise FarmError(f"expects a number (default {query.defaults[name]}), got {given[name]!r}",
+                                file=query.path, field=name)
         elif name in query.defaults:
             values[name] = parse_value(query.defaults[name])
         else:
@@ -483,10 +553,12 @@ def bind_params(query: SavedQuery, given: dict[str, str]) -> dict:
 
 
 # -- functions the CLI wraps ------------------------------------------------------------------
-def run_sql(root: str | Path, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
-    """``farm sql``: one statement on a read-only connection to ``root/catalog.db``."""
+def run_sql(root: str | Path, sql: str, params: dict | None = None, *, source: str | Path | None = None
+            ) -> tuple[list[str], list[tuple]]:
+    """``farm sql``: one statement on a read-only connection to ``root/catalog.db``
+    (``source``: the file the statement came from, for errors)."""
     with Catalog(root, readonly=True) as cat:
-        return cat.sql(sql, params)
+        return cat.sql(sql, params, source=source)
 
 
 def run_query(root: str | Path, name: str, params: dict[str, str] | None = None
@@ -496,7 +568,7 @@ def run_query(root: str | Path, name: str, params: dict[str, str] | None = None
     if name not in queries:
         raise FarmError(f"no saved query {name!r} (known: {', '.join(queries)})", field="name")
     query = queries[name]
-    return run_sql(root, query.sql, bind_params(query, params or {}))
+    return run_sql(root, query.sql, bind_params(query, params or {}), source=query.path)
 
 
 def show_loop(root: str | Path, loop_id: str) -> dict:
