@@ -795,3 +795,20 @@ def test_permutations_are_the_same_bytes_in_a_fresh_process(library, tmp_path):
     query = "SELECT id, sha256 FROM loops WHERE parent_id IS NOT NULL ORDER BY id"
     made = rows(here, query)
     assert len(made) >= 4 and made == rows(there, query)
+
+
+def test_a_damaged_parent_file_is_one_line_pointing_to_farm_check(catalog_copy):
+    """A catalogued loop cut short on disk: permute names the file, points to `farm check`, adds no row."""
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    [parent] = rows(catalog_copy, "SELECT path FROM loops WHERE operation = 'render'")
+    path = catalog_copy / parent["path"]
+    path.write_bytes(path.read_bytes()[:2000])
+    before = rows(catalog_copy, "SELECT count(*) AS n FROM loops")[0]["n"]
+    result = CliRunner().invoke(main, ["permute", "--root", str(catalog_copy), "--ops", "pitch", "--no-progress"])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"error: {path}: ") and line.endswith("(run `farm check`)")
+    assert rows(catalog_copy, "SELECT count(*) AS n FROM loops")[0]["n"] == before

@@ -344,10 +344,13 @@ def _parent(root: Path, info: dict, template_dir: str) -> Parent:
     key = (str(root), info["id"])
     if key not in _PARENTS:
         template = Template.load(root / template_dir)
-        audio, sr = read_audio(root / info["path"])
+        try:
+            audio, sr = read_audio(root / info["path"])
+        except FarmError as err:  # a catalogued file that no longer decodes: damaged since it was written
+            raise FarmError(f"{err.message} (run `farm check`)", file=err.file, field=err.field) from None
         if audio.shape[1] != template.loop_samples(sr):
-            raise FarmError(f"{audio.shape[1]} samples, its labels say {template.loop_samples(sr)}",
-                            file=root / info["path"], field="samples")
+            raise FarmError(f"{audio.shape[1]} samples, its labels say {template.loop_samples(sr)} "
+                            f"(run `farm check`)", file=root / info["path"], field="samples")
         if len(_PARENTS) >= 4:
             _PARENTS.pop(next(iter(_PARENTS)))
         _PARENTS[key] = Parent(info, template, root / template_dir, audio.astype(np.float32), sr)
