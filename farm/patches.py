@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
 import struct
 from dataclasses import dataclass, field, replace
@@ -49,6 +50,7 @@ from farm.errors import FarmError
 from farm.files import read_toml
 from farm.model import PART_ROLES
 from farm.quiet import import_quietly
+from farm.render import SAMPLE_RATES
 
 ROLES = ("chords", "pad", "keys", "bass", "lead", "arp", "drums")
 INTERPOLATIONS = {"none": 0, "linear": 1, "4th": 4, "7th": 7}
@@ -69,6 +71,30 @@ EFFECT_PLUGINS = (
     "HighShelfFilter", "HighpassFilter", "Invert", "LadderFilter", "Limiter", "LowShelfFilter",
     "LowpassFilter", "NoiseGate", "PeakFilter", "Phaser", "Reverb",
 )
+
+# Effect parameters pedalboard accepts but that make no sense (or render NaN): frequencies must lie
+# between 0 Hz and the Nyquist frequency of the lowest sample rate the farm renders at; times are
+# not negative; a feedback loop stays within -1..1; a gate's ratio is at least 1; levels stay
+# within a range a patch can mean. ``(lo, hi, open)``: ``open`` excludes both ends.
+NYQUIST_HZ = min(SAMPLE_RATES) / 2
+_FREQUENCY = (0.0, NYQUIST_HZ, True)
+_TIME_MS = (0.0, 10_000.0, False)
+_LEVEL_DB = (-60.0, 60.0, False)
+_THRESHOLD_DB = (-100.0, 0.0, False)
+_UNIT = (0.0, 1.0, False)
+EFFECT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "cutoff_frequency_hz": _FREQUENCY,    # the five biquad filters
+    "cutoff_hz": _FREQUENCY,              # LadderFilter
+    "centre_frequency_hz": _FREQUENCY,    # Phaser
+    "attack_ms": _TIME_MS, "release_ms": _TIME_MS,
+    "centre_delay_ms": (0.0, 100.0, False),  # Chorus: JUCE's delay line holds 100 ms
+    "rate_hz": (0.0, 100.0, False),       # Chorus, Phaser LFOs
+    "gain_db": _LEVEL_DB, "drive_db": _LEVEL_DB,
+    "threshold_db": _THRESHOLD_DB,
+    "feedback": (-1.0, 1.0, False),       # Chorus, Phaser (Delay's own check keeps it 0..1)
+    "depth": _UNIT, "mix": _UNIT,
+    "ratio": (1.0, 100.0, False),         # Compressor, NoiseGate
+}
 
 
 # -- dataclasses ----------------------------------------------------------------------------
@@ -227,6 +253,11 @@ def patch_path(name_or_path: str | Path, patches_dir: str | Path | None = None) 
 def load_patch(name_or_path: str | Path, patches_dir: str | Path | None = None) -> Patch:
     """Read and validate one patch; every problem is a FarmError naming the file and field."""
     path = patch_path(name_or_path, patches_dir)
+    looks_like_path = str(name_or_path).endswith(".toml") or os.sep in str(name_or_path)
+    if path.is_dir():
+        raise FarmError("is a folder, not a patch file (a .toml)", file=path.absolute(), field="name")
+    if not path.is_file() and looks_like_path:
+        raise FarmError("patch file not found", file=path.absolute(), field="name")
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(Path(patches_dir or PATCHES_DIR).glob("*.toml")))
         raise FarmError(f"no such patch (known: {known or 'none'})", file=path, field="name")
@@ -272,6 +303,7 @@ def build_effects(patch: Patch):
 _TOP_KEYS = {"name", "roles", "description", "target_lufs", "tail_s", "embedded", "effects", "reaper"}
 _EMBEDDED_KEYS = {"soundfont", "bank", "program", "gain", "interpolation", "polyphony", "reverb",
                   "chorus", "octave", "velocity_curve", "note_length", "cc"}
+_REAPER_KEYS = {"fxchain", "instrument"}
 
 
 class _Checker:
@@ -299,6 +331,8 @@ class _Checker:
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
             self.fail(name, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+        if not math.isfinite(value):  # NaN passes every range check, so it is refused first
+            self.fail(name, f"{value!r} is not a finite number")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             self.fail(name, f"{value!r} out of range {lo}..{hi}")
         return int(value) if integer else float(value)
@@ -318,6 +352,8 @@ def _parse_patch(data: dict, path: Path) -> Patch:
     for i, role in enumerate(roles):
         if role not in ROLES:
             c.fail(f"roles[{i}]", f"unknown role {role!r} (known: {', '.join(ROLES)})")
+        if role in roles[:i]:
+            c.fail("roles", f"{role!r} is listed twice (roles[{roles.index(role)}] and roles[{i}])")
     description = data.get("description", "")
     if not isinstance(description, str):
         c.fail("description", "expected a string")
@@ -336,6 +372,7 @@ def _parse_patch(data: dict, path: Path) -> Patch:
     reaper = data.get("reaper", {})
     if not isinstance(reaper, dict):
         c.fail("reaper", "expected a table")
+    c.unknown(reaper, _REAPER_KEYS, "reaper.")
     fxchain = None
     if "fxchain" in reaper:
         if not isinstance(reaper["fxchain"], str) or not reaper["fxchain"].endswith(".RfxChain"):
@@ -359,6 +396,8 @@ def _parse_embedded(e: dict, c: _Checker, roles: Sequence[str]) -> EmbeddedSound
         soundfont = default_soundfont()
     else:
         soundfont = (c.path.parent / os.path.expanduser(sf_text)).resolve()
+        if soundfont.is_dir():
+            c.fail(p + "soundfont", f"{soundfont} is a folder, not a SoundFont file")
         if not soundfont.is_file():
             c.fail(p + "soundfont", f"SoundFont not found: {soundfont}")
     drums = "drums" in roles
@@ -435,6 +474,9 @@ def _parse_effect(item: Any, i: int, c: _Checker) -> Effect:
     p = f"effects[{i}]"
     if not isinstance(item, dict):
         c.fail(p, "expected a table")
+    if "plugin" not in item:
+        c.fail(f"{p}.plugin", f"missing: every [[effects]] table names its plugin "
+                              f"(one of {', '.join(EFFECT_PLUGINS)})")
     plugin = item.get("plugin")
     if plugin not in EFFECT_PLUGINS:
         c.fail(f"{p}.plugin", f"unknown effect {plugin!r} (known: {', '.join(EFFECT_PLUGINS)})")
@@ -447,12 +489,26 @@ def _parse_effect(item: Any, i: int, c: _Checker) -> Effect:
         if key not in allowed:
             c.fail(f"{p}.{key}", f"{plugin} has no parameter {key!r} "
                                  f"(known: {', '.join(allowed) or 'none'})")
+        if isinstance(value, float) and not math.isfinite(value):
+            c.fail(f"{p}.{key}", f"{value!r} is not a finite number")
+        if key in EFFECT_RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi, open_ = EFFECT_RANGES[key]
+            if (value <= lo or value >= hi) if open_ else (value < lo or value > hi):
+                c.fail(f"{p}.{key}", f"{value!r} out of range: {_describe_range(key, lo, hi, open_)}")
         try:
             setattr(instance, key, _coerce_param(instance, key, value))
         except (TypeError, ValueError, KeyError) as err:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             c.fail(f"{p}.{key}", f"bad value {value!r}: {message}")
     return Effect(plugin=plugin, params=params)
+
+
+def _describe_range(key: str, lo: float, hi: float, open_: bool) -> str:
+    unit = next((u for suffix, u in (("_hz", " Hz"), ("_ms", " ms"), ("_db", " dB")) if key.endswith(suffix)), "")
+    if open_:
+        why = f" (the Nyquist frequency at {min(SAMPLE_RATES)} Hz)" if hi == NYQUIST_HZ else ""
+        return f"must be above {lo:g}{unit} and below {hi:g}{unit}{why}"
+    return f"must be {lo:g}..{hi:g}{unit}"
 
 
 @lru_cache(maxsize=None)

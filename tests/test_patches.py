@@ -149,3 +149,156 @@ def test_patches_dir_follows_the_environment(tmp_path):
     listing = CliRunner().invoke(farm_cli, ["patches", "--dir", str(tmp_path)])
     assert listing.exit_code == 0 and "only-one" in listing.stdout
     assert PATCHES_DIR.name == "patches"
+
+
+# -- values that load but make no sense, and fields that were not checked --------------------------
+EFFECT = '[[effects]]\nplugin = "{plugin}"\n{param} = {value}\n'
+
+SENSELESS = [  # (what, edit of MINIMAL, field named, words the message says)
+    ("nan gain", lambda t: t + "gain = nan\n", "embedded.gain", "nan is not a finite number"),
+    ("inf loudness", lambda t: t.replace("-16.0", "-inf"), "target_lufs", "-inf is not a finite number"),
+    ("nan tail", lambda t: t.replace("-16.0", "-16.0\ntail_s = nan"), "tail_s", "not a finite number"),
+    ("nan synth reverb", lambda t: t + "reverb = { level = nan }\n", "embedded.reverb.level", "not a finite"),
+    ("nan effect parameter", lambda t: t + EFFECT.format(plugin="Reverb", param="room_size", value="nan"),
+     "effects[0].room_size", "nan is not a finite number"),
+    ("negative cutoff", lambda t: t + EFFECT.format(plugin="LowpassFilter", param="cutoff_frequency_hz",
+                                                    value="-100.0"),
+     "effects[0].cutoff_frequency_hz", "above 0 Hz and below 22050 Hz"),
+    ("cutoff past nyquist", lambda t: t + EFFECT.format(plugin="LowpassFilter", param="cutoff_frequency_hz",
+                                                        value="1e9"),
+     "effects[0].cutoff_frequency_hz", "below 22050 Hz"),
+    ("cutoff at nyquist", lambda t: t + EFFECT.format(plugin="HighpassFilter", param="cutoff_frequency_hz",
+                                                      value="22050.0"),
+     "effects[0].cutoff_frequency_hz", "below 22050 Hz"),
+    ("ladder cutoff 0", lambda t: t + EFFECT.format(plugin="LadderFilter", param="cutoff_hz", value="0.0"),
+     "effects[0].cutoff_hz", "above 0 Hz"),
+    ("phaser centre", lambda t: t + EFFECT.format(plugin="Phaser", param="centre_frequency_hz", value="30000.0"),
+     "effects[0].centre_frequency_hz", "below 22050 Hz"),
+    ("gate ratio below 1", lambda t: t + EFFECT.format(plugin="NoiseGate", param="ratio", value="0.5"),
+     "effects[0].ratio", "must be 1..100"),
+    ("chorus feedback", lambda t: t + EFFECT.format(plugin="Chorus", param="feedback", value="2.0"),
+     "effects[0].feedback", "must be -1..1"),
+    ("negative attack", lambda t: t + EFFECT.format(plugin="Compressor", param="attack_ms", value="-5.0"),
+     "effects[0].attack_ms", "must be 0..10000 ms"),
+    ("huge gain", lambda t: t + EFFECT.format(plugin="Gain", param="gain_db", value="1000.0"),
+     "effects[0].gain_db", "must be -60..60 dB"),
+    ("misspelt reaper field", lambda t: t + '[reaper]\nfxchian = "x.RfxChain"\n', "reaper.fxchian",
+     "unknown field (allowed: fxchain, instrument)"),
+    ("role twice", lambda t: t.replace('["keys"]', '["keys", "chords", "keys"]'), "roles",
+     "'keys' is listed twice (roles[0] and roles[2])"),
+    ("effect without plugin", lambda t: t + '[[effects]]\nroom_size = 0.4\n', "effects[0].plugin",
+     "missing: every [[effects]] table names its plugin (one of Bitcrush"),
+    ("soundfont is a folder", lambda t: t.replace('"default"', '"sounds"'), "embedded.soundfont",
+     "is a folder, not a SoundFont file"),
+]
+
+
+@pytest.mark.parametrize("what,edit,field,words", SENSELESS, ids=[s[0] for s in SENSELESS])
+def test_senseless_values_and_unchecked_fields_name_file_and_field(tmp_path, what, edit, field, words):
+    (tmp_path / "sounds").mkdir()
+    path = write_patch(tmp_path, "bad", edit(MINIMAL.format(name="bad")))
+    with pytest.raises(FarmError) as err:
+        load_patch(path)
+    assert (err.value.file, err.value.field) == (str(path.resolve()), field), err.value.line()
+    assert words in err.value.message
+
+
+def test_edge_values_inside_the_ranges_load_and_build(tmp_path):
+    text = MINIMAL.format(name="edges") + "".join([
+        EFFECT.format(plugin="LowpassFilter", param="cutoff_frequency_hz", value="22049.0"),
+        EFFECT.format(plugin="Chorus", param="feedback", value="-1.0"),
+        EFFECT.format(plugin="NoiseGate", param="ratio", value="1"),
+        EFFECT.format(plugin="Compressor", param="attack_ms", value="0.0"),
+        EFFECT.format(plugin="Gain", param="gain_db", value="-60.0"),
+    ])
+    board = build_effects(load_patch(write_patch(tmp_path, "edges", text)))
+    assert board[0].cutoff_frequency_hz == pytest.approx(22049.0) and board[1].feedback == -1.0
+    assert board[2].ratio == 1.0 and board[3].attack_ms == 0.0 and board[4].gain_db == -60.0
+
+
+@pytest.fixture(scope="module")
+def template_dir(tmp_path_factory) -> Path:
+    from farm.templates import find_rules, generate_template, load_rules, write_template
+
+    out = tmp_path_factory.mktemp("templates")
+    return write_template(generate_template(load_rules(find_rules("synthwave")), 7, bars=2), out)
+
+
+@pytest.mark.parametrize("what,edit,field,words", [SENSELESS[i] for i in (0, 6, 14, 15, 16, 17)],
+                         ids=[SENSELESS[i][0] for i in (0, 6, 14, 15, 16, 17)])
+def test_render_with_a_senseless_patch_is_one_line_exit_2_and_no_file(tmp_path, template_dir, what, edit,
+                                                                        field, words):
+    (tmp_path / "sounds").mkdir()
+    text = edit(MINIMAL.format(name="bad")).replace('roles = ["keys"]', 'roles = ["keys", "chords"]')
+    path = write_patch(tmp_path, "bad", text)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(farm_cli, ["render", "--template", str(template_dir), "--patch", str(path),
+                                           "--part", "chords", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path.resolve()}: {field}: ") and words in line
+    assert not out.exists()
+
+
+def test_a_patch_path_that_is_missing_or_a_folder_says_so(tmp_path, template_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p").mkdir()
+    with pytest.raises(FarmError) as err:
+        load_patch("./nosuch.toml")
+    assert err.value.file == str(tmp_path / "nosuch.toml") and err.value.message == "patch file not found"
+    with pytest.raises(FarmError) as err:
+        load_patch("./p")
+    assert err.value.file == str(tmp_path / "p") and "is a folder, not a patch file" in err.value.message
+    for arg, line in (("./nosuch.toml", f"error: {tmp_path / 'nosuch.toml'}: name: patch file not found"),
+                      ("./p", f"error: {tmp_path / 'p'}: name: is a folder, not a patch file (a .toml)"),
+                      ("nosuch", f"error: {PATCHES_DIR / 'nosuch.toml'}: name: no such patch (known: ")):
+        result = CliRunner().invoke(farm_cli, ["render", "--template", str(template_dir), "--patch", arg,
+                                               "--part", "chords", "--out", "out"])
+        assert result.exit_code == 2
+        [printed] = result.stderr.strip().splitlines()
+        assert printed.startswith(line), printed
+        assert not (tmp_path / "out").exists()
+
+
+class NaNBackend:
+    """A renderer gone wrong: the loop and its tail, all NaN."""
+
+    name = "nan-test"
+    version = "0"
+
+    def render_raw(self, jobs):
+        import numpy as np
+
+        return [np.full((2, job.loop_samples + 100), np.nan, dtype=np.float32) for job in jobs]
+
+    def close(self):
+        pass
+
+
+def test_non_finite_audio_from_any_backend_is_refused_before_a_file_is_written(tmp_path, template_dir,
+                                                                             monkeypatch):
+    import numpy as np
+
+    from farm.render import BACKENDS, finish_loop, render_loops
+    from farm.render.run import plan_jobs
+
+    [job] = plan_jobs(template_dir, "dry-piano-chords", "chords")
+    for bad in (np.nan, np.inf):
+        raw = np.zeros((2, job.loop_samples + 10), dtype=np.float32)
+        raw[1, 5] = bad
+        with pytest.raises(FarmError) as err:
+            finish_loop(job, raw, "embedded", "test")
+        assert err.value.file == str(job.patch.path) and "not finite" in err.value.message
+    with pytest.raises(FarmError):
+        render_loops([job], NaNBackend())
+    monkeypatch.setitem(BACKENDS, "nan-test", NaNBackend)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(farm_cli, ["render", "--template", str(template_dir), "--patch",
+                                           "dry-piano-chords", "--part", "chords", "--out", str(out),
+                                           "--backend", "nan-test"])
+    assert result.exit_code == 2
+    *bar, line = result.stderr.strip().splitlines()  # the progress bar had started: render's own line
+    assert all(b.strip().startswith("render:") for b in bar)
+    assert line == (f"error: {job.patch.path}: the nan-test renderer made audio that is not finite "
+                    "(NaN or infinity) for part 'chords'; check the patch's gain and effect parameters")
+    assert not out.exists()

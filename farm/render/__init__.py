@@ -95,10 +95,22 @@ def finish_loop(job: RenderJob, raw: np.ndarray, renderer: str, renderer_version
     """Fold the tail into the loop start and normalise loudness: the path every backend shares."""
     from farm.audio import fold_tail, normalise_loudness
 
+    _require_finite(job, raw, renderer)
     looped = fold_tail(raw, job.loop_samples)
     audio, lufs, tp = normalise_loudness(looped, job.sample_rate, job.patch.target_lufs,
                                          ceiling_dbtp=TRUE_PEAK_CEILING_DBTP)
+    _require_finite(job, audio, renderer)
     return RenderedLoop(job, audio, job.sample_rate, lufs, tp, renderer, renderer_version)
+
+
+def _require_finite(job: RenderJob, audio: np.ndarray, renderer: str) -> None:
+    """Refuse NaN or infinite samples: no loop file may carry them, whatever the backend."""
+    if not np.isfinite(audio).all():
+        from farm.errors import FarmError
+
+        raise FarmError(f"the {renderer} renderer made audio that is not finite (NaN or infinity) for "
+                        f"part {job.part!r}; check the patch's gain and effect parameters",
+                        file=getattr(job.patch, "path", None))
 
 
 def render_loops(jobs: Sequence[RenderJob], backend: Backend) -> list[RenderedLoop]:
