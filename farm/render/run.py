@@ -158,6 +158,9 @@ def render(template_dir: str | Path, patch: str | Patch, part: str | None = None
                 for future in futures:
                     paths.append(Path(future.result()))
                     bar.update()
+    except BaseException:
+        bar.leave = False  # on a terminal the error, not a stopped bar, is what is left
+        raise
     finally:
         bar.close()
     return paths
