@@ -171,6 +171,19 @@ def test_a_second_run_renders_nothing_new(night, tmp_path):
     assert rows(copy, "SELECT count(*) FROM batches WHERE status = 'done'")[0][0] == 2
 
 
+def test_the_same_night_in_one_worker_gives_the_same_loops_and_bytes(night, tmp_path):
+    """Same rules + seed + patches = the same loops, byte for byte, however the work was shared out:
+    the night above ran on 2 workers, this one on 1 (each worker renders other loops in between)."""
+    root, config, _ = night
+    again = tmp_path / "library"
+    summary = run_batch(load_config(config), root=again, workers=1, progress=False)
+    assert summary.failed == 0
+    query = "SELECT id, path, sha256, samples, lufs FROM loops ORDER BY id"
+    assert rows(again, query) == rows(root, query) and len(rows(root, query)) == expected_loops(root)
+    for (path,) in rows(root, "SELECT path FROM loops"):
+        assert (again / path).read_bytes() == (root / path).read_bytes()
+
+
 def test_check_catches_a_tampered_file_and_an_orphan(night, tmp_path):
     root, _, _ = night
     copy = tmp_path / "library"
