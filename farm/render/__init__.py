@@ -99,7 +99,6 @@ def finish_loop(job: RenderJob, raw: np.ndarray, renderer: str, renderer_version
     looped = fold_tail(raw, job.loop_samples)
     audio, lufs, tp = normalise_loudness(looped, job.sample_rate, job.patch.target_lufs,
                                          ceiling_dbtp=TRUE_PEAK_CEILING_DBTP)
-    _require_finite(job, audio, renderer)
     return RenderedLoop(job, audio, job.sample_rate, lufs, tp, renderer, renderer_version)
 
 
