@@ -46,7 +46,8 @@ from typing import Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.files import atomic_path, atomic_write_bytes, atomic_write_text, check_writable_dir, is_temp_name
+from farm.files import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_dir, is_temp_name,
+                        missing_dirs, removed_if_left_empty)
 from farm.model import Meter, canonical_json
 
 GROUPINGS = ("style", "key", "part", "none")
@@ -291,15 +292,14 @@ def export(catalog_root: str | Path, out: str | Path, where: str | None = None, 
     out = Path(out)
     if not items:
         return ExportResult()
-    # Folders this export makes (``out`` and its missing parents, new group folders): a failed
+    # Folders this export makes (``out``, its missing parents, new group folders): a failed
     # export removes those it leaves empty.
-    new_folders = [d for d in (out, *out.parents) if not d.exists()][::-1]
-    new_folders += sorted({(out / item.audio_rel).parent for item in items} - {out} - set(new_folders)
-                          - set(_subfolders(out)))
+    files = {rel for item in items for rel in (item.audio_rel, item.sidecar_rel, item.midi_rel) if rel}
+    new_folders = {d for rel in files for d in missing_dirs((out / rel).parent)}
     check_writable_dir(out, "--out")
     existing = _scan(out)
     paths, written, unchanged, removed = [], 0, 0, []
-    try:
+    with removed_if_left_empty(new_folders):  # the loops exported before an error stay
         for item in tqdm(items, desc="export", unit="loop", disable=not progress or len(items) < 2):
             did_write = _export_one(out, item, fmt)
             written += did_write
@@ -308,19 +308,8 @@ def export(catalog_root: str | Path, out: str | Path, where: str | None = None, 
             keep = {item.audio_rel, item.sidecar_rel, item.midi_rel}
             for old_sidecar, old in existing.get(item.loop["id"], []):
                 removed += _remove_copy(out, old_sidecar, old, keep)
-    except BaseException:
-        for folder in reversed(new_folders):  # deepest first
-            try:
-                folder.rmdir()  # only when empty: the loops exported before the error stay
-            except OSError:
-                pass
-        raise
     csv_path = write_catalog_csv(out)
     return ExportResult(paths, written=written, unchanged=unchanged, removed=removed, csv_path=csv_path)
-
-
-def _subfolders(out: Path) -> list[Path]:
-    return [d for d in out.iterdir() if d.is_dir()] if out.is_dir() else []
 
 
 def _export_one(out: Path, item: _Item, fmt: str) -> bool:

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from farm.errors import FarmError
 
@@ -84,6 +84,26 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def missing_dirs(path: str | Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet: what writing into it will create."""
+    path = Path(path)
+    return [d for d in (path, *path.parents) if not d.exists()]
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folders: Iterable[Path]) -> Iterator[None]:
+    """On an error inside, remove those of ``folders`` that are empty (deepest first): a step that
+    fails leaves no empty folder it made, and keeps the files it finished."""
+    folders = sorted(set(map(Path, folders)), key=lambda d: len(d.parts), reverse=True)
+    try:
+        yield
+    except BaseException:
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only an empty folder goes
         raise
 
 

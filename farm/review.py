@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.files import atomic_path, check_writable_dir
+from farm.files import atomic_path, check_writable_dir, missing_dirs, removed_if_left_empty
 from farm.model import PITCH_CLASS_NAMES
 
 PLOTS_DIR = "plots"
@@ -347,15 +347,8 @@ def plot_loops(catalog_root: str | Path, ids: Sequence[str] = (), where: str | N
     if not chosen:  # nothing to draw: no folder made
         return []
     target = Path(out) if out is not None else Path(catalog_root) / PLOTS_DIR
-    new_folders = [d for d in (target, *target.parents) if not d.exists()]  # deepest first
+    new_folders = missing_dirs(target)
     check_writable_dir(target, "--out")
-    try:
+    with removed_if_left_empty(new_folders):  # the pictures drawn before an error stay
         return [plot_loop(catalog_root, loop_id, target)
                 for loop_id in tqdm(chosen, desc="plot", unit="loop", disable=not progress or len(chosen) < 2)]
-    except BaseException:
-        for folder in new_folders:
-            try:
-                folder.rmdir()  # only when empty: the pictures drawn before the error stay
-            except OSError:
-                pass
-        raise
