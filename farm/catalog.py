@@ -500,6 +500,30 @@ _NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")  # not an id l
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
+def read_loop_audio(path: str | Path, sha256: str):
+    """A catalogued loop's audio, float32 ``(channels, samples)``, and its sample rate, decoded from
+    the bytes checked against the catalog's ``sha256`` (a changed file would be read under labels
+    that are not its own). A missing, changed or undecodable file is one FarmError pointing to
+    ``farm check``."""
+    import hashlib
+
+    from farm.audio import read_audio
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FarmError("audio file is missing (run `farm check`)", file=path, field="audio") from None
+    except OSError as err:
+        raise FarmError(f"cannot read: {err.strerror or err} (run `farm check`)", file=path, field="audio") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise FarmError("does not match the catalog's sha256 (run `farm check`)", file=path, field="sha256")
+    try:
+        return read_audio(path, data)
+    except FarmError as err:
+        raise FarmError(f"{err.message} (run `farm check`)", file=err.file, field=err.field) from None
+
+
 def sql_params(sql: str) -> tuple[str, ...]:
     """Named ``:params`` of an SQL text (outside comments and string literals)."""
     return tuple(dict.fromkeys(_PARAM.findall(_STRIP.sub(" ", sql))))

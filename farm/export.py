@@ -347,15 +347,9 @@ def _export_one(out: Path, item: _Item, fmt: str) -> bool:
 
 def _read_catalog_audio(item: _Item) -> tuple[np.ndarray, int]:
     """The catalog's audio as float32, after checking its bytes against the catalog's sha256."""
-    import hashlib
+    from farm.catalog import read_loop_audio
 
-    from farm.audio import read_audio
-
-    data = item.source.read_bytes()
-    if hashlib.sha256(data).hexdigest() != item.loop["sha256"]:
-        raise FarmError("does not match the catalog's sha256 (run `farm check`)", file=item.source,
-                        field="sha256")
-    return read_audio(item.source, data)
+    return read_loop_audio(item.source, item.loop["sha256"])
 
 
 def _read_json(path: Path) -> dict | None:

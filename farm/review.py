@@ -115,8 +115,8 @@ def bar_starts(info: dict, samples: int, sample_rate: int) -> np.ndarray:
 
 def loop_review(catalog_root: str | Path, loop_id: str) -> LoopReview:
     """Read a loop's labels and audio and measure its per-bar chroma."""
-    from farm.audio import chroma, read_audio
-    from farm.catalog import Catalog
+    from farm.audio import chroma
+    from farm.catalog import Catalog, read_loop_audio
 
     with Catalog(catalog_root, readonly=True) as cat:
         info = cat.loop(loop_id)
@@ -125,14 +125,7 @@ def loop_review(catalog_root: str | Path, loop_id: str) -> LoopReview:
             _, rows = cat.sql("SELECT name FROM loops WHERE id = ?", [info["parent_id"]])
             parent_name = rows[0][0] if rows else info["parent_id"]
         path = cat.root / info["path"]
-    if info["file"] == "missing":
-        raise FarmError("audio file is missing (run `farm check`)", file=path, field=info["id"])
-    if info["file"] != "ok":  # a damaged or replaced file would be drawn under the catalog's labels
-        raise FarmError("does not match the catalog's sha256 (run `farm check`)", file=path, field="sha256")
-    try:
-        audio, sr = read_audio(path)
-    except FarmError as err:
-        raise FarmError(f"{err.message} (run `farm check`)", file=err.file, field=err.field) from None
+    audio, sr = read_loop_audio(path, info["sha256"])
     starts = bar_starts(info, audio.shape[1], sr)
     bars = np.stack([chroma(audio, sr, int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])])
     pcs = [c["pitch_classes"] for c in info["chords"]]

@@ -161,7 +161,7 @@ class Parent:
 
 # Row fields a worker needs to permute a loop without the catalog.
 PARENT_FIELDS = ("id", "template_id", "style", "part", "role", "patch", "patch_hash", "renderer",
-                 "renderer_version", "format", "sample_rate", "channels", "path", "midi", "tags", "lufs")
+                 "renderer_version", "format", "sample_rate", "channels", "path", "sha256", "midi", "tags", "lufs")
 
 
 def plan_permutations(parent: Parent, settings: PermuteSettings, grammar=None) -> Iterator[Permutation]:
@@ -339,15 +339,12 @@ _PARENTS: dict[tuple[str, str], Parent] = {}  # the last parents read, so a pare
 
 
 def _parent(root: Path, info: dict, template_dir: str) -> Parent:
-    from farm.audio import read_audio
+    from farm.catalog import read_loop_audio
 
     key = (str(root), info["id"])
     if key not in _PARENTS:
         template = Template.load(root / template_dir)
-        try:
-            audio, sr = read_audio(root / info["path"])
-        except FarmError as err:  # a catalogued file that no longer decodes: damaged since it was written
-            raise FarmError(f"{err.message} (run `farm check`)", file=err.file, field=err.field) from None
+        audio, sr = read_loop_audio(root / info["path"], info["sha256"])
         if audio.shape[1] != template.loop_samples(sr):
             raise FarmError(f"{audio.shape[1]} samples, its labels say {template.loop_samples(sr)} "
                             f"(run `farm check`)", file=root / info["path"], field="samples")
