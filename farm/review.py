@@ -32,7 +32,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.files import atomic_path, check_writable_dir, missing_dirs, removed_if_left_empty
-from farm.model import PITCH_CLASS_NAMES
+from farm.theory import pitch_class_names
 
 PLOTS_DIR = "plots"
 # Parts that sound the whole labelled chord in every bar: their bars are judged against the
@@ -264,7 +264,8 @@ def draw_review(review: LoopReview, path: str | Path, dpi: int = 100) -> Path:
         ax_chroma.text(seconds / 2, 12.15, "drums: no pitch to hold against the chord labels", ha="center",
                        va="bottom", fontsize=8.5, color="#7f7f7f", fontweight="bold", zorder=5, bbox=_LABEL_BOX)
     ax_chroma.set_ylim(0, 13.1)
-    ax_chroma.set_yticks(np.arange(12) + 0.5, PITCH_CLASS_NAMES, fontsize=8)
+    # named as the loop's key writes them, like its chord symbols (Db in Ab major, not C#)
+    ax_chroma.set_yticks(np.arange(12) + 0.5, pitch_class_names(info["key_tonic"], info["key_mode"]), fontsize=8)
     ax_chroma.set_ylabel("pitch class")
     legend = "seconds"
     if review.pitched:

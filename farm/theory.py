@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
 
-from farm.model import MODES, note_name_to_pc
+from farm.model import MODES, PITCH_CLASS_NAMES, note_name_to_pc
 
 #: Chord qualities by their intervals above the root: (symbol suffix, chord-tone order from the root).
 #: The order is how musicians stack the chord (root, third, fifth, seventh, ninth ...).
@@ -166,6 +166,25 @@ def _with_maj(readable: str, roman: str) -> str:
         raise SpellingError(f"roman numeral {roman!r} is a major seventh chord but has no figure to write "
                             f"maj before (write it with a 7, 65, 43, 42 or 9)")
     return m.group("head") + "maj" + readable[m.end():]
+
+
+_SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+_FLAT_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+
+
+def pitch_class_names(tonic: str, mode: str) -> tuple[str, ...]:
+    """The 12 pitch classes (C = 0) named as the key writes them, like its chord symbols: its scale's
+    own spellings (Db in Ab major, C# in A major, F# in G minor for V), the others with the
+    accidental of its key signature; never a double sharp or flat."""
+    k = music21_key(tonic, mode)
+    names = list(_SHARP_NAMES if k.sharps > 0 else _FLAT_NAMES if k.sharps < 0 else PITCH_CLASS_NAMES)
+    pitches = k.getPitches()
+    if mode in ("minor", "harmonic_minor"):  # the raised seventh of V and viio7: F# in G minor, not Gb
+        pitches.append(k.pitchFromDegree(7).transpose("A1"))
+    for p in pitches:
+        if abs(p.alter) < 2:  # F## in G# minor stays G, as its chord symbols write it
+            names[p.pitchClass] = spell_name(p.name)
+    return tuple(names)
 
 
 def music21_key(tonic: str, mode: str):

@@ -886,3 +886,20 @@ def test_plot_draws_a_piano_roll_beside_the_midi_without_changing_the_template(t
     # asking for the picture later adds it to the folder that is already there
     again = generate(style="deep-house", count=1, seed=2, out=tmp_path / "a", progress=False, plot=True)[0]
     assert again == plain and (plain / "piano_roll.png").is_file() and Template.load(plain) == t
+
+
+def test_pitch_class_names_spell_every_chord_root_as_its_symbol_does(many_seeds):
+    """The names `farm plot` puts on its pitch-class axis follow the key: every chord's root is
+    named as its symbol writes it (Db in Ab major, F# for V in G minor), in every style and seed."""
+    from farm.theory import pitch_class_names
+
+    for _, gens in many_seeds.values():
+        for g in gens:
+            t = g.template
+            names = pitch_class_names(t.key.tonic, t.key.mode)
+            assert sorted(note_name_to_pc(n) for n in names) == list(range(12))
+            assert all(len(n) <= 2 for n in names)  # never a double sharp or flat
+            for c in t.chords:
+                root = c.symbol.split("/")[0]
+                root = root[:2] if len(root) > 1 and root[1] in "#b" else root[:1]
+                assert names[c.root_pc] == root, (t.key.short, c.symbol)
