@@ -343,13 +343,13 @@ class Catalog:
     def check(self, progress: bool = False) -> "CheckReport":
         """Every row's file exists with its sha256 and its sidecar reads; every audio file has a row;
         no leftovers."""
-        from tqdm import tqdm
+        from farm.progress import progress as progress_bar
 
         report = CheckReport()
         rows = self.db.execute("SELECT id, path, sha256, sidecar FROM loops ORDER BY path").fetchall()
         known = set()
-        for loop_id, path, sha, sidecar in tqdm(rows, desc="check", unit="loop", disable=not progress,
-                                                 leave=False):
+        for loop_id, path, sha, sidecar in progress_bar(rows, "check", "loop", disable=not progress,
+                                                        leave=False):
             known.add(path)
             audio = self.root / path
             if not audio.is_file():

@@ -286,7 +286,7 @@ def export(catalog_root: str | Path, out: str | Path, where: str | None = None, 
     ids nor ``where``, every loop with ``status``. ``fmt``: wav24, flac24 or wav32f.
     ``group_by``: style, key, part or none. Every input is checked before anything is written.
     """
-    from tqdm import tqdm
+    from farm.progress import progress as progress_bar
 
     items = plan_export(catalog_root, out, where, status, fmt, ids=ids, group_by=group_by)
     out = Path(out)
@@ -300,7 +300,7 @@ def export(catalog_root: str | Path, out: str | Path, where: str | None = None, 
     existing = _scan(out)
     paths, written, unchanged, removed = [], 0, 0, []
     with removed_if_left_empty(new_folders):  # the loops exported before an error stay
-        for item in tqdm(items, desc="export", unit="loop", disable=not progress or len(items) < 2):
+        for item in progress_bar(items, "export", "loop", disable=not progress or len(items) < 2):
             did_write = _export_one(out, item, fmt)
             written += did_write
             unchanged += not did_write

@@ -335,7 +335,7 @@ def select_loops(catalog_root: str | Path, ids: Sequence[str] = (), where: str |
 def plot_loops(catalog_root: str | Path, ids: Sequence[str] = (), where: str | None = None,
                out: str | Path | None = None, progress: bool = True) -> list[Path]:
     """``farm plot``: one PNG per loop named or matching ``where``; the paths written."""
-    from tqdm import tqdm
+    from farm.progress import progress as progress_bar
 
     chosen = select_loops(catalog_root, ids, where)
     if not chosen:  # nothing to draw: no folder made
@@ -345,4 +345,4 @@ def plot_loops(catalog_root: str | Path, ids: Sequence[str] = (), where: str | N
     check_writable_dir(target, "--out")
     with removed_if_left_empty(new_folders):  # the pictures drawn before an error stay
         return [plot_loop(catalog_root, loop_id, target)
-                for loop_id in tqdm(chosen, desc="plot", unit="loop", disable=not progress or len(chosen) < 2)]
+                for loop_id in progress_bar(chosen, "plot", "loop", disable=not progress or len(chosen) < 2)]

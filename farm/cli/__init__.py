@@ -25,16 +25,6 @@ COMMAND_MODULES = (
 )
 
 
-def _clear_progress_bars() -> None:
-    """Erase progress bars an error interrupted, so the error is the one line left on stderr."""
-    if "tqdm" in sys.modules:
-        from tqdm import tqdm
-
-        for bar in list(getattr(tqdm, "_instances", ())):
-            bar.leave = False
-            bar.close()
-
-
 class FarmGroup(click.Group):
     """Turns a FarmError anywhere below into one line on stderr and exit code 2."""
 
@@ -42,7 +32,6 @@ class FarmGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FarmError as err:
-            _clear_progress_bars()
             click.echo(f"error: {err.line()}", err=True)
             sys.exit(err.exit_code)
         except click.UsageError as err:

@@ -432,7 +432,7 @@ def permute(catalog_root: str | Path, where: str = "1", ops: Sequence[str] = OPE
 
 def run_stage(cat, settings: PermuteSettings, *, progress: bool = True) -> PermuteReport:
     """Plan, make and catalogue permutations in this process, one after another."""
-    from tqdm import tqdm
+    from farm.progress import progress as progress_bar
 
     report = PermuteReport(parents=len(select_parents(cat, settings)))
     tasks = plan_tasks(cat, settings)
@@ -448,7 +448,7 @@ def run_stage(cat, settings: PermuteSettings, *, progress: bool = True) -> Permu
         from farm.render import get_backend
 
         backend = get_backend(settings.backend)
-    for loop_id, params in tqdm(todo, desc="permute", unit="loop", disable=not progress):
+    for loop_id, params in progress_bar(todo, "permute", "loop", disable=not progress):
         [sidecar] = permutation_task(params, root=cat.root, backend=backend)
         cat.ingest_loop(sidecar)
         op = params["operation"]

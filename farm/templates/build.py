@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -159,10 +158,9 @@ def generate(*, style: str | None = None, rules: str | Path | Rules | None = Non
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FarmError("exists and is not a directory", file=out, field="out")
-    from tqdm import tqdm
+    from farm.progress import progress as progress_bar
 
     paths = []
-    for i in tqdm(range(count), desc=f"generate {r.name}", unit="template", file=sys.stderr,
-                  disable=not progress, dynamic_ncols=True):
+    for i in progress_bar(range(count), f"generate {r.name}", "template", disable=not progress):
         paths.append(write_template(generate_template(r, seed + i, bars=bars), out, plot=plot))
     return paths
