@@ -30,8 +30,17 @@ The audio is read from the catalog (its sha256 checked) and quantised here, once
 format asked for. Every file is written under a temporary name and renamed into place, audio
 before its sidecar, so a sidecar means a complete export. A loop is exported once per folder:
 running the same export again writes nothing, an interrupted one is completed, and exporting
-a loop again in another format or grouping replaces the old copy. ``catalog.csv`` is rebuilt
-from the sidecars in the folder after every export.
+a loop again in another format or grouping replaces the old copy.
+
+An export folder mirrors one selection of the catalog as it is now: a loop exported before
+that the export no longer selects (rejected since, or left out of a narrower ``--where``) has
+its files removed, and the summary says how many. Only files the export wrote itself are ever
+replaced or removed: ``.loopfarm-export.json`` in the folder lists each of them with its
+sha256 (written before any file, so an interrupted export still knows its own files). A file
+in the way that is not on that list, or was changed since, is never touched: a file in the way
+stops the export before it writes anything, a changed one is kept and counted. The export
+folder is never the catalog root, inside it, or a folder that holds it. ``catalog.csv`` is
+rebuilt from the listed sidecars after every export.
 """
 from __future__ import annotations
 
@@ -46,13 +55,14 @@ from typing import Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.files import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_dir, is_temp_name,
-                        missing_dirs, removed_if_left_empty)
+from farm.files import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_dir, missing_dirs,
+                        removed_if_left_empty)
 from farm.model import Meter, canonical_json
 
 GROUPINGS = ("style", "key", "part", "none")
 STATUS_CHOICES = ("approved", "pending", "rejected", "any")
 CSV_NAME = "catalog.csv"
+MANIFEST_NAME = ".loopfarm-export.json"  # the files this folder's exports wrote: {path: sha256}
 CSV_COLUMNS = ("file", "id", "name", "style", "part", "role", "patch", "key", "camelot", "bpm", "meter",
                "bars", "beats", "progression", "romans", "samples", "sample_rate", "duration_s", "format",
                "lufs", "true_peak_db", "status", "operation", "parent_id", "params", "midi", "sha256")
@@ -178,6 +188,65 @@ def write_flac(path: Path, audio: np.ndarray, sample_rate: int, loop: dict) -> N
         tagged.save()
 
 
+# -- the folder -------------------------------------------------------------------------------
+def check_export_folder(catalog_root: str | Path, out: str | Path) -> Path:
+    """``out`` as a Path, refused (FarmError naming ``--out``) when it is empty, a file, the
+    catalog root, inside it, or a folder that holds it: an export replaces and removes files in
+    its folder, and `farm check` would count exported audio under the root as orphans."""
+    if not str(out).strip():
+        raise FarmError("is empty; name the folder to export into", field="--out")
+    out, root = Path(out), Path(catalog_root)
+    if out.exists() and not out.is_dir():
+        raise FarmError("exists and is not a folder", file=out, field="--out")
+    mine, theirs = out.resolve(), root.resolve()
+    if mine == theirs:
+        raise FarmError("is the catalog root; export to a folder outside it", file=out, field="--out")
+    if mine.is_relative_to(theirs):
+        raise FarmError(f"is inside the catalog root {root}; export to a folder outside it", file=out,
+                        field="--out")
+    if theirs.is_relative_to(mine):
+        raise FarmError(f"holds the catalog root {root}; export to a folder outside it", file=out,
+                        field="--out")
+    return out
+
+
+def read_manifest(out: Path) -> dict[str, str | None]:
+    """The files earlier exports wrote into ``out``: ``{path relative to out: sha256}`` (None: a
+    write that was under way when an export stopped). A missing or unreadable manifest is empty:
+    the export then owns nothing in the folder."""
+    data = _read_json(out / MANIFEST_NAME)
+    files = data.get("files") if data else None
+    if not isinstance(files, dict):
+        return {}
+    return {rel: sha for rel, sha in files.items()
+            if isinstance(rel, str) and _safe_rel(rel) and (sha is None or isinstance(sha, str))}
+
+
+def write_manifest(out: Path, files: dict[str, str | None]) -> None:
+    _write_if_changed(out / MANIFEST_NAME, canonical_json({"files": dict(sorted(files.items()))}))
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """An export run again changes no byte and no modification time."""
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+
+
+def _safe_rel(rel: str) -> bool:
+    """A relative path that stays inside its folder (no absolute path, no ``..``)."""
+    path = Path(rel)
+    return bool(rel) and not path.is_absolute() and ".." not in path.parts
+
+
+def _owned(out: Path, rel: str, manifest: dict) -> bool:
+    """Whether ``out/rel`` is a file an export wrote and nobody changed since."""
+    from farm.sidecar import file_sha256
+
+    if rel not in manifest or not (out / rel).is_file() or (out / rel).is_symlink():
+        return False
+    return manifest[rel] is None or file_sha256(out / rel) == manifest[rel]
+
+
 # -- selection --------------------------------------------------------------------------------
 def _catalog_sidecar(cat, loop_id: str) -> dict:
     """A loop's sidecar fields, from its catalog row and chord rows (the catalog is the truth)."""
@@ -228,14 +297,8 @@ def plan_export(catalog_root: str | Path, out: str | Path, where: str | None = N
         status = None
     if status is not None and status not in STATUSES:
         raise FarmError(f"{status!r} is not one of {', '.join(STATUS_CHOICES)}", field="--status")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FarmError("exists and is not a folder", file=out, field="--out")
     root = Path(catalog_root)
-    if out.resolve().is_relative_to(root.resolve()):
-        # `farm check` counts every audio file under the root: exports would read as orphans.
-        raise FarmError(f"is inside the catalog root {root}; export to a folder outside it", file=out,
-                        field="--out")
+    out = check_export_folder(root, out)
     with Catalog(root, readonly=True) as cat:
         chosen = cat.resolve_ids(ids)
         if status is not None:
@@ -268,12 +331,13 @@ class ExportResult(list):
     """The exported audio files (``list[Path]``), with what happened to them."""
 
     def __init__(self, paths=(), *, written: int = 0, unchanged: int = 0, removed: Sequence[Path] = (),
-                 csv_path: Path | None = None):
+                 csv_path: Path | None = None, kept: Sequence[str] = ()):
         super().__init__(paths)
         self.written = written  # audio files written now
         self.unchanged = unchanged  # audio files already there, byte for byte
-        self.removed = list(removed)  # older copies of the same loops (other format or folder)
+        self.removed = list(removed)  # files of loops no longer selected, and older copies
         self.csv_path = csv_path
+        self.kept = list(kept)  # files an export wrote that were changed since: left alone
 
 
 def export(catalog_root: str | Path, out: str | Path, where: str | None = None, status: str | None = "approved",
@@ -285,31 +349,70 @@ def export(catalog_root: str | Path, out: str | Path, where: str | None = None, 
     condition on ``loops``), with ``status`` (``"any"`` or None: every status); with neither
     ids nor ``where``, every loop with ``status``. ``fmt``: wav24, flac24 or wav32f.
     ``group_by``: style, key, part or none. Every input is checked before anything is written.
+    Files of loops an earlier export put in ``out`` that this one does not select are removed.
     """
     from farm.progress import progress as progress_bar
 
     items = plan_export(catalog_root, out, where, status, fmt, ids=ids, group_by=group_by)
     out = Path(out)
-    if not items:
+    manifest = read_manifest(out) if out.is_dir() else {}
+    if not items and not manifest:
         return ExportResult()
+    files = {rel for item in items for rel in (item.audio_rel, item.sidecar_rel, item.midi_rel) if rel}
+    files.add(CSV_NAME)
+    for rel in sorted(files):  # never replace a file the export did not write
+        target = out / rel
+        if (target.exists() or target.is_symlink()) and not _owned(out, rel, manifest):
+            raise FarmError("is in the way: farm export did not write it (or it changed since); move it or "
+                            "export to another folder", file=target, field="--out")
     # Folders this export makes (``out``, its missing parents, new group folders): a failed
     # export removes those it leaves empty.
-    files = {rel for item in items for rel in (item.audio_rel, item.sidecar_rel, item.midi_rel) if rel}
     new_folders = {d for rel in files for d in missing_dirs((out / rel).parent)}
     check_writable_dir(out, "--out")
-    existing = _scan(out)
-    paths, written, unchanged, removed = [], 0, 0, []
+    # The files about to be written are listed before the first is: an export that stops
+    # halfway still owns them.
+    write_manifest(out, {**manifest, **{rel: manifest.get(rel) for rel in files}})
+    paths, written, unchanged = [], 0, 0
     with removed_if_left_empty(new_folders):  # the loops exported before an error stay
         for item in progress_bar(items, "export", "loop", disable=not progress or len(items) < 2):
             did_write = _export_one(out, item, fmt)
             written += did_write
             unchanged += not did_write
             paths.append(out / item.audio_rel)
-            keep = {item.audio_rel, item.sidecar_rel, item.midi_rel}
-            for old_sidecar, old in existing.get(item.loop["id"], []):
-                removed += _remove_copy(out, old_sidecar, old, keep)
-    csv_path = write_catalog_csv(out)
-    return ExportResult(paths, written=written, unchanged=unchanged, removed=removed, csv_path=csv_path)
+    removed, kept = _remove_unselected(out, manifest, files)
+    manifest = {rel: _sha_or_none(out / rel) for rel in files if rel != CSV_NAME} | kept
+    csv_path = write_catalog_csv(out, [item.sidecar_rel for item in items])
+    manifest[CSV_NAME] = _sha_or_none(csv_path)
+    write_manifest(out, manifest)
+    return ExportResult(paths, written=written, unchanged=unchanged, removed=removed, csv_path=csv_path,
+                        kept=sorted(kept))
+
+
+def _sha_or_none(path: Path) -> str | None:
+    from farm.sidecar import file_sha256
+
+    return file_sha256(path) if path.is_file() else None
+
+
+def _remove_unselected(out: Path, manifest: dict, keep: set) -> tuple[list[Path], dict]:
+    """Remove the files earlier exports wrote that this one does not (loops no longer selected,
+    older copies in another format or folder). Returns the paths removed and, still listed, the
+    files kept because they changed since they were written."""
+    removed, kept = [], {}
+    for rel in sorted(set(manifest) - keep):
+        target = out / rel
+        if not (target.exists() or target.is_symlink()):
+            continue
+        if not _owned(out, rel, manifest):
+            kept[rel] = manifest[rel]
+            continue
+        target.unlink()
+        removed.append(target)
+        folder = target.parent
+        while folder != out and folder.is_relative_to(out) and not any(folder.iterdir()):
+            folder.rmdir()  # a group folder the loop was the last one in
+            folder = folder.parent
+    return removed, kept
 
 
 def _export_one(out: Path, item: _Item, fmt: str) -> bool:
@@ -339,9 +442,7 @@ def _export_one(out: Path, item: _Item, fmt: str) -> bool:
             atomic_write_bytes(target, midi)
     sidecar = dict(item.loop, path=item.audio_rel, format=fmt, sha256=sha, midi=item.midi_rel)
     validate_sidecar(sidecar, file=sidecar_path)
-    text = canonical_json(sidecar)
-    if not sidecar_path.is_file() or sidecar_path.read_text(encoding="utf-8") != text:
-        atomic_write_text(sidecar_path, text)
+    _write_if_changed(sidecar_path, canonical_json(sidecar))
     return wrote
 
 
@@ -360,62 +461,30 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _scan(out: Path) -> dict[str, list[tuple[str, dict]]]:
-    """Exported sidecars already in ``out`` by loop id: ``[(sidecar path relative to out, data)]``."""
+def write_catalog_csv(out: str | Path, sidecars: Sequence[str]) -> Path:
+    """``out/catalog.csv``: one row per exported loop (its sidecar in ``sidecars``, relative to
+    ``out``), by file."""
     from farm.sidecar import validate_sidecar
 
-    found: dict[str, list[tuple[str, dict]]] = {}
-    for path in sorted(out.rglob("*.json")):
-        if is_temp_name(path.name):
-            continue
-        data = _read_json(path)
-        try:
-            validate_sidecar(data)
-        except FarmError:
-            continue
-        found.setdefault(data["id"], []).append((path.relative_to(out).as_posix(), data))
-    return found
-
-
-def _remove_copy(out: Path, sidecar_rel: str, data: dict, keep: set) -> list[Path]:
-    """Remove the files of an older copy of a loop (audio, MIDI, sidecar) from ``out``, except
-    those in ``keep`` (the new copy's, relative to ``out``); the paths removed."""
-    removed = []
-    for rel in (data["path"], data.get("midi"), sidecar_rel):
-        if not rel or rel in keep or Path(rel).is_absolute() or ".." in Path(rel).parts:
-            continue
-        target = out / rel
-        if target.is_file():
-            target.unlink()
-            removed.append(target)
-            if target.parent != out and not any(target.parent.iterdir()):
-                target.parent.rmdir()  # a group folder the loop was the last one in
-    return removed
-
-
-def write_catalog_csv(out: str | Path) -> Path:
-    """``out/catalog.csv``: one row per exported loop in ``out`` (from its sidecars), by file."""
     out = Path(out)
     rows = []
-    for copies in _scan(out).values():
-        for _, data in copies:
-            if not (out / data["path"]).is_file():
-                continue
-            rows.append({
-                **{k: data[k] for k in CSV_COLUMNS if k in data},
-                "file": data["path"],
-                "beats": loop_beats(data["bars"], data["meter"]),
-                "romans": " ".join(c["roman"] for c in data["chords"]),
-                "params": json.dumps(data["params"], sort_keys=True) if data["params"] else "",
-            })
+    for rel in sidecars:
+        data = _read_json(out / rel)
+        validate_sidecar(data, file=out / rel)
+        rows.append({
+            **{k: data[k] for k in CSV_COLUMNS if k in data},
+            "file": data["path"],
+            "beats": loop_beats(data["bars"], data["meter"]),
+            "romans": " ".join(c["roman"] for c in data["chords"]),
+            "params": json.dumps(data["params"], sort_keys=True) if data["params"] else "",
+        })
     rows.sort(key=lambda r: r["file"])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     path = out / CSV_NAME
-    if not path.is_file() or path.read_text(encoding="utf-8") != buf.getvalue():
-        atomic_write_text(path, buf.getvalue())
+    _write_if_changed(path, buf.getvalue())
     return path
 
 
@@ -423,7 +492,12 @@ def export_summary(result: ExportResult, out: str | Path) -> list[str]:
     """What ``farm export`` prints."""
     lines = [f"exported {len(result)} loop{'s' if len(result) != 1 else ''} to {out}: "
              f"{result.written} written, {result.unchanged} already there"
-             + (f", {len(result.removed)} older files replaced" if result.removed else "")]
+             + (f", {len(result.removed)} files removed (no longer selected, or an older copy)"
+                if result.removed else "")]
+    if result.kept:
+        lines.append(f"kept {len(result.kept)} file{'s' if len(result.kept) != 1 else ''} changed since they were "
+                     f"exported (no longer selected): {', '.join(result.kept[:3])}"
+                     + (" ..." if len(result.kept) > 3 else ""))
     if result.csv_path is not None:
         lines.append(f"catalog: {result.csv_path}")
     return lines

@@ -27,6 +27,7 @@ from farm.batch import load_config, run_batch
 from farm.catalog import review as review_loops
 from farm.cli import main
 from farm.export import acid_chunk, export, loop_beats, smpl_chunk
+from farm.files import is_temp_name
 from farm.model import Meter, loop_samples
 from farm.review import CHROMA_TEXT_KEY, loop_review, plot_loop, plot_loops
 
@@ -336,7 +337,7 @@ def test_interrupted_export_is_completed_by_running_it_again(library, approved, 
         export(library, out)
     monkeypatch.setattr(exporting, "_export_one", real)
     done = [p for p in out.rglob("*") if p.is_file()]
-    assert done and not any(p.name.startswith(".") for p in done)  # whole files or none
+    assert done and not any(is_temp_name(p.name) for p in done)  # whole files or none
     result = export(library, out)
     assert result.unchanged == 1 and result.written == len(approved) - 1
     audio = sorted(p.name for p in out.rglob("*.wav"))

@@ -1,0 +1,143 @@
+"""`farm export` never deletes or replaces a file it did not write, and mirrors the catalog as it is.
+
+The audit's data loss: `farm export --status any --out ''` run beside `library/` took the
+current folder as the export folder, found the library's sidecars there and removed them. Each
+case here hashes the library (and the export folder where nothing may change) before and after.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from farm.batch import load_config, run_batch
+from farm.catalog import review as review_loops
+from farm.cli import main
+from farm.errors import FarmError
+from farm.export import MANIFEST_NAME, export
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    base = tmp_path_factory.mktemp("export-safety")
+    root = base / "library"
+    config = base / "night.toml"
+    config.write_text("\n".join([
+        f'root = "{root}"', 'styles = ["lofi-hiphop"]', "templates_per_style = 1", "seed = 3", "bars = 2",
+        'parts = ["chords", "bass"]', 'patches = ["warm-rhodes", "sub-bass"]', "workers = 1",
+        "timeout_s = 120"]) + "\n")
+    assert run_batch(load_config(config), progress=False).failed == 0
+    return root
+
+
+@pytest.fixture
+def library(night, tmp_path):
+    """A private copy of the night, beside which the test runs."""
+    root = tmp_path / "library"
+    shutil.copytree(night, root)
+    review_loops(root, where="1", status="approved", reviewer="test")
+    return root
+
+
+def tree_hash(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run(args, cwd: Path):
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, args)
+    finally:
+        os.chdir(old)
+
+
+@pytest.mark.parametrize("out, expected", [
+    ("", "--out: is empty"),
+    (".", "--out: holds the catalog root"),
+    ("library", "--out: is the catalog root"),
+    ("library/", "--out: is the catalog root"),
+    ("library/loops", "--out: is inside the catalog root"),
+    ("library/../library/x", "--out: is inside the catalog root"),
+])
+def test_an_export_folder_that_is_holds_or_lies_in_the_catalog_root_is_refused(library, out, expected):
+    before = tree_hash(library.parent)
+    result = run(["export", "--status", "any", "--out", out, "--root", "library", "--no-progress"], library.parent)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and expected in result.stderr
+    assert tree_hash(library.parent) == before  # nothing in the library or beside it changed
+    with pytest.raises(FarmError, match="catalog root|empty"):
+        export(library.parent / "library", library.parent / out if out else "", status="any")
+    assert tree_hash(library.parent) == before
+
+
+def test_a_link_to_the_catalog_root_is_the_catalog_root(library, tmp_path):
+    link = tmp_path / "alias"
+    link.symlink_to(library, target_is_directory=True)
+    before = tree_hash(library)
+    with pytest.raises(FarmError, match="is the catalog root"):
+        export(library, link, status="any")
+    assert tree_hash(library) == before
+
+
+def test_a_file_the_export_did_not_write_is_never_replaced(library, tmp_path):
+    out = tmp_path / "pack"
+    first = export(library, out)
+    mine = out / "catalog.csv"
+    # a folder the user filled by hand: the same names as the export's files, no manifest
+    theirs = tmp_path / "theirs"
+    shutil.copytree(out, theirs)
+    (theirs / MANIFEST_NAME).unlink()
+    before = tree_hash(theirs)
+    result = CliRunner().invoke(main, ["export", "--out", str(theirs), "--root", str(library), "--no-progress"])
+    assert result.exit_code == 2 and "is in the way: farm export did not write it" in result.stderr
+    assert tree_hash(theirs) == before
+    # an exported file the user edited is in the way too
+    mine.write_text("my notes\n")
+    before = tree_hash(out)
+    with pytest.raises(FarmError, match="is in the way"):
+        export(library, out, fmt="flac24")
+    assert tree_hash(out) == before and len(first) == len(list(out.rglob("*.wav")))
+
+
+def test_re_export_after_a_rejection_removes_the_loop_and_says_so(library, tmp_path):
+    out = tmp_path / "pack"
+    (out / "mine").mkdir(parents=True)
+    (out / "mine" / "notes.json").write_text('{"keep": true}')  # not the export's: never touched
+    paths = export(library, out)
+    assert len(paths) >= 2
+    gone = json.loads(paths[0].with_suffix(".json").read_text())
+    review_loops(library, [gone["id"]], status="rejected", reviewer="test", reason="thin")
+    result = CliRunner().invoke(main, ["export", "--out", str(out), "--root", str(library), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"exported {len(paths) - 1} loop" in result.stdout and "files removed (no longer selected" in result.stdout
+    assert not paths[0].exists() and not paths[0].with_suffix(".json").exists()
+    assert not paths[0].with_suffix(".mid").exists()
+    with open(out / "catalog.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert gone["id"] not in {r["id"] for r in table} and {r["status"] for r in table} == {"approved"}
+    assert (out / "mine" / "notes.json").read_text() == '{"keep": true}'
+    # nothing selected at all: the folder keeps only what the export did not write
+    review_loops(library, where="1", status="rejected", reviewer="test", reason="thin")
+    export(library, out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        MANIFEST_NAME, "catalog.csv", "mine/notes.json"]
+
+
+def test_an_exported_file_changed_since_is_kept_when_its_loop_leaves(library, tmp_path):
+    out = tmp_path / "pack"
+    paths = export(library, out)
+    edited = paths[0]
+    edited.write_bytes(edited.read_bytes() + b"\0\0")  # the user trimmed or tagged it in an editor
+    loop_id = json.loads(edited.with_suffix(".json").read_text())["id"]
+    review_loops(library, [loop_id], status="rejected", reviewer="test", reason="thin")
+    result = export(library, out)
+    assert edited.exists() and not edited.with_suffix(".json").exists()
+    assert result.kept == [edited.relative_to(out).as_posix()]
