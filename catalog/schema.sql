@@ -145,7 +145,10 @@ CREATE TABLE IF NOT EXISTS reviews (
     previous_status TEXT NOT NULL,
     reason TEXT,
     reviewer TEXT NOT NULL,
-    reviewed_at TEXT NOT NULL
+    reviewed_at TEXT NOT NULL,
+    previous_reason TEXT,               -- the reject reason before (what an undo restores)
+    undone_by TEXT,                     -- set when the decision was taken back (farm undo, u)
+    undone_at TEXT
 );
 CREATE INDEX IF NOT EXISTS reviews_loop ON reviews(loop_id);
 

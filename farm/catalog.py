@@ -34,7 +34,13 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = PROJECT_DIR / "catalog" / "schema.sql"
 QUERIES_DIR = PROJECT_DIR / "catalog" / "queries"
 CATALOG_FILE = "catalog.db"
-SCHEMA_VERSION = 1  # PRAGMA user_version once schema.sql is applied
+SCHEMA_VERSION = 2  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone)
+# Columns added to a table after version 1: a catalog made before gets them on its next write open.
+ADDED_COLUMNS = {"reviews": {"previous_reason": "TEXT", "undone_by": "TEXT", "undone_at": "TEXT"}}
+# A loop's status when it was catalogued (before any person decided): the machine checks' verdict,
+# "rejected" or "pending". The first review row keeps it; without one it is the status now.
+MACHINE_STATUS_SQL = ("coalesce((SELECT r.previous_status FROM reviews r WHERE r.loop_id = loops.id "
+                      "ORDER BY r.id LIMIT 1), loops.status)")
 
 # Sidecar fields that are not loops columns, and loops columns that are not sidecar fields.
 _SIDECAR_ONLY = {"chords", "sidecar_version"}
@@ -109,6 +115,11 @@ class Catalog:
         conn.execute("PRAGMA foreign_keys = ON")
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             self.db.executescript(SCHEMA_PATH.read_text(encoding="utf-8"))
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -261,37 +272,83 @@ class Catalog:
 
     # -- reviewing ----------------------------------------------------------------------------
     def review(self, ids: Sequence[str] = (), where: str | None = None, *, status: str,
-               reason: str | None = None, reviewer: str) -> list[str]:
-        """Approve or reject loops by id (or unique prefix) and/or an SQL ``where`` condition.
+               reason: str | None = None, reviewer: str, include_machine_rejected: bool = False
+               ) -> "ReviewResult":
+        """Approve or reject loops by id (or unique prefix), or by an SQL ``where`` condition.
 
-        Every decision is a ``reviews`` row (reviewer, time, status before and after); the
-        loop's status and the ``status``/``reject_reason`` of its sidecar follow. Nothing is
-        deleted. All or nothing: an unknown id or a bad condition changes nothing.
+        Every decision that changes a loop is a ``reviews`` row (reviewer, time, status and
+        reason before and after); the loop's status and the ``status``/``reject_reason`` of its
+        sidecar follow. A decision that changes nothing (approving an approved loop) writes no
+        row. ``where`` never approves a loop the machine checks rejected unless
+        ``include_machine_rejected``; a loop named by id is a person's explicit choice. Nothing
+        is deleted. All or nothing: an unknown id or a bad condition changes nothing.
         """
         _check_decision(status, reason)
         if not reviewer:
             raise FarmError("who is reviewing? (--reviewer NAME)", field="reviewer")
         if not ids and not where:
             raise FarmError("name loop ids or give --where CONDITION", field="ids")
+        if ids and where:
+            raise FarmError("name loop ids or give --where CONDITION, not both", field="where")
         chosen = self.resolve_ids(ids)
+        machine_rejected = []
         if where:
-            _, rows = self.sql(f"SELECT id FROM loops WHERE ({where}) ORDER BY id")
-            chosen += [r[0] for r in rows]
+            _, rows = self.sql(f"SELECT id, status = 'rejected' AND {MACHINE_STATUS_SQL} = 'rejected' "
+                               f"FROM loops WHERE ({where}) ORDER BY id")
+            for loop_id, held_back in rows:
+                if held_back and status == "approved" and not include_machine_rejected:
+                    machine_rejected.append(loop_id)
+                else:
+                    chosen.append(loop_id)
         chosen = list(dict.fromkeys(chosen))
-        for loop_id in chosen:  # a sidecar that could not follow the decision stops it first
+        reason = reason if status == "rejected" else None
+        before = {loop_id: self.db.execute("SELECT status, reject_reason FROM loops WHERE id = ?",
+                                           [loop_id]).fetchone() for loop_id in chosen}
+        changing = [loop_id for loop_id in chosen if tuple(before[loop_id]) != (status, reason)]
+        for loop_id in changing:  # a sidecar that could not follow the decision stops it first
             self.loop_sidecar(loop_id)
         now = utc_now()
         with self.db.atomic():
-            for loop_id in chosen:
-                previous = self.db.execute("SELECT status FROM loops WHERE id = ?", [loop_id]).fetchone()[0]
+            for loop_id in changing:
+                previous, previous_reason = before[loop_id]
                 self.db.execute("UPDATE loops SET status = ?, reject_reason = ? WHERE id = ?",
-                                [status, reason if status == "rejected" else None, loop_id])
+                                [status, reason, loop_id])
                 self.db["reviews"].insert({
                     "loop_id": loop_id, "status": status, "previous_status": previous,
-                    "reason": reason, "reviewer": reviewer, "reviewed_at": now})
-        for loop_id in chosen:  # the sidecars follow the committed catalog
+                    "previous_reason": previous_reason, "reason": reason, "reviewer": reviewer,
+                    "reviewed_at": now})
+        for loop_id in changing:  # the sidecars follow the committed catalog
             self._sync_sidecar(loop_id)
-        return chosen
+        return ReviewResult(changing, status=status, unchanged=len(chosen) - len(changing),
+                            machine_rejected=machine_rejected)
+
+    def undo(self, loop_id: str, *, reviewer: str) -> dict:
+        """Take back the latest decision on a loop that is still in force: its status and reject
+        reason return to what they were, the review row is kept and marked undone (by whom,
+        when), and the sidecar follows. Returns ``{"id", "status", "reject_reason", "undone"}``
+        (``undone``: the review row taken back)."""
+        if not reviewer:
+            raise FarmError("who is reviewing? (--reviewer NAME)", field="reviewer")
+        (loop_id,) = self.resolve_ids([loop_id])
+        row = self.db.execute(
+            "SELECT id, status, previous_status, previous_reason, reason FROM reviews "
+            "WHERE loop_id = ? AND undone_at IS NULL ORDER BY id DESC LIMIT 1", [loop_id]).fetchone()
+        if row is None:
+            raise FarmError("has no decision to undo", file=self.path, field=loop_id)
+        review_id, status, previous, previous_reason, reason = row
+        now_status, now_reason = self.db.execute(
+            "SELECT status, reject_reason FROM loops WHERE id = ?", [loop_id]).fetchone()
+        if (now_status, now_reason) != (status, reason):
+            raise FarmError(f"changed since that decision (it is {now_status} now); nothing undone",
+                            file=self.path, field=loop_id)
+        self.loop_sidecar(loop_id)
+        with self.db.atomic():
+            self.db.execute("UPDATE loops SET status = ?, reject_reason = ? WHERE id = ?",
+                            [previous, previous_reason, loop_id])
+            self.db.execute("UPDATE reviews SET undone_by = ?, undone_at = ? WHERE id = ?",
+                            [reviewer, utc_now(), review_id])
+        self._sync_sidecar(loop_id)
+        return {"id": loop_id, "status": previous, "reject_reason": previous_reason, "undone": review_id}
 
     def loop_sidecar(self, loop_id: str) -> dict | None:
         """A loop's sidecar, read and validated; None when the file is missing (``farm check``
@@ -421,6 +478,29 @@ class Catalog:
                 temp.unlink(missing_ok=True)
             removed.append(temp.relative_to(self.root).as_posix())
         return adopted, removed
+
+
+class ReviewResult(list):
+    """The loop ids a review changed (``list[str]``), with what it left alone."""
+
+    def __init__(self, changed=(), *, status: str, unchanged: int = 0, machine_rejected: Sequence[str] = ()):
+        super().__init__(changed)
+        self.status = status
+        self.unchanged = unchanged  # chosen loops already in that state: no review row
+        self.machine_rejected = list(machine_rejected)  # held back from an approve --where
+
+    def lines(self) -> list[str]:
+        """What ``farm approve`` / ``farm reject`` print."""
+        out = [f"{self.status} {len(self)} loop{'s' if len(self) != 1 else ''}"
+               + (f"; {self.unchanged} already {self.status}" if self.unchanged else "")]
+        out += [f"  {loop_id}" for loop_id in self[:20]]
+        if len(self) > 20:
+            out.append(f"  ... and {len(self) - 20} more")
+        if self.machine_rejected:
+            n = len(self.machine_rejected)
+            out.append(f"left {n} loop{'s' if n != 1 else ''} the machine checks rejected as they are "
+                       "(--include-machine-rejected approves them too)")
+        return out
 
 
 @dataclass
@@ -608,11 +688,19 @@ def catalog_stats(root: str | Path) -> dict:
 
 
 def review(root: str | Path, ids: Sequence[str] = (), where: str | None = None, *, status: str,
-           reason: str | None = None, reviewer: str | None = None) -> list[str]:
-    """``farm approve`` / ``farm reject``: the ids changed."""
+           reason: str | None = None, reviewer: str | None = None,
+           include_machine_rejected: bool = False) -> ReviewResult:
+    """``farm approve`` / ``farm reject``: the ids changed (see ``Catalog.review``)."""
     _check_decision(status, reason)
     with Catalog(root, create=False) as cat:
-        return cat.review(ids, where, status=status, reason=reason, reviewer=reviewer or default_reviewer())
+        return cat.review(ids, where, status=status, reason=reason, reviewer=reviewer or default_reviewer(),
+                          include_machine_rejected=include_machine_rejected)
+
+
+def undo(root: str | Path, loop_id: str, reviewer: str | None = None) -> dict:
+    """``farm undo``: take back the latest decision on a loop (see ``Catalog.undo``)."""
+    with Catalog(root, create=False) as cat:
+        return cat.undo(loop_id, reviewer=reviewer or default_reviewer())
 
 
 def check_catalog(root: str | Path, progress: bool = False) -> CheckReport:

@@ -374,11 +374,15 @@ def export(catalog_root: str | Path, out: str | Path, where: str | None = None, 
     write_manifest(out, {**manifest, **{rel: manifest.get(rel) for rel in files}})
     paths, written, unchanged = [], 0, 0
     with removed_if_left_empty(new_folders):  # the loops exported before an error stay
-        for item in progress_bar(items, "export", "loop", disable=not progress or len(items) < 2):
-            did_write = _export_one(out, item, fmt)
-            written += did_write
-            unchanged += not did_write
-            paths.append(out / item.audio_rel)
+        try:
+            for item in progress_bar(items, "export", "loop", disable=not progress or len(items) < 2):
+                did_write = _export_one(out, item, fmt)
+                written += did_write
+                unchanged += not did_write
+                paths.append(out / item.audio_rel)
+        except BaseException:
+            _forget_unwritten(out)
+            raise
     removed, kept = _remove_unselected(out, manifest, files)
     manifest = {rel: _sha_or_none(out / rel) for rel in files if rel != CSV_NAME} | kept
     csv_path = write_catalog_csv(out, [item.sidecar_rel for item in items])
@@ -386,6 +390,17 @@ def export(catalog_root: str | Path, out: str | Path, where: str | None = None, 
     write_manifest(out, manifest)
     return ExportResult(paths, written=written, unchanged=unchanged, removed=removed, csv_path=csv_path,
                         kept=sorted(kept))
+
+
+def _forget_unwritten(out: Path) -> None:
+    """After an error: the manifest keeps only files that exist (and goes when none does), so a
+    failed export into a new folder leaves nothing behind."""
+    manifest = read_manifest(out)
+    left = {rel: sha for rel, sha in manifest.items() if (out / rel).is_file()}
+    if left:
+        write_manifest(out, left)
+    else:
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
 
 
 def _sha_or_none(path: Path) -> str | None:

@@ -21,7 +21,7 @@ from farm.catalog import (Catalog, bind_params, check_catalog, review, run_query
                           show_loop)
 from farm.cli import main
 from farm.errors import FarmError
-from farm.export import export
+from farm.export import MANIFEST_NAME, export
 from farm.review import plot_loops
 from farm.sidecar import sidecar_path
 from test_catalog import STYLES, add_loop
@@ -261,5 +261,5 @@ def test_export_stopped_by_damaged_audio_leaves_no_empty_folder(lib, tmp_path):
         export(root, out, status="any", group_by="part", ids=[second["id"], first["id"]])
     assert first["part"] != second["part"]
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
-    assert written == [second["part"]] + sorted(f"{second['part']}/{second['name']}{suffix}"
-                                                for suffix in (".json", ".mid", ".wav"))
+    assert written == [MANIFEST_NAME, second["part"]] + sorted(f"{second['part']}/{second['name']}{suffix}"
+                                                               for suffix in (".json", ".mid", ".wav"))

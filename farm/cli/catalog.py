@@ -193,23 +193,29 @@ def stats(as_json, root):
                    + (f", finished {b['finished_at']}" if b["finished_at"] else "") + f"; tasks: {tasks or 'none'}")
 
 
-def _review(status, ids, where, reason, reviewer, root):
-    changed = cat.review(root, ids, where, status=status, reason=reason, reviewer=reviewer)
-    click.echo(f"{status} {len(changed)} loop{'s' if len(changed) != 1 else ''}")
-    for loop_id in changed[:20]:
-        click.echo(f"  {loop_id}")
-    if len(changed) > 20:
-        click.echo(f"  ... and {len(changed) - 20} more")
+def _review(status, ids, where, reason, reviewer, root, include_machine_rejected=False):
+    result = cat.review(root, ids, where, status=status, reason=reason, reviewer=reviewer,
+                        include_machine_rejected=include_machine_rejected)
+    for line in result.lines():
+        click.echo(line)
 
 
 @click.command()
 @click.argument("ids", nargs=-1)
 @click.option("--where", help='SQL condition on loops, e.g. "patch = \'warm-rhodes\' AND status = \'pending\'".')
 @click.option("--reviewer", help="Who decides (default: $USER).")
+@click.option("--include-machine-rejected", is_flag=True,
+              help="With --where: approve loops the machine checks rejected too.")
 @root_option
-def approve(ids, where, reviewer, root):
-    """Approve loops by id (or unique prefix) and/or --where; recorded in reviews."""
-    _review("approved", ids, where, None, reviewer, root)
+def approve(ids, where, reviewer, include_machine_rejected, root):
+    """Approve loops by id (or unique prefix) or --where; recorded in reviews.
+
+    --where leaves loops the machine checks rejected as they are unless --include-machine-rejected;
+    a loop already approved is left alone (no review row).
+
+    Example: farm approve --where "style = 'lofi-hiphop' AND part = 'bass'"
+    """
+    _review("approved", ids, where, None, reviewer, root, include_machine_rejected)
 
 
 @click.command()
@@ -219,8 +225,26 @@ def approve(ids, where, reviewer, root):
 @click.option("--reviewer", help="Who decides (default: $USER).")
 @root_option
 def reject(ids, reason, where, reviewer, root):
-    """Reject loops by id (or unique prefix) and/or --where, with a reason; nothing is deleted."""
+    """Reject loops by id (or unique prefix) or --where, with a reason; nothing is deleted.
+
+    Example: farm reject 3c22309c --reason "muddy low end"
+    """
     _review("rejected", ids, where, reason, reviewer, root)
+
+
+@click.command()
+@click.argument("loop_id")
+@click.option("--reviewer", help="Who takes it back (default: $USER).")
+@root_option
+def undo(loop_id, reviewer, root):
+    """Take back the latest decision on a loop: its status and reason return to what they were.
+
+    The review row stays, marked undone with who and when.
+
+    Example: farm undo 3c22309c
+    """
+    state = cat.undo(root, loop_id, reviewer)
+    click.echo(f"{state['id']}: {state['status']}" + (f" ({state['reject_reason']})" if state["reject_reason"] else ""))
 
 
 @click.command()
@@ -238,4 +262,4 @@ def check(root, no_progress):
         sys.exit(1)
 
 
-commands = [batch, sql, query, show, stats, approve, reject, check]
+commands = [batch, sql, query, show, stats, approve, reject, undo, check]
