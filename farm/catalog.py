@@ -34,6 +34,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = PROJECT_DIR / "catalog" / "schema.sql"
 QUERIES_DIR = PROJECT_DIR / "catalog" / "queries"
 CATALOG_FILE = "catalog.db"
+CACHE_DIR = "cache"  # under the root: previews the review room makes on demand, never catalogued
 SCHEMA_VERSION = 2  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone)
 # Columns added to a table after version 1: a catalog made before gets them on its next write open.
 ADDED_COLUMNS = {"reviews": {"previous_reason": "TEXT", "undone_by": "TEXT", "undone_at": "TEXT"}}
@@ -272,8 +273,8 @@ class Catalog:
 
     # -- reviewing ----------------------------------------------------------------------------
     def review(self, ids: Sequence[str] = (), where: str | None = None, *, status: str,
-               reason: str | None = None, reviewer: str, include_machine_rejected: bool = False
-               ) -> "ReviewResult":
+               reason: str | None = None, reviewer: str, include_machine_rejected: bool = False,
+               params: Sequence | None = None) -> "ReviewResult":
         """Approve or reject loops by id (or unique prefix), or by an SQL ``where`` condition.
 
         Every decision that changes a loop is a ``reviews`` row (reviewer, time, status and
@@ -282,6 +283,7 @@ class Catalog:
         row. ``where`` never approves a loop the machine checks rejected unless
         ``include_machine_rejected``; a loop named by id is a person's explicit choice. Nothing
         is deleted. All or nothing: an unknown id or a bad condition changes nothing.
+        ``params`` binds the ``?`` of ``where``.
         """
         _check_decision(status, reason)
         if not reviewer:
@@ -294,7 +296,7 @@ class Catalog:
         machine_rejected = []
         if where:
             _, rows = self.sql(f"SELECT id, status = 'rejected' AND {MACHINE_STATUS_SQL} = 'rejected' "
-                               f"FROM loops WHERE ({where}) ORDER BY id")
+                               f"FROM loops WHERE ({where}) ORDER BY id", params)
             for loop_id, held_back in rows:
                 if held_back and status == "approved" and not include_machine_rejected:
                     machine_rejected.append(loop_id)
@@ -382,9 +384,12 @@ class Catalog:
 
     # -- integrity ----------------------------------------------------------------------------
     def audio_files(self) -> list[Path]:
-        """Every audio file under the root (temporary files excluded), sorted."""
+        """Every audio file under the root (temporary files and the review room's ``cache/`` of
+        previews, which it makes again on demand, excluded), sorted."""
         out = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, dirs, files in os.walk(self.root):
+            if Path(dirpath) == self.root and CACHE_DIR in dirs:
+                dirs.remove(CACHE_DIR)
             for name in files:
                 if os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES and not is_temp_name(name):
                     out.append(Path(dirpath) / name)

@@ -59,4 +59,27 @@ def export(ids, where, out, fmt, status, group_by, root, no_progress):
         click.echo(line)
 
 
-commands = [plot, export]
+@click.command()
+@root_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs a token.")
+@click.option("--port", type=int, default=8000, show_default=True, help="TCP port (0: any free one).")
+@click.option("--read-only", is_flag=True, help="Listen and look only: no decision can be made.")
+@click.option("--token", envvar="FARM_REVIEW_TOKEN",
+              help="Access token every request must carry (made and printed when the host is not loopback).")
+@click.option("--reviewer", help="Who decides (default: $USER).")
+def review(root, host, port, read_only, token, reviewer):
+    """Serve the review room: hear, judge and approve loops in a browser.
+
+    Prints its URL and runs until Ctrl-C. Keys on the page: space play/stop, a approve,
+    r reject (pick a reason), s skip, u undo, j/k next/previous.
+
+    Example: farm review --root library --port 8000
+    """
+    from farm.room import serve
+
+    serve(root, host=host, port=port, read_only=read_only, token=token, reviewer=reviewer,
+          announce=lambda line: click.echo(line))
+
+
+commands = [plot, export, review]
