@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS loops (
     reject_reason TEXT,
     tags TEXT NOT NULL DEFAULT '',      -- space separated words for full-text search
     created_at TEXT NOT NULL,
-    batch_id TEXT
+    batch_id TEXT,
+    machine_status TEXT                 -- the machine checks' verdict when catalogued: pending | rejected
 );
 CREATE INDEX IF NOT EXISTS loops_key_bpm ON loops(key, bpm);
 CREATE INDEX IF NOT EXISTS loops_camelot_bpm ON loops(camelot, bpm);

@@ -34,14 +34,23 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = PROJECT_DIR / "catalog" / "schema.sql"
 QUERIES_DIR = PROJECT_DIR / "catalog" / "queries"
 CATALOG_FILE = "catalog.db"
+# Indexes on columns ADDED_COLUMNS may have just added: the review queue's counts per filter read
+# only these (one covering index per filter column), and its order is an index too.
+INDEXES_AFTER_COLUMNS = "\n".join(
+    [f"CREATE INDEX IF NOT EXISTS loops_facet_{c} ON loops({c}, status, bpm);"
+     for c in ("style", "part", "role", "patch", "key", "operation", "batch_id", "machine_status")]
+    + ["CREATE INDEX IF NOT EXISTS loops_queue ON loops("
+       "(CASE status WHEN 'pending' THEN 0 WHEN 'rejected' THEN 1 ELSE 2 END), created_at);"])
 CACHE_DIR = "cache"  # under the root: previews the review room makes on demand, never catalogued
 SCHEMA_VERSION = 2  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone)
 # Columns added to a table after version 1: a catalog made before gets them on its next write open.
-ADDED_COLUMNS = {"reviews": {"previous_reason": "TEXT", "undone_by": "TEXT", "undone_at": "TEXT"}}
+ADDED_COLUMNS = {"reviews": {"previous_reason": "TEXT", "undone_by": "TEXT", "undone_at": "TEXT"},
+                 "loops": {"machine_status": "TEXT"}}
 # A loop's status when it was catalogued (before any person decided): the machine checks' verdict,
-# "rejected" or "pending". The first review row keeps it; without one it is the status now.
-MACHINE_STATUS_SQL = ("coalesce((SELECT r.previous_status FROM reviews r WHERE r.loop_id = loops.id "
-                      "ORDER BY r.id LIMIT 1), loops.status)")
+# "rejected" or "pending". Kept in loops.machine_status; for a row catalogued before that column,
+# the first review row's previous status, or without one the status now.
+MACHINE_STATUS_SQL = ("coalesce(loops.machine_status, (SELECT r.previous_status FROM reviews r "
+                      "WHERE r.loop_id = loops.id ORDER BY r.id LIMIT 1), loops.status)")
 
 # Sidecar fields that are not loops columns, and loops columns that are not sidecar fields.
 _SIDECAR_ONLY = {"chords", "sidecar_version"}
@@ -121,7 +130,10 @@ class Catalog:
                 for name, kind in columns.items():
                     if name not in have:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            conn.execute(f"UPDATE loops SET machine_status = {MACHINE_STATUS_SQL} WHERE machine_status IS NULL")
+            self.db.executescript(INDEXES_AFTER_COLUMNS)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.commit()  # the UPDATE opened a transaction: the schema change is whole or not at all
 
     def close(self) -> None:
         self.db.close()
@@ -555,6 +567,9 @@ def loop_row(sidecar: dict) -> dict:
     row["params"] = json.dumps(sidecar["params"], sort_keys=True)
     row["tags"] = " ".join(sidecar["tags"])
     row["sidecar"] = sidecar_path(sidecar["path"]).as_posix()
+    # The machine checks' verdict as catalogued (a sidecar adopted after a person's decision
+    # no longer tells it: its loop counts as passed unless it is rejected).
+    row["machine_status"] = "rejected" if sidecar["status"] == "rejected" else "pending"
     return row
 
 

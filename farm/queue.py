@@ -24,7 +24,8 @@ FILTER_COLUMNS = {"style": "style", "part": "part", "role": "role", "patch": "pa
                   "operation": "operation", "status": "status", "batch": "batch_id",
                   "machine": MACHINE_STATUS_SQL}
 MACHINE_VALUES = {"passed": "pending", "rejected": "rejected"}  # the verdict -> status at cataloguing
-STATUS_ORDER = "CASE status WHEN 'pending' THEN 0 WHEN 'rejected' THEN 1 ELSE 2 END"
+# The queue order; the same expression as the catalog's loops_queue index, so a page is an index walk.
+STATUS_ORDER = "(CASE status WHEN 'pending' THEN 0 WHEN 'rejected' THEN 1 ELSE 2 END)"
 QUEUE_COLUMNS = ("id", "name", "style", "part", "role", "patch", "key", "bpm", "meter", "bars", "progression",
                  "operation", "parent_id", "template_id", "status", "reject_reason", "lufs", "duration_s",
                  "batch_id", "created_at")

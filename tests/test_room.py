@@ -67,9 +67,9 @@ class Room:
 
     def __init__(self, root: Path, *args: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from farm.cli import main; main()", "review", "--root", str(root), "--port", "0",
+            [sys.executable, "-c", "from farm.cli import main; main()", "review", "--root", root.name, "--port", "0",
              "--reviewer", "tester", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            cwd=root.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         line = self.proc.stdout.readline()
         assert "review room for" in line, line + self.proc.stderr.read()
         self.url = line.split(": ", 1)[1].strip()
@@ -108,14 +108,13 @@ def room(library):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    pytest.importorskip("selenium")
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("Debian's chromium and chromium-driver are needed: apt-get install chromium chromium-driver")
+def start_browser():
+    """Debian's Chromium, headless, through its driver (never a browser downloaded at run time)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("Debian's chromium and chromium-driver are needed: apt-get install chromium chromium-driver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -124,6 +123,12 @@ def browser():
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_script_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = start_browser()
     yield driver
     driver.quit()
 
@@ -172,6 +177,25 @@ def test_the_page_lists_pending_loops_and_decodes_each_to_its_exact_length(brows
         got = decoded_length(browser, f"/audio/{loop['id']}", loop["sample_rate"])
         assert got == {**got, "length": loop["samples"], "rate": loop["sample_rate"], "channels": loop["channels"]}, got
         assert 0.05 < got["peak"] <= 1.0  # sound, not silence, and no overs
+    # looped by Web Audio as the page loops it: the second time round is the first, sample for sample
+    # (no gap, no click at the seam)
+    loop = rows(library, "SELECT id, samples, sample_rate FROM loops WHERE part = 'chords' AND operation = 'render'")[0]
+    seam = browser.execute_async_script(
+        "const [id, n, rate, done] = arguments;"
+        "fetch('/audio/' + id).then(r => r.arrayBuffer()).then(async (bytes) => {"
+        "  const ctx = new OfflineAudioContext(2, 2 * n, rate);"
+        "  const buffer = await ctx.decodeAudioData(bytes);"
+        "  const source = ctx.createBufferSource(); source.buffer = buffer; source.loop = true;"
+        "  source.loopStart = 0; source.loopEnd = buffer.duration; source.connect(ctx.destination); source.start(0);"
+        "  const out = (await ctx.startRendering()).getChannelData(0), one = buffer.getChannelData(0);"
+        "  let worst = 0; for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(out[n + i] - one[i]), Math.abs(out[i] - one[i]));"
+        "  const step = Math.abs(out[n] - out[n - 1]);"
+        "  let typical = 0; for (let i = 1; i < n; i++) typical += Math.abs(out[i] - out[i - 1]); typical /= n - 1;"
+        "  let largest = 0; for (let i = 1; i < n; i++) largest = Math.max(largest, Math.abs(out[i] - out[i - 1]));"
+        "  done({worst, step, typical, largest});"
+        "}).catch(e => done({error: String(e)}));", loop["id"], loop["samples"], loop["sample_rate"])
+    assert seam.get("worst") == 0.0, seam
+    assert seam["step"] <= seam["largest"]  # the join is no bigger a step than the loop itself makes
     # the waveform names each bar's chord and roman numeral as the catalog does
     first = browser.execute_script("return room.detail")
     chords = rows(library, "SELECT symbol, roman FROM chords WHERE loop_id = ? ORDER BY bar", [first["id"]])
@@ -278,8 +302,12 @@ def test_project_key_and_tempo_lock_transpose_and_stretch_exactly(browser, room,
 
 def test_screenshot_of_the_page(browser, room, library, tmp_path):
     open_room(browser, room)
+    loop = rows(library, "SELECT id FROM loops WHERE part = 'chords' AND operation = 'render'")[0]
+    browser.execute_script(f"jump('{loop['id']}')")
+    wait_for(browser, f"return room.detail && room.detail.id === '{loop['id']}' && room.detail.lineage.children.length")
     browser.find_element("id", "in-context").click()
     wait_for(browser, "return room.mainBuffer && !document.getElementById('mixer').hidden")
+    time.sleep(0.3)  # the waveform is drawn
     path = tmp_path / "review-room.png"
     browser.save_screenshot(str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -358,7 +386,8 @@ def test_bulk_approve_confirms_the_count_and_leaves_machine_rejected_loops(room,
 
     held = rows(library, "SELECT id FROM loops WHERE part = 'drums'")[0]["id"]
     with sqlite3.connect(library / "catalog.db") as conn:  # as the machine checks would have: rejected at ingest
-        conn.execute("UPDATE loops SET status = 'rejected', reject_reason = 'clipping' WHERE id = ?", [held])
+        conn.execute("UPDATE loops SET status = 'rejected', machine_status = 'rejected', reject_reason = 'clipping' "
+                     "WHERE id = ?", [held])
     status, body = room.request("/api/bulk?decision=approve")
     count = json.loads(body)
     total = rows(library, "SELECT count(*) AS n FROM loops")[0]["n"]

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from farm.catalog import Catalog, default_reviewer
+from farm.catalog import MACHINE_STATUS_SQL, SCHEMA_VERSION, Catalog, default_reviewer
 from farm.catalog import review as review_loops
 from farm.catalog import undo as undo_decision
 from farm.errors import FarmError
@@ -100,8 +100,15 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
 
     root = Path(root)
     reviewer = reviewer or default_reviewer()
-    with Catalog(root, readonly=True):
-        pass  # a missing, damaged or foreign catalog is one line before the server starts
+    # A missing, damaged or foreign catalog is one line before the server starts; a catalog made
+    # by an older Loop Farm is brought up to date here (the queue reads the newer columns).
+    with Catalog(root, readonly=True) as cat:
+        version = cat.db.execute("PRAGMA user_version").fetchone()[0]
+    if version < SCHEMA_VERSION:
+        if read_only:
+            raise FarmError("was made by an older Loop Farm: open it once without --read-only to bring it up "
+                            "to date", file=root / "catalog.db")
+        Catalog(root, create=False).close()
 
     def catalog() -> Catalog:
         return Catalog(root, readonly=True)
@@ -142,9 +149,8 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
             info = loop_row(cat, loop_id)
             lineage = _lineage(cat, info)
             parts = _template_parts(cat, info)
-            machine = cat.db.execute(
-                "SELECT previous_status FROM reviews WHERE loop_id = ? ORDER BY id LIMIT 1", [loop_id]).fetchone()
-        info["machine"] = "rejected" if (machine[0] if machine else info["status"]) == "rejected" else "passed"
+            machine = cat.db.execute(f"SELECT {MACHINE_STATUS_SQL} FROM loops WHERE id = ?", [loop_id]).fetchone()[0]
+        info["machine"] = "rejected" if machine == "rejected" else "passed"
         info["locked"] = preview.locked_labels(info, lock)
         info["lineage"], info["parts"] = lineage, parts
         return JSONResponse(info)
@@ -233,8 +239,7 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
                 condition, params = filters.where()
                 held = cat.db.execute(
                     f"SELECT count(*) FROM loops WHERE {condition} AND status = 'rejected' AND "
-                    f"coalesce((SELECT r.previous_status FROM reviews r WHERE r.loop_id = loops.id "
-                    f"ORDER BY r.id LIMIT 1), status) = 'rejected'", params).fetchone()[0]
+                    f"{MACHINE_STATUS_SQL} = 'rejected'", params).fetchone()[0]
         return {"matching": len(ids), "machine_rejected_left": held, "would_decide": len(ids) - held}
 
     def bulk_preview(request: Request) -> Response:
@@ -326,9 +331,12 @@ def _template_parts(cat: Catalog, info: dict) -> list[dict]:
     for part in names:
         if part == info["part"]:
             continue
+        # one catalogued render per patch: an approved one when there is one
         renders = [dict(r) for r in cat.db.query(
-            "SELECT id, patch, lufs, status FROM loops WHERE template_id = ? AND part = ? AND operation = 'render' "
-            "ORDER BY patch", [info["template_id"], part])]
+            "SELECT id, patch, lufs, status FROM (SELECT id, patch, lufs, status, row_number() OVER (PARTITION BY "
+            "patch ORDER BY status = 'approved' DESC, status = 'pending' DESC, id) AS n FROM loops "
+            "WHERE template_id = ? AND part = ? AND operation = 'render') WHERE n = 1 ORDER BY patch",
+            [info["template_id"], part])]
         patches = [{"name": p.name, "target_lufs": p.target_lufs} for p in patches_for_part(part)]
         out.append({"part": part, "renders": renders, "patches": patches})
     return out

@@ -67,10 +67,15 @@ function filterQuery() {
 }
 
 async function loadQueue(keepIndex = false) {
-  const params = filterQuery();
+  // Counts per filter are asked for when the filters change (or after a bulk decision), not per page.
+  const params = filterQuery(), key = params.toString();
+  const counts = key !== room.countsFor || keepIndex;
   params.set("offset", room.offset); params.set("limit", room.limit);
-  room.page = await api(`/api/queue?${params}`);
-  drawFilters(room.page.counts);
+  if (!counts) params.set("counts", "0");
+  const page = await api(`/api/queue?${params}`);
+  if (counts) { room.counts = page.counts; room.countsFor = key; }
+  room.page = page;
+  drawFilters(room.counts);
   drawRows();
   const first = room.page.total ? room.page.offset + 1 : 0;
   $("total").textContent = `${room.page.total} loop${room.page.total === 1 ? "" : "s"}`;
