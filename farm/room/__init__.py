@@ -6,6 +6,7 @@ in-context renders it plays, ``static/`` the page (plain JavaScript and CSS, no 
 from __future__ import annotations
 
 import secrets
+import socket
 from pathlib import Path
 
 from farm.errors import FarmError
@@ -40,12 +41,11 @@ def serve(root: str | Path = "library", *, host: str = "127.0.0.1", port: int = 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     try:
-        sockets = [config.bind_socket()]
-        sockets[0].listen(config.backlog)  # connections wait from now on: the URL printed below works at once
-    except OSError as err:
-        raise FarmError(f"cannot listen on {host}:{port}: {err.strerror or err}", field="--port") from None
-    except SystemExit:
-        raise FarmError(f"cannot listen on {host}:{port}", field="--port") from None
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sockets = [socket.create_server((host, port), family=family, backlog=config.backlog)]
+    except OSError as err:  # the listening socket is made here: its failure is one line, not a log
+        reason = str(err.strerror or err).split(" (while")[0]
+        raise FarmError(f"cannot listen on {host}:{port}: {reason}", field="--port") from None
     bound_port = sockets[0].getsockname()[1]
     if bound_port != port:  # --port 0: the system chose one
         app.hosts |= {h.replace(f":{port}", f":{bound_port}") for h in app.hosts}

@@ -6,7 +6,8 @@ A thin layer: each route turns a request into a call of the functions the CLI us
 
 Safety, in order of each request (``Guard``):
 
-* the ``Host`` header must name this server (a page elsewhere cannot reach it by DNS rebinding);
+* bound to loopback, the ``Host`` header must be a loopback name (a page elsewhere cannot reach
+  it by DNS rebinding);
 * with a token (always, when bound to anything but loopback) every request carries it: the
   ``farm_token`` cookie the page gets from ``/?token=...``, or an ``X-Farm-Token`` header;
 * a write is a POST of JSON with an ``Origin`` that is this server and an ``X-Farm-Review``
@@ -47,7 +48,10 @@ class Guard:
 
     def __init__(self, app, *, host: str, port: int, token: str | None, read_only: bool):
         self.app, self.token, self.read_only = app, token, read_only
-        names = {host} | (set(LOOPBACK) if host in LOOPBACK else set())
+        # Bound to loopback, only loopback names reach it (a page elsewhere cannot by DNS
+        # rebinding). Bound to another address, people use whatever name or address leads there,
+        # and the token (required then) is what keeps others out.
+        names = set(LOOPBACK) if host in LOOPBACK else set()
         self.hosts = {f"{name}:{port}" for name in names} | ({*names} if port == 80 else set())
 
     async def __call__(self, scope, receive, send):
@@ -66,7 +70,7 @@ class Guard:
 
     def refuse(self, request: Request) -> Response | None:
         host = request.headers.get("host", "")
-        if host not in self.hosts:
+        if self.hosts and host not in self.hosts:
             return PlainTextResponse("unknown host\n", status_code=421)
         if self.token:
             given = (request.headers.get("x-farm-token") or request.cookies.get("farm_token")
