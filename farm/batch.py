@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from farm.catalog import Catalog
-from farm.errors import FarmError
+from farm.errors import FarmError, unknown_name
 from farm.files import read_toml
 from farm.model import PART_ROLES, Template, content_id
 from farm.qa import QALimits
@@ -201,7 +201,7 @@ def parse_config(data: dict, path: str | Path | None = None, **overrides) -> Bat
     if config.parts != "all":
         for part in config.parts:
             if part not in PART_ROLES:
-                fail("parts", f"unknown part {part!r} (known: {', '.join(PART_ROLES)})")
+                fail("parts", unknown_name("part", part, PART_ROLES))
     for name, table in config.stages.items():
         if not isinstance(table, dict):
             fail(name, "expected a table")

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 
 import sqlite_utils
 
-from farm.errors import FarmError
+from farm.errors import FarmError, unknown_name
 from farm.files import is_temp_name
 from farm.sidecar import (AUDIO_SUFFIXES, FIELDS, file_sha256, read_sidecar, sidecar_path, utc_now,
                           validate_sidecar)
@@ -690,7 +690,7 @@ def run_query(root: str | Path, name: str, params: dict[str, str] | None = None
     """``farm query``: a saved query by name, its ``:params`` bound from ``params`` and defaults."""
     queries = saved_queries()
     if name not in queries:
-        raise FarmError(f"no saved query {name!r} (known: {', '.join(queries)})", field="name")
+        raise FarmError(unknown_name("saved query", name, queries), field="name")
     query = queries[name]
     return run_sql(root, query.sql, bind_params(query, params or {}), source=query.path)
 

@@ -46,7 +46,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from farm.errors import FarmError
+from farm.errors import FarmError, closest, unknown_name
 from farm.files import read_toml
 from farm.model import PART_ROLES
 from farm.quiet import import_quietly
@@ -259,8 +259,10 @@ def load_patch(name_or_path: str | Path, patches_dir: str | Path | None = None) 
     if not path.is_file() and looks_like_path:
         raise FarmError("patch file not found", file=path.absolute(), field="name")
     if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(Path(patches_dir or PATCHES_DIR).glob("*.toml")))
-        raise FarmError(f"no such patch (known: {known or 'none'})", file=path, field="name")
+        known = [p.stem for p in sorted(Path(patches_dir or PATCHES_DIR).glob("*.toml"))]
+        guess = closest(str(name_or_path), known)
+        raise FarmError(f"no such patch{f'; did you mean {guess!r}?' if guess else ''} (known: {', '.join(known) or 'none'})",
+                        file=path, field="name")
     patch = _load_patch_file(path.resolve(), path.stat().st_mtime_ns, path.stat().st_size)
     return replace(patch, digest=patch_digest(patch.path, patch.reaper_fxchain))
 
@@ -285,10 +287,24 @@ def list_patches(patches_dir: str | Path | None = None) -> list[Patch]:
     return [load_patch(p) for p in sorted(directory.glob("*.toml"))]
 
 
+def scan_patches(patches_dir: str | Path | None = None) -> tuple[list[Patch], list[FarmError]]:
+    """Every patch in ``patches_dir`` that loads, and the error of each one that does not (one
+    broken file does not hide the others), both sorted by file name."""
+    directory = Path(patches_dir or PATCHES_DIR)
+    good, broken = [], []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            good.append(load_patch(path))
+        except FarmError as err:
+            broken.append(err)
+    return good, broken
+
+
 def patches_for_part(part_name: str, patches: Iterable[Patch] | None = None) -> list[Patch]:
-    """The patches whose roles may play ``part_name`` (``PART_ROLES``), in the given order."""
+    """The patches whose roles may play ``part_name`` (``PART_ROLES``), in the given order (by
+    default every patch that loads)."""
     if patches is None:
-        patches = list_patches()
+        patches = scan_patches()[0]
     return [p for p in patches if p.fits(part_name)]
 
 
@@ -351,7 +367,7 @@ def _parse_patch(data: dict, path: Path) -> Patch:
         c.fail("roles", f"expected a non-empty list of roles ({', '.join(ROLES)})")
     for i, role in enumerate(roles):
         if role not in ROLES:
-            c.fail(f"roles[{i}]", f"unknown role {role!r} (known: {', '.join(ROLES)})")
+            c.fail(f"roles[{i}]", unknown_name("role", role, ROLES))
         if role in roles[:i]:
             c.fail("roles", f"{role!r} is listed twice (roles[{roles.index(role)}] and roles[{i}])")
     description = data.get("description", "")
@@ -479,7 +495,7 @@ def _parse_effect(item: Any, i: int, c: _Checker) -> Effect:
                               f"(one of {', '.join(EFFECT_PLUGINS)})")
     plugin = item.get("plugin")
     if plugin not in EFFECT_PLUGINS:
-        c.fail(f"{p}.plugin", f"unknown effect {plugin!r} (known: {', '.join(EFFECT_PLUGINS)})")
+        c.fail(f"{p}.plugin", unknown_name("effect", plugin, EFFECT_PLUGINS))
     params = {k: v for k, v in item.items() if k != "plugin"}
     allowed = effect_parameters(plugin)
     import pedalboard

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from farm.errors import FarmError
+from farm.errors import FarmError, unknown_name
 from farm.files import atomic_write_text
 from farm.rpp import fxchain_for, fxchain_from_track_chunk, track_chunk
 
@@ -293,7 +293,7 @@ def pull_patch(name: str, track_number: int, api=None, patches_dir: str | Path |
                             file=toml_path, field="roles")
         for role in roles:
             if role not in ROLES:
-                raise FarmError(f"unknown role {role!r} (known: {', '.join(ROLES)})", field="roles")
+                raise FarmError(unknown_name("role", role, ROLES), field="roles")
     session = ReapySession.connect(api)
     api = session.api
     with _talking_to_reaper(f"reading track {track_number}"), api.inside_reaper():

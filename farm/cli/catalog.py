@@ -10,7 +10,7 @@ import sys
 import click
 
 from farm import catalog as cat
-from farm.errors import FarmError
+from farm.errors import FarmError, unknown_name
 
 root_option = click.option(
     "--root", type=click.Path(file_okay=False), default="library", show_default=True, envvar="FARM_ROOT",
@@ -135,7 +135,7 @@ def query(name, params, show_sql, fmt, root):
         return
     if show_sql:
         if name not in queries:
-            raise FarmError(f"no saved query {name!r} (known: {', '.join(queries)})", field="name")
+            raise FarmError(unknown_name("saved query", name, queries), field="name")
         click.echo(queries[name].sql.rstrip())
         return
     columns, rows = cat.run_query(root, name, _params(params))

@@ -1,6 +1,8 @@
 """``farm patches`` and ``farm render``: thin wrappers over farm.patches and farm.render.run."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from farm.patches import ROLES
@@ -14,19 +16,29 @@ from farm.render import SAMPLE_RATES
 @click.option("--dir", "patches_dir", type=click.Path(file_okay=False), default=None,
               help="Patch directory (default: the project's patches/, or $FARM_PATCHES_DIR).")
 def patches(name, show, role, patches_dir):
-    """List the synth patches, or show one (NAME or --show NAME)."""
-    from farm.patches import describe_patch, list_patches, load_patch, patch_table
+    """List the synth patches, or show one (NAME or --show NAME).
+
+    A patch file that does not load is one error line each (exit 1); the others are still listed.
+
+    Example: farm patches --role bass
+    """
+    from farm.patches import describe_patch, load_patch, patch_table, scan_patches
 
     name = name or show
     if name:
         click.echo(describe_patch(load_patch(name, patches_dir)))
         return
-    found = [p for p in list_patches(patches_dir) if role is None or role in p.roles]
-    if not found:
+    good, broken = scan_patches(patches_dir)
+    found = [p for p in good if role is None or role in p.roles]
+    if found:
+        click.echo(patch_table(found))
+        click.echo(f"\n{len(found)} patches; farm patches NAME shows one in full", err=True)
+    else:
         click.echo("no patches" + (f" for role {role}" if role else ""))
-        return
-    click.echo(patch_table(found))
-    click.echo(f"\n{len(found)} patches; farm patches NAME shows one in full", err=True)
+    for err in broken:
+        click.echo(f"error: {err.line()}", err=True)
+    if broken:
+        sys.exit(1)
 
 
 @click.command()

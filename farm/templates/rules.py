@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from farm.errors import FarmError
+from farm.errors import FarmError, unknown_name
 from farm.model import MODES, Meter
 from farm.theory import SpellingError, key_spelling, label_roman, readable_roman, spell_chord
 
@@ -568,7 +568,7 @@ def find_rules(style: str) -> Path:
     path = d / f"{style}.toml"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", style or "") or not path.is_file():
         known = sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
-        raise FarmError(f"unknown style {style!r} (known: {', '.join(known) or 'none'})", file=d, field="style")
+        raise FarmError(unknown_name("style", style, known), file=d, field="style")
     return path
 
 
