@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sys
 
+from pathlib import Path
+
 import click
 
 from farm import catalog as cat
@@ -262,4 +264,33 @@ def check(root, no_progress):
         sys.exit(1)
 
 
-commands = [batch, sql, query, show, stats, approve, reject, undo, check]
+@click.command()
+@root_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address Datasette listens on.")
+@click.option("--port", type=int, default=8001, show_default=True, help="TCP port.")
+@click.option("--write-metadata", "metadata_out", type=click.Path(dir_okay=False),
+              help="Only write the Datasette metadata (canned queries, column descriptions) to this file.")
+def datasette(root, host, port, metadata_out):
+    """Open the catalog in Datasette: saved queries as canned queries, schema comments as column
+    descriptions, each loop's patch_hash linked to its patch.
+
+    Example: farm datasette --root library --port 8001
+    """
+    import subprocess
+    import tempfile
+
+    from farm.datasette import datasette_command, write_metadata
+
+    if metadata_out:
+        click.echo(str(write_metadata(metadata_out)))
+        return
+    with tempfile.TemporaryDirectory(prefix="farm-datasette-") as tmp:
+        command = datasette_command(root, write_metadata(Path(tmp) / "metadata.json"), host, port)
+        click.echo(f"Datasette for {root}: http://{host}:{port}/ (Ctrl-C stops it)")
+        try:
+            sys.exit(subprocess.run(command).returncode)
+        except KeyboardInterrupt:
+            pass
+
+
+commands = [batch, sql, query, show, stats, approve, reject, undo, check, datasette]
