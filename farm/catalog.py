@@ -27,7 +27,7 @@ import sqlite_utils
 
 from farm.errors import FarmError, unknown_name
 from farm.files import is_temp_name
-from farm.sidecar import (AUDIO_SUFFIXES, FIELDS, file_sha256, read_sidecar, sidecar_path, utc_now,
+from farm.sidecar import (AUDIO_SUFFIXES, FIELDS, file_sha256, loop_path, read_sidecar, sidecar_path, utc_now,
                           validate_sidecar)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -464,7 +464,9 @@ class Catalog:
             sidecar = sidecar_path(audio)
             try:
                 data = read_sidecar(sidecar)
-                ok = data["path"] == rel and data["sha256"] == file_sha256(audio)
+                # adopted only where the farm itself would have written it, whole
+                expected = loop_path(data["style"], data["name"], data["format"])
+                ok = data["path"] == rel == expected and data["sha256"] == file_sha256(audio)
             except FarmError:
                 ok = False
             if ok:

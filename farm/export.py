@@ -55,8 +55,8 @@ from typing import Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.files import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_dir, missing_dirs,
-                        removed_if_left_empty)
+from farm.files import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_dir, inside,
+                        missing_dirs, removed_if_left_empty, safe_relative_path)
 from farm.model import Meter, canonical_json
 
 GROUPINGS = ("style", "key", "part", "none")
@@ -219,7 +219,7 @@ def read_manifest(out: Path) -> dict[str, str | None]:
     if not isinstance(files, dict):
         return {}
     return {rel: sha for rel, sha in files.items()
-            if isinstance(rel, str) and _safe_rel(rel) and (sha is None or isinstance(sha, str))}
+            if safe_relative_path(rel) and (sha is None or isinstance(sha, str))}
 
 
 def write_manifest(out: Path, files: dict[str, str | None]) -> None:
@@ -230,12 +230,6 @@ def _write_if_changed(path: Path, text: str) -> None:
     """An export run again changes no byte and no modification time."""
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         atomic_write_text(path, text)
-
-
-def _safe_rel(rel: str) -> bool:
-    """A relative path that stays inside its folder (no absolute path, no ``..``)."""
-    path = Path(rel)
-    return bool(rel) and not path.is_absolute() and ".." not in path.parts
 
 
 def _owned(out: Path, rel: str, manifest: dict) -> bool:
@@ -314,15 +308,18 @@ def plan_export(catalog_root: str | Path, out: str | Path, where: str | None = N
         items = []
         for loop_id in dict.fromkeys(chosen):
             loop = _catalog_sidecar(cat, loop_id)
-            source = root / loop["path"]
+            source = inside(root, loop["path"], loop_id)
             if not source.is_file():
                 raise FarmError("audio file is missing (run `farm check`)", file=source, field=loop_id)
-            midi = root / loop["midi"] if loop["midi"] else None
+            midi = inside(root, loop["midi"], loop_id) if loop["midi"] else None
             folder = group_folder(loop, group_by)
             stem = f"{folder}/{loop['name']}" if folder else loop["name"]
-            items.append(_Item(loop, source, midi if midi and midi.is_file() else None,
-                               stem + FORMATS[fmt][2], stem + ".json",
-                               stem + ".mid" if midi and midi.is_file() else None))
+            item = _Item(loop, source, midi if midi and midi.is_file() else None, stem + FORMATS[fmt][2],
+                         stem + ".json", stem + ".mid" if midi and midi.is_file() else None)
+            for rel in (item.audio_rel, item.sidecar_rel, item.midi_rel):
+                if rel:  # names from an old or edited catalog never lead a write outside --out
+                    inside(out, rel, loop_id)
+            items.append(item)
     return items
 
 
@@ -415,7 +412,10 @@ def _remove_unselected(out: Path, manifest: dict, keep: set) -> tuple[list[Path]
     files kept because they changed since they were written."""
     removed, kept = [], {}
     for rel in sorted(set(manifest) - keep):
-        target = out / rel
+        try:
+            target = inside(out, rel)
+        except FarmError:
+            continue  # a manifest entry that leads outside (edited by hand): never followed
         if not (target.exists() or target.is_symlink()):
             continue
         if not _owned(out, rel, manifest):

@@ -107,6 +107,26 @@ def removed_if_left_empty(folders: Iterable[Path]) -> Iterator[None]:
         raise
 
 
+def safe_relative_path(value: str) -> bool:
+    """A relative POSIX path that stays inside its folder: no absolute path, no ``..``, no
+    backslash or NUL, no empty part."""
+    if not isinstance(value, str) or not value or "\\" in value or "\0" in value:
+        return False
+    parts = value.split("/")
+    return not value.startswith("/") and all(p and p not in (".", "..") for p in parts)
+
+
+def inside(folder: str | Path, rel: str, field: str | None = None) -> Path:
+    """``folder / rel``, refused (FarmError naming ``field``) unless ``rel`` is a safe relative
+    path whose target, links resolved, stays inside ``folder``: the check before every write to
+    a path built from names."""
+    folder = Path(folder)
+    target = folder / rel
+    if not safe_relative_path(rel) or not target.resolve().is_relative_to(folder.resolve()):
+        raise FarmError(f"{rel!r} would lead outside {folder}", file=folder, field=field)
+    return target
+
+
 def read_toml(path: str | Path) -> dict:
     """A TOML file as a dict; text that is not UTF-8 or not TOML is a FarmError naming the file.
 

@@ -19,7 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from farm.errors import FarmError, unknown_name
+from farm.errors import FarmError, closest
 
 PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MODES = ("major", "minor", "harmonic_minor", "dorian")
@@ -240,7 +240,9 @@ class Template:
             p = check.fields(p, at, ("name", "midi", "notes"), optional=("channel",))
             name = check.text(p["name"], f"{at}.name")
             if name not in PART_ROLES:
-                check.fail(f"{at}.name", unknown_name("part", name, PART_ROLES))
+                guess = closest(name, PART_ROLES) if isinstance(name, str) else None
+                check.fail(f"{at}.name", f"unknown part {_show(name)}"
+                           + (f"; did you mean {guess!r}?" if guess else "") + f" (one of {', '.join(PART_ROLES)})")
             if name in (q.name for q in parts):
                 check.fail(f"{at}.name", f"part {_show(name)} is listed twice")
             midi = check.text(p["midi"], f"{at}.midi")

@@ -305,7 +305,9 @@ def _quarters_per_bar(meter: str) -> float:
 # -- functions the CLI wraps ------------------------------------------------------------------
 def plot_path(catalog_root: str | Path, name: str, out: str | Path | None = None) -> Path:
     """Where a loop's picture goes: ``<out>/<name>.png``, ``out`` defaulting to ``<root>/plots``."""
-    return Path(out if out is not None else Path(catalog_root) / PLOTS_DIR) / f"{name}.png"
+    from farm.files import inside
+
+    return inside(out if out is not None else Path(catalog_root) / PLOTS_DIR, f"{name}.png", "name")
 
 
 def plot_loop(catalog_root: str | Path, loop_id: str, out: str | Path | None = None) -> Path:

@@ -24,11 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from farm.errors import FarmError
-from farm.files import atomic_write_text
+from farm.files import atomic_write_text, safe_relative_path
 from farm.model import Key, Template, canonical_json
 
 SIDECAR_VERSION = 1
@@ -177,8 +178,44 @@ def validate_sidecar(data: dict, file: str | Path | None = None) -> None:
             raise FarmError("missing", file=file, field=f"chords[{i}].{missing[0]}")
         if chord["bar"] != i + 1:
             raise FarmError(f"bar {chord['bar']!r} out of order", file=file, field=f"chords[{i}].bar")
-    if Path(data["path"]).is_absolute() or ".." in Path(data["path"]).parts:
-        raise FarmError("must be relative to the catalog root", file=file, field="path")
+    _check_names(data, file)
+
+
+# Names that become parts of file paths or reach SQL and HTML: checked before any is used.
+LOOP_ID = re.compile(r"^[0-9a-f]{16}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # style, part, role, patch
+FILE_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_#.+-]{0,199}$")  # LF_92.5_chords_warm-rhodes_F#m_<id>
+KEY_NAME = re.compile(r"^[A-G](?:#|b)?(?:m|dor|hm)?$")
+SAMPLE_RATES = (44100, 48000)
+
+
+def _check_names(data: dict, file) -> None:
+    """Every field a path, a query or a page is built from is what the farm itself writes."""
+    def fail(field: str, message: str):
+        raise FarmError(message, file=file, field=field)
+
+    for field in ("id", "parent_id", "template_id"):
+        if data[field] is not None and not LOOP_ID.match(data[field]):
+            fail(field, f"{data[field]!r} is not a loop id (16 hex digits)")
+    for field in ("style", "part", "role", "patch"):
+        if not SAFE_NAME.match(data[field]):
+            fail(field, f"{data[field]!r} is not a name (letters, digits, - and _)")
+    if not FILE_STEM.match(data["name"]) or ".." in data["name"] or not data["name"].endswith("_" + data["id"]):
+        fail("name", f"{data['name']!r} is not a loop file name ending in its id")
+    if not KEY_NAME.match(data["key"]):
+        fail("key", f"{data['key']!r} is not a key name")
+    for field in ("path", "midi"):
+        if data[field] is not None and not safe_relative_path(data[field]):
+            fail(field, "must be relative to the catalog root and stay inside it")
+    if Path(data["path"]).stem != data["name"]:
+        fail("path", f"names {Path(data['path']).name!r}, not the loop's file {data['name']!r}")
+    numbers = {"bpm": (1.0, 999.0), "bars": (1, 64), "samples": (1, 2**31), "channels": (1, 2)}
+    for field, (low, high) in numbers.items():
+        value = data[field]
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+            fail(field, f"{value!r} is outside {low}..{high}")
+    if data["sample_rate"] not in SAMPLE_RATES:
+        fail("sample_rate", f"{data['sample_rate']!r} is not one of {', '.join(map(str, SAMPLE_RATES))}")
 
 
 def write_sidecar(path: str | Path, data: dict) -> None:

@@ -349,7 +349,7 @@ def test_farm_query_show_and_stats(library):
                                   "--param", "bar=1", "--root", str(root), "--json"])
     assert one["id"] in {r["id"] for r in json.loads(result.output)}
     result = runner.invoke(main, ["query", "no_such_query", "--root", str(root)])
-    assert result.exit_code == 2 and "no saved query" in result.output
+    assert result.exit_code == 2 and "unknown saved query" in result.output
     result = runner.invoke(main, ["show", one["id"][:8], "--root", str(root)])
     assert result.exit_code == 0
     assert f"id                {one['id']}" in result.output and "file              ok" in result.output

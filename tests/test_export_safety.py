@@ -141,3 +141,64 @@ def test_an_exported_file_changed_since_is_kept_when_its_loop_leaves(library, tm
     result = export(library, out)
     assert edited.exists() and not edited.with_suffix(".json").exists()
     assert result.kept == [edited.relative_to(out).as_posix()]
+
+
+# -- escapes: names that would lead a write outside its folder -----------------------------------
+def sidecar_of(root: Path, part: str) -> tuple[Path, dict]:
+    from farm.catalog import Catalog
+
+    with Catalog(root, readonly=True) as cat:
+        (loop_id, sidecar) = cat.db.execute("SELECT id, sidecar FROM loops WHERE part = ?", [part]).fetchone()
+    return root / sidecar, json.loads((root / sidecar).read_text())
+
+
+@pytest.mark.parametrize("field, value", [
+    ("style", "../../evil"), ("name", "../../evil_0123456789abcdef"), ("path", "../outside.flac"),
+    ("path", "/tmp/abs.flac"), ("midi", "../../etc/passwd"), ("patch", "a/b"), ("id", "../0123456789ab"),
+    ("part", "chords/.."), ("key", "Am/../x"), ("path", "loops\\\\x.flac"),
+])
+def test_a_sidecar_whose_names_leave_their_folder_is_refused(library, field, value):
+    from farm.sidecar import validate_sidecar
+
+    _, data = sidecar_of(library, "bass")
+    with pytest.raises(FarmError, match=field):
+        validate_sidecar(dict(data, **{field: value}))
+
+
+def test_a_planted_sidecar_is_never_adopted_and_nothing_escapes(library, tmp_path):
+    from farm.catalog import Catalog
+
+    path, data = sidecar_of(library, "bass")
+    audio = library / data["path"]
+    # a copy of a real loop under a new id, its style pointing out of the library, dropped beside it
+    evil = dict(data, id="0123456789abcdef", name="LF_85_bass_sub-bass_Gm_0123456789abcdef", style="../../evil")
+    evil["path"] = f"loops/{data['style']}/{evil['name']}.flac"
+    (library / evil["path"]).write_bytes(audio.read_bytes())
+    (library / evil["path"]).with_suffix(".json").write_text(json.dumps(evil))
+    # and one whose names are fine but which does not stand where the farm would have written it
+    moved = dict(data, id="fedcba9876543210", name="LF_85_bass_sub-bass_Gm_fedcba9876543210")
+    moved["path"] = f"loops/elsewhere/{moved['name']}.flac"
+    (library / "loops" / "elsewhere").mkdir()
+    (library / moved["path"]).write_bytes(audio.read_bytes())
+    (library / moved["path"]).with_suffix(".json").write_text(json.dumps(dict(moved, style=data["style"])))
+    outside = sorted(p.name for p in library.parent.iterdir())
+    with Catalog(library) as cat:
+        adopted, removed = cat.reconcile()
+        assert adopted == [] and cat.db.execute("SELECT count(*) FROM loops WHERE id IN (?, ?)",
+                                                [evil["id"], moved["id"]]).fetchone() == (0,)
+    assert evil["path"] in removed and moved["path"] in removed
+    assert sorted(p.name for p in library.parent.iterdir()) == outside
+
+
+def test_export_refuses_a_catalog_row_whose_name_leaves_the_folder(library, tmp_path):
+    import sqlite3
+
+    _, data = sidecar_of(library, "bass")
+    with sqlite3.connect(library / "catalog.db") as conn:  # a catalog written before names were checked
+        conn.execute("UPDATE loops SET name = '../../../escaped' WHERE id = ?", [data["id"]])
+    out = tmp_path / "a" / "b" / "pack"
+    beside = lambda: sorted(p for p in tmp_path.rglob("*") if library not in (p, *p.parents))  # noqa: E731
+    before = beside()
+    with pytest.raises(FarmError, match="would lead outside"):
+        export(library, out, ids=[data["id"]])
+    assert beside() == before and not (tmp_path / "a").exists()
