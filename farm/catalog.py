@@ -62,10 +62,12 @@ class Catalog:
     """A catalog root and its open SQLite connection (``db``: a ``sqlite_utils.Database``).
 
     ``readonly=True`` opens ``catalog.db`` with ``mode=ro`` (no write is possible);
-    ``create=False`` refuses to create a catalog that is not there yet.
+    ``create=False`` refuses to create a catalog that is not there yet; ``untouched=True`` (with
+    ``readonly``) also leaves no ``-wal``/``-shm`` file behind.
     """
 
-    def __init__(self, root: str | Path = "library", *, readonly: bool = False, create: bool = True):
+    def __init__(self, root: str | Path = "library", *, readonly: bool = False, create: bool = True,
+                 untouched: bool = False):
         self.root = Path(root)
         self.path = self.root / CATALOG_FILE
         self.readonly = readonly
@@ -73,7 +75,11 @@ class Catalog:
         if (readonly or not create) and not exists:
             raise FarmError("no catalog here; `farm batch` creates it", file=self.path)
         if readonly:
-            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
+            # untouched: with no write under way (no -wal file) the file is opened immutable, so
+            # reading it creates no -wal or -shm beside it; with a writer, its -wal exists already.
+            immutable = untouched and not Path(str(self.path) + "-wal").exists()
+            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro" + ("&immutable=1" if immutable else ""),
+                                   uri=True)
             conn.execute("PRAGMA busy_timeout = 10000")
             self.db = sqlite_utils.Database(conn)
             self._check_is_catalog(empty_ok=False)
@@ -679,22 +685,39 @@ def bind_params(query: SavedQuery, given: dict[str, str]) -> dict:
 
 
 # -- functions the CLI wraps ------------------------------------------------------------------
-def run_sql(root: str | Path, sql: str, params: dict | None = None, *, source: str | Path | None = None
-            ) -> tuple[list[str], list[tuple]]:
-    """``farm sql``: one statement on a read-only connection to ``root/catalog.db``
-    (``source``: the file the statement came from, for errors)."""
-    with Catalog(root, readonly=True) as cat:
-        return cat.sql(sql, params, source=source)
+SQL_TIMEOUT_S = 30.0  # farm sql / farm query: a statement still running then is stopped
 
 
-def run_query(root: str | Path, name: str, params: dict[str, str] | None = None
-              ) -> tuple[list[str], list[tuple]]:
+def run_sql(root: str | Path, sql: str, params: dict | None = None, *, source: str | Path | None = None,
+            timeout_s: float = SQL_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
+    """``farm sql``: one statement on a read-only connection to ``root/catalog.db`` that creates
+    no file (``source``: the file the statement came from, for errors). A statement still running
+    after ``timeout_s`` seconds is stopped: a FarmError naming ``--timeout``."""
+    import time
+
+    if not 0 < timeout_s <= 86400:
+        raise FarmError(f"{timeout_s:g} is outside 0..86400 seconds", field="--timeout")
+    deadline = time.monotonic() + timeout_s
+    with Catalog(root, readonly=True, untouched=True) as cat:
+        # SQLite calls this every 10,000 virtual machine steps; non-zero interrupts the statement.
+        cat.db.conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        try:
+            return cat.sql(sql, params, source=source)
+        except FarmError as err:
+            if "interrupted" in err.message and time.monotonic() > deadline:
+                raise FarmError(f"stopped after {timeout_s:g} s (--timeout SECONDS allows longer)",
+                                file=cat.path, field="sql") from None
+            raise
+
+
+def run_query(root: str | Path, name: str, params: dict[str, str] | None = None, *,
+              timeout_s: float = SQL_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
     """``farm query``: a saved query by name, its ``:params`` bound from ``params`` and defaults."""
     queries = saved_queries()
     if name not in queries:
         raise FarmError(unknown_name("saved query", name, queries), field="name")
     query = queries[name]
-    return run_sql(root, query.sql, bind_params(query, params or {}), source=query.path)
+    return run_sql(root, query.sql, bind_params(query, params or {}), source=query.path, timeout_s=timeout_s)
 
 
 def show_loop(root: str | Path, loop_id: str) -> dict:

@@ -130,3 +130,28 @@ def test_a_schema_1_catalog_is_brought_up_to_date_with_its_rows(library):
     assert dict(rows(library, "SELECT part, machine_status FROM loops")) == {
         "chords": "pending", "bass": "pending", "drums": "rejected"}
     assert {r[1] for r in rows(library, "PRAGMA table_info(reviews)")} >= {"previous_reason", "undone_by", "undone_at"}
+
+
+# -- farm sql: bounded in time, and it creates nothing ---------------------------------------------
+def test_farm_sql_stops_a_runaway_query_and_creates_no_file(library):
+    import time
+
+    from farm.catalog import run_sql
+
+    Catalog(library).close()  # the last connection checkpoints: no -wal, no -shm left
+    for extra in ("-wal", "-shm"):
+        Path(f"{library / 'catalog.db'}{extra}").unlink(missing_ok=True)
+    before = sorted(p.name for p in library.iterdir())
+    forever = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
+    started = time.monotonic()
+    result = cli("sql", forever, "--timeout", "1", "--root", str(library))
+    assert result.exit_code == 2 and time.monotonic() - started < 30
+    assert result.stderr.strip() == f"error: {library / 'catalog.db'}: sql: stopped after 1 s (--timeout SECONDS allows longer)"
+    with pytest.raises(FarmError, match="stopped after 0.5 s"):
+        run_sql(library, forever, timeout_s=0.5)
+    result = cli("query", "review_queue", "--root", str(library), "--csv")
+    assert result.exit_code == 0 and len(result.output.splitlines()) == 3  # header + the two pending loops
+    assert run_sql(library, "SELECT count(*) FROM loops") == (["count(*)"], [(3,)])
+    assert sorted(p.name for p in library.iterdir()) == before  # no catalog.db-wal or -shm appeared
+    result = cli("sql", "SELECT 1", "--timeout", "0", "--root", str(library))
+    assert result.exit_code == 2 and "--timeout" in result.stderr

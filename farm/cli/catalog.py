@@ -99,13 +99,18 @@ def batch(config_path, resume, workers, backend, root, seed, no_progress, reaper
         sys.exit(1)
 
 
+timeout_option = click.option("--timeout", type=float, default=30.0, show_default=True,
+                              help="Stop a statement still running after this many seconds.")
+
+
 @click.command()
 @click.argument("sql")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Bind :NAME in the SQL.")
 @_format_options
+@timeout_option
 @root_option
-def sql(sql, params, fmt, root):
-    """Run SQL on the catalog, read-only.
+def sql(sql, params, fmt, timeout, root):
+    """Run SQL on the catalog, read-only; it creates no file and stops after --timeout seconds.
 
     \b
     farm sql "SELECT key, count(*) FROM loops GROUP BY key"
@@ -113,7 +118,8 @@ def sql(sql, params, fmt, root):
     """
     from farm.catalog import parse_value
 
-    columns, rows = cat.run_sql(root, sql, {k: parse_value(v) for k, v in _params(params).items()})
+    columns, rows = cat.run_sql(root, sql, {k: parse_value(v) for k, v in _params(params).items()},
+                                timeout_s=timeout)
     click.echo(cat.format_rows(columns, rows, fmt))
 
 
@@ -122,8 +128,9 @@ def sql(sql, params, fmt, root):
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a :NAME parameter.")
 @click.option("--sql", "show_sql", is_flag=True, help="Print the query's SQL instead of running it.")
 @_format_options
+@timeout_option
 @root_option
-def query(name, params, show_sql, fmt, root):
+def query(name, params, show_sql, fmt, timeout, root):
     """Run a saved query from catalog/queries/ (without NAME: list them).
 
     \b
@@ -140,7 +147,7 @@ def query(name, params, show_sql, fmt, root):
             raise FarmError(unknown_name("saved query", name, queries), field="name")
         click.echo(queries[name].sql.rstrip())
         return
-    columns, rows = cat.run_query(root, name, _params(params))
+    columns, rows = cat.run_query(root, name, _params(params), timeout_s=timeout)
     click.echo(cat.format_rows(columns, rows, fmt))
 
 
