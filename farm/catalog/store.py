@@ -1,4 +1,4 @@
-"""The loop catalog: one SQLite file (sqlite-utils, WAL mode) at the root of the loop library.
+"""The catalog store: one SQLite file (sqlite-utils, WAL mode) at the root of the loop library.
 
 Layout of a catalog root::
 
@@ -13,24 +13,18 @@ reviewing) writes; ``farm sql`` and the saved queries read through a read-only c
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import re
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import sqlite_utils
 
-from farm.errors import FarmError, unknown_name
-from farm.files import is_temp_name
-from farm.sidecar import (AUDIO_SUFFIXES, FIELDS, file_sha256, loop_path, read_sidecar, sidecar_path, utc_now,
-                          validate_sidecar)
+from farm.errors import FarmError
+from farm.sidecar import FIELDS, file_sha256, read_sidecar, sidecar_path, utc_now, validate_sidecar
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 SCHEMA_PATH = PROJECT_DIR / "catalog" / "schema.sql"
 QUERIES_DIR = PROJECT_DIR / "catalog" / "queries"
 CATALOG_FILE = "catalog.db"
@@ -400,109 +394,29 @@ class Catalog:
             data["status"], data["reject_reason"] = status, reason
             atomic_write_text(path, canonical_json(data))
 
-    # -- integrity ----------------------------------------------------------------------------
+    # -- integrity (farm.catalog.health) ------------------------------------------------------
     def audio_files(self) -> list[Path]:
-        """Every audio file under the root (temporary files and the review room's ``cache/`` of
-        previews, which it makes again on demand, excluded), sorted."""
-        out = []
-        for dirpath, dirs, files in os.walk(self.root):
-            if Path(dirpath) == self.root and CACHE_DIR in dirs:
-                dirs.remove(CACHE_DIR)
-            for name in files:
-                if os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES and not is_temp_name(name):
-                    out.append(Path(dirpath) / name)
-        return sorted(out)
+        """Every audio file under the root (see ``farm.catalog.health.audio_files``)."""
+        from farm.catalog.health import audio_files
+
+        return audio_files(self)
 
     def temp_files(self) -> list[Path]:
-        """Half-written files left by an interrupted write (temporary names, never catalogued)."""
-        out = []
-        for dirpath, dirs, files in os.walk(self.root):
-            out += [Path(dirpath) / n for n in files + dirs if is_temp_name(n)]
-        return sorted(out)
+        from farm.catalog.health import temp_files
 
-    def check(self, progress: bool = False) -> "CheckReport":
-        """Every row's file exists with its sha256 and its sidecar reads; every audio file has a row;
-        no leftovers."""
-        from farm.progress import progress as progress_bar
+        return temp_files(self)
 
-        report = CheckReport()
-        rows = self.db.execute("SELECT id, path, sha256, sidecar FROM loops ORDER BY path").fetchall()
-        known = set()
-        for loop_id, path, sha, sidecar in progress_bar(rows, "check", "loop", disable=not progress,
-                                                        leave=False):
-            known.add(path)
-            audio = self.root / path
-            if not audio.is_file():
-                report.missing.append(f"{loop_id} {path}")
-            elif file_sha256(audio) != sha:
-                report.mismatched.append(f"{loop_id} {path}")
-            if not (self.root / sidecar).exists():
-                report.missing_sidecars.append(f"{loop_id} {sidecar}")
-                continue
-            try:
-                self.loop_sidecar(loop_id)
-            except FarmError as err:
-                report.broken_sidecars.append(
-                    f"{loop_id} {sidecar} ({': '.join(x for x in (err.field, err.message) if x)})")
-        report.rows = len(rows)
-        files = self.audio_files()
-        report.files = len(files)
-        report.orphans = [str(f.relative_to(self.root)) for f in files
-                          if f.relative_to(self.root).as_posix() not in known]
-        report.temp_files = [str(f.relative_to(self.root)) for f in self.temp_files()]
-        return report
+    def check(self, progress: bool = False):
+        """``farm check``'s report (``farm.catalog.health.check``)."""
+        from farm.catalog.health import check
+
+        return check(self, progress)
 
     def reconcile(self, progress: bool = False) -> tuple[list[str], list[str]]:
-        """Make files and rows agree after an interrupted batch: ``(adopted ids, removed paths)``.
+        """Make files and rows agree after an interrupted batch (``farm.catalog.health.reconcile``)."""
+        from farm.catalog.health import reconcile
 
-        An audio file without a row is adopted when its sidecar is complete and the sidecar's
-        sha256 matches the file (the worker wrote both, the writer never inserted the row); its
-        task is marked done. An audio file without a valid sidecar, a sidecar without its audio,
-        and temporary files are the unfinished writes of a task that will run again: removed.
-        Call it only when no worker is writing (the batch holds its lock).
-        """
-        adopted, removed = [], []
-        known = {r[0] for r in self.db.execute("SELECT path FROM loops")}
-        for audio in self.audio_files():
-            rel = audio.relative_to(self.root).as_posix()
-            if rel in known:
-                continue
-            sidecar = sidecar_path(audio)
-            try:
-                data = read_sidecar(sidecar)
-                # adopted only where the farm itself would have written it, whole
-                expected = loop_path(data["style"], data["name"], data["format"])
-                ok = data["path"] == rel == expected and data["sha256"] == file_sha256(audio)
-            except FarmError:
-                ok = False
-            if ok:
-                task = self.db.execute(
-                    "SELECT id FROM tasks WHERE output_id = ? AND status IN ('pending', 'running') "
-                    "ORDER BY id DESC LIMIT 1", [data["id"]]).fetchone()
-                self.ingest_loop(data, task_id=task[0] if task else None)
-                adopted.append(data["id"])
-            else:
-                for p in (audio, sidecar):
-                    if p.exists():
-                        p.unlink()
-                        removed.append(p.relative_to(self.root).as_posix())
-        sidecars = {r[0] for r in self.db.execute("SELECT sidecar FROM loops")}
-        loops_dir = self.root / "loops"
-        for sidecar in sorted(loops_dir.rglob("*.json")) if loops_dir.is_dir() else []:
-            rel = sidecar.relative_to(self.root).as_posix()
-            if rel not in sidecars and not is_temp_name(sidecar.name) and not any(
-                    sidecar.with_suffix(suffix).exists() for suffix in AUDIO_SUFFIXES):
-                sidecar.unlink()
-                removed.append(rel)
-        for temp in self.temp_files():
-            if temp.is_dir():
-                import shutil
-
-                shutil.rmtree(temp, ignore_errors=True)
-            else:
-                temp.unlink(missing_ok=True)
-            removed.append(temp.relative_to(self.root).as_posix())
-        return adopted, removed
+        return reconcile(self, progress)
 
 
 class ReviewResult(list):
@@ -525,36 +439,6 @@ class ReviewResult(list):
             n = len(self.machine_rejected)
             out.append(f"left {n} loop{'s' if n != 1 else ''} the machine checks rejected as they are "
                        "(--include-machine-rejected approves them too)")
-        return out
-
-
-@dataclass
-class CheckReport:
-    """What ``Catalog.check`` found; ``ok`` when every list is empty."""
-
-    rows: int = 0
-    files: int = 0
-    missing: list[str] = field(default_factory=list)  # rows whose audio file is gone
-    mismatched: list[str] = field(default_factory=list)  # rows whose file's sha256 differs
-    missing_sidecars: list[str] = field(default_factory=list)
-    broken_sidecars: list[str] = field(default_factory=list)  # unreadable, invalid or another loop's
-    orphans: list[str] = field(default_factory=list)  # audio files with no row
-    temp_files: list[str] = field(default_factory=list)  # half-written files
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.mismatched or self.missing_sidecars or self.broken_sidecars
-                    or self.orphans or self.temp_files)
-
-    def lines(self) -> list[str]:
-        out = [f"{self.rows} rows, {self.files} audio files"]
-        for title, items in (("missing file", self.missing), ("sha256 mismatch", self.mismatched),
-                             ("missing sidecar", self.missing_sidecars),
-                             ("broken sidecar", self.broken_sidecars),
-                             ("file without a row", self.orphans),
-                             ("temporary file (run `farm batch --resume`)", self.temp_files)):
-            out += [f"{title}: {item}" for item in items]
-        out.append("ok" if self.ok else "FAILED")
         return out
 
 
@@ -589,25 +473,6 @@ def chord_rows(sidecar: dict) -> list[dict]:
              "start_s": c["start_s"], "end_s": c["end_s"]} for c in sidecar["chords"]]
 
 
-# -- saved queries ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SavedQuery:
-    """``catalog/queries/<name>.sql``: its first comment line says what it answers."""
-
-    name: str
-    description: str
-    sql: str
-    params: tuple[str, ...]  # named :params, in order of first use
-    defaults: dict  # from ``-- :name = value`` comment lines
-    path: Path
-
-
-_DEFAULT_LINE = re.compile(r"^--\s*:(\w+)\s*=\s*(.*?)\s*$")
-_STRIP = re.compile(r"--[^\n]*|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", re.S)
-_NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")  # not an id like 0000000000000000
-_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
 def read_loop_audio(path: str | Path, sha256: str):
     """A catalogued loop's audio, float32 ``(channels, samples)``, and its sample rate, decoded from
     the bytes checked against the catalog's ``sha256`` (a changed file would be read under labels
@@ -632,128 +497,6 @@ def read_loop_audio(path: str | Path, sha256: str):
         raise FarmError(f"{err.message} (run `farm check`)", file=err.file, field=err.field) from None
 
 
-def sql_params(sql: str) -> tuple[str, ...]:
-    """Named ``:params`` of an SQL text (outside comments and string literals)."""
-    return tuple(dict.fromkeys(_PARAM.findall(_STRIP.sub(" ", sql))))
-
-
-def saved_queries(directory: str | Path | None = None) -> dict[str, SavedQuery]:
-    """Every saved query by name."""
-    out = {}
-    for path in sorted(Path(directory or QUERIES_DIR).glob("*.sql")):
-        text = path.read_text(encoding="utf-8")
-        lines = text.splitlines()
-        if not lines or not lines[0].startswith("--"):
-            raise FarmError("the first line must be a `-- what it answers` comment", file=path)
-        defaults = {m.group(1): m.group(2) for m in map(_DEFAULT_LINE.match, lines) if m}
-        out[path.stem] = SavedQuery(path.stem, lines[0].lstrip("-").strip(), text, sql_params(text),
-                                    defaults, path)
-    return out
-
-
-def parse_value(text: str):
-    """A ``--param`` value: integer or number when it reads as one, else the text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def bind_params(query: SavedQuery, given: dict[str, str]) -> dict:
-    """The parameters for ``query``: given values over the defaults; FarmError when one is missing."""
-    unknown = sorted(set(given) - set(query.params))
-    if unknown:
-        raise FarmError(f"unknown parameter (this query takes: {', '.join(query.params) or 'none'})",
-                        file=query.path, field=unknown[0])
-    values = {}
-    for name in query.params:
-        if name in given:
-            values[name] = parse_value(given[name])
-            # A number compared with text is never equal in SQLite: the query would quietly
-            # match nothing, so a parameter whose default is a number takes only numbers.
-            if (name in query.defaults and _NUMBER.fullmatch(query.defaults[name])
-                    and isinstance(values[name], str)):
-                raise FarmError(f"expects a number (default {query.defaults[name]}), got {given[name]!r}",
-                                file=query.path, field=name)
-        elif name in query.defaults:
-            values[name] = parse_value(query.defaults[name])
-        else:
-            raise FarmError(f"needs --param {name}=VALUE", file=query.path, field=name)
-    return values
-
-
-# -- functions the CLI wraps ------------------------------------------------------------------
-SQL_TIMEOUT_S = 30.0  # farm sql / farm query: a statement still running then is stopped
-
-
-def run_sql(root: str | Path, sql: str, params: dict | None = None, *, source: str | Path | None = None,
-            timeout_s: float = SQL_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
-    """``farm sql``: one statement on a read-only connection to ``root/catalog.db`` that creates
-    no file (``source``: the file the statement came from, for errors). A statement still running
-    after ``timeout_s`` seconds is stopped: a FarmError naming ``--timeout``."""
-    import time
-
-    if not 0 < timeout_s <= 86400:
-        raise FarmError(f"{timeout_s:g} is outside 0..86400 seconds", field="--timeout")
-    deadline = time.monotonic() + timeout_s
-    with Catalog(root, readonly=True, untouched=True) as cat:
-        # SQLite calls this every 10,000 virtual machine steps; non-zero interrupts the statement.
-        cat.db.conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
-        try:
-            return cat.sql(sql, params, source=source)
-        except FarmError as err:
-            if "interrupted" in err.message and time.monotonic() > deadline:
-                raise FarmError(f"stopped after {timeout_s:g} s (--timeout SECONDS allows longer)",
-                                file=cat.path, field="sql") from None
-            raise
-
-
-def run_query(root: str | Path, name: str, params: dict[str, str] | None = None, *,
-              timeout_s: float = SQL_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
-    """``farm query``: a saved query by name, its ``:params`` bound from ``params`` and defaults."""
-    queries = saved_queries()
-    if name not in queries:
-        raise FarmError(unknown_name("saved query", name, queries), field="name")
-    query = queries[name]
-    return run_sql(root, query.sql, bind_params(query, params or {}), source=query.path, timeout_s=timeout_s)
-
-
-def show_loop(root: str | Path, loop_id: str) -> dict:
-    """``farm show``: everything about one loop."""
-    with Catalog(root, readonly=True) as cat:
-        return cat.loop(loop_id)
-
-
-def catalog_stats(root: str | Path) -> dict:
-    """``farm stats``."""
-    with Catalog(root, readonly=True) as cat:
-        return cat.stats()
-
-
-def review(root: str | Path, ids: Sequence[str] = (), where: str | None = None, *, status: str,
-           reason: str | None = None, reviewer: str | None = None,
-           include_machine_rejected: bool = False) -> ReviewResult:
-    """``farm approve`` / ``farm reject``: the ids changed (see ``Catalog.review``)."""
-    _check_decision(status, reason)
-    with Catalog(root, create=False) as cat:
-        return cat.review(ids, where, status=status, reason=reason, reviewer=reviewer or default_reviewer(),
-                          include_machine_rejected=include_machine_rejected)
-
-
-def undo(root: str | Path, loop_id: str, reviewer: str | None = None) -> dict:
-    """``farm undo``: take back the latest decision on a loop (see ``Catalog.undo``)."""
-    with Catalog(root, create=False) as cat:
-        return cat.undo(loop_id, reviewer=reviewer or default_reviewer())
-
-
-def check_catalog(root: str | Path, progress: bool = False) -> CheckReport:
-    """``farm check``."""
-    with Catalog(root, readonly=True) as cat:
-        return cat.check(progress=progress)
-
-
 def _check_decision(status: str, reason: str | None) -> None:
     if status not in ("approved", "rejected"):
         raise FarmError(f"{status!r} is not approved or rejected", field="status")
@@ -770,16 +513,3 @@ def default_reviewer() -> str:
         return "unknown"
 
 
-def format_rows(columns: Sequence[str], rows: Sequence[Sequence], fmt: str = "table") -> str:
-    """Rows as an aligned ``table``, ``csv`` or ``json`` (a list of objects)."""
-    if fmt == "json":
-        return json.dumps([dict(zip(columns, r)) for r in rows], indent=2, ensure_ascii=False)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
-        return buf.getvalue().rstrip("\n")
-    from tabulate import tabulate
-
-    return tabulate(rows, headers=list(columns), tablefmt="simple", disable_numparse=True)

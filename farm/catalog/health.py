@@ -1,0 +1,151 @@
+"""The catalog's health: files and rows that agree, sidecars that follow, and what `farm check` reports.
+
+``check`` compares every row with its audio file (sha256) and sidecar, and every audio file under
+the root with a row; ``reconcile`` makes files and rows agree after an interrupted batch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farm.catalog.store import CACHE_DIR, Catalog
+from farm.errors import FarmError
+from farm.files import is_temp_name
+from farm.sidecar import AUDIO_SUFFIXES, file_sha256, loop_path, read_sidecar, sidecar_path
+
+
+def audio_files(cat: Catalog) -> list[Path]:
+    """Every audio file under the root (temporary files and the review room's ``cache/`` of
+    previews, which it makes again on demand, excluded), sorted."""
+    out = []
+    for dirpath, dirs, files in os.walk(cat.root):
+        if Path(dirpath) == cat.root and CACHE_DIR in dirs:
+            dirs.remove(CACHE_DIR)
+        for name in files:
+            if os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES and not is_temp_name(name):
+                out.append(Path(dirpath) / name)
+    return sorted(out)
+
+def temp_files(cat: Catalog) -> list[Path]:
+    """Half-written files left by an interrupted write (temporary names, never catalogued)."""
+    out = []
+    for dirpath, dirs, files in os.walk(cat.root):
+        out += [Path(dirpath) / n for n in files + dirs if is_temp_name(n)]
+    return sorted(out)
+
+def check(cat: Catalog, progress: bool = False) -> "CheckReport":
+    """Every row's file exists with its sha256 and its sidecar reads; every audio file has a row;
+    no leftovers."""
+    from farm.progress import progress as progress_bar
+
+    report = CheckReport()
+    rows = cat.db.execute("SELECT id, path, sha256, sidecar FROM loops ORDER BY path").fetchall()
+    known = set()
+    for loop_id, path, sha, sidecar in progress_bar(rows, "check", "loop", disable=not progress,
+                                                    leave=False):
+        known.add(path)
+        audio = cat.root / path
+        if not audio.is_file():
+            report.missing.append(f"{loop_id} {path}")
+        elif file_sha256(audio) != sha:
+            report.mismatched.append(f"{loop_id} {path}")
+        if not (cat.root / sidecar).exists():
+            report.missing_sidecars.append(f"{loop_id} {sidecar}")
+            continue
+        try:
+            cat.loop_sidecar(loop_id)
+        except FarmError as err:
+            report.broken_sidecars.append(
+                f"{loop_id} {sidecar} ({': '.join(x for x in (err.field, err.message) if x)})")
+    report.rows = len(rows)
+    files = cat.audio_files()
+    report.files = len(files)
+    report.orphans = [str(f.relative_to(cat.root)) for f in files
+                      if f.relative_to(cat.root).as_posix() not in known]
+    report.temp_files = [str(f.relative_to(cat.root)) for f in cat.temp_files()]
+    return report
+
+def reconcile(cat: Catalog, progress: bool = False) -> tuple[list[str], list[str]]:
+    """Make files and rows agree after an interrupted batch: ``(adopted ids, removed paths)``.
+
+    An audio file without a row is adopted when its sidecar is complete and the sidecar's
+    sha256 matches the file (the worker wrote both, the writer never inserted the row); its
+    task is marked done. An audio file without a valid sidecar, a sidecar without its audio,
+    and temporary files are the unfinished writes of a task that will run again: removed.
+    Call it only when no worker is writing (the batch holds its lock).
+    """
+    adopted, removed = [], []
+    known = {r[0] for r in cat.db.execute("SELECT path FROM loops")}
+    for audio in cat.audio_files():
+        rel = audio.relative_to(cat.root).as_posix()
+        if rel in known:
+            continue
+        sidecar = sidecar_path(audio)
+        try:
+            data = read_sidecar(sidecar)
+            # adopted only where the farm itself would have written it, whole
+            expected = loop_path(data["style"], data["name"], data["format"])
+            ok = data["path"] == rel == expected and data["sha256"] == file_sha256(audio)
+        except FarmError:
+            ok = False
+        if ok:
+            task = cat.db.execute(
+                "SELECT id FROM tasks WHERE output_id = ? AND status IN ('pending', 'running') "
+                "ORDER BY id DESC LIMIT 1", [data["id"]]).fetchone()
+            cat.ingest_loop(data, task_id=task[0] if task else None)
+            adopted.append(data["id"])
+        else:
+            for p in (audio, sidecar):
+                if p.exists():
+                    p.unlink()
+                    removed.append(p.relative_to(cat.root).as_posix())
+    sidecars = {r[0] for r in cat.db.execute("SELECT sidecar FROM loops")}
+    loops_dir = cat.root / "loops"
+    for sidecar in sorted(loops_dir.rglob("*.json")) if loops_dir.is_dir() else []:
+        rel = sidecar.relative_to(cat.root).as_posix()
+        if rel not in sidecars and not is_temp_name(sidecar.name) and not any(
+                sidecar.with_suffix(suffix).exists() for suffix in AUDIO_SUFFIXES):
+            sidecar.unlink()
+            removed.append(rel)
+    for temp in cat.temp_files():
+        if temp.is_dir():
+            import shutil
+
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
+        removed.append(temp.relative_to(cat.root).as_posix())
+    return adopted, removed
+
+
+@dataclass
+class CheckReport:
+    """What ``Catalog.check`` found; ``ok`` when every list is empty."""
+
+    rows: int = 0
+    files: int = 0
+    missing: list[str] = field(default_factory=list)  # rows whose audio file is gone
+    mismatched: list[str] = field(default_factory=list)  # rows whose file's sha256 differs
+    missing_sidecars: list[str] = field(default_factory=list)
+    broken_sidecars: list[str] = field(default_factory=list)  # unreadable, invalid or another loop's
+    orphans: list[str] = field(default_factory=list)  # audio files with no row
+    temp_files: list[str] = field(default_factory=list)  # half-written files
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.mismatched or self.missing_sidecars or self.broken_sidecars
+                    or self.orphans or self.temp_files)
+
+    def lines(self) -> list[str]:
+        out = [f"{self.rows} rows, {self.files} audio files"]
+        for title, items in (("missing file", self.missing), ("sha256 mismatch", self.mismatched),
+                             ("missing sidecar", self.missing_sidecars),
+                             ("broken sidecar", self.broken_sidecars),
+                             ("file without a row", self.orphans),
+                             ("temporary file (run `farm batch --resume`)", self.temp_files)):
+            out += [f"{title}: {item}" for item in items]
+        out.append("ok" if self.ok else "FAILED")
+        return out
+
+
