@@ -79,7 +79,7 @@ def test_a_catalog_db_that_is_not_a_catalog_is_one_line_and_stays_untouched(lib,
     db.unlink()
     reason, make = DAMAGE[damage]
     make(db)
-    before = digest(db)
+    before, listing = digest(db), sorted(p.name for p in root.iterdir())
     expected = f"error: {db}: not a Loop Farm catalog ({reason})"
     commands = [["check", "--no-progress"], ["show", loop_id], ["stats"], ["query", "key"],
                 ["sql", "SELECT 1"], ["approve", loop_id], ["reject", loop_id, "--reason", "thin"],
@@ -99,7 +99,8 @@ def test_a_catalog_db_that_is_not_a_catalog_is_one_line_and_stays_untouched(lib,
         with pytest.raises(FarmError, match="not a Loop Farm catalog"):
             Catalog(root)
     assert digest(db) == before
-    assert sorted(p.name for p in root.iterdir()) == ["catalog.db", "loops", "templates"]
+    assert sorted(p.name for p in root.iterdir()) == listing  # nothing beside it appeared either
+    assert {"catalog.db", "loops", "templates"} <= set(listing)
     assert not (tmp_path / "plots").exists() and not (tmp_path / "pack").exists()
 
 
@@ -116,17 +117,18 @@ def test_a_zero_byte_catalog_db_is_filled_only_by_a_caller_that_creates_catalogs
 
 
 # -- saved queries ----------------------------------------------------------------------------
-def test_a_saved_query_that_fails_names_its_file_not_its_comment(lib):
+def test_a_saved_query_that_fails_names_its_file_not_its_comment(lib, tmp_path, monkeypatch):
     root, _ = lib
-    with sqlite3.connect(root / "catalog.db") as conn:  # a catalog of another schema
-        conn.execute("ALTER TABLE loops RENAME COLUMN key TO tonality")
+    (tmp_path / "key.sql").write_text("-- Loops in a key, written for a column that is not there\n"
+                                      "SELECT id FROM loops WHERE tonality = :key;\n")
+    monkeypatch.setattr("farm.catalog.queries.QUERIES_DIR", tmp_path)
     query = saved_queries()["key"]
     with pytest.raises(FarmError) as err:
-        run_query(root, "key")
+        run_query(root, "key", {"key": "Am"})
     assert err.value.field == "sql" and err.value.message.endswith(f"(in: {query.path})")
     assert query.description not in err.value.message
-    line = one_error_line(CliRunner().invoke(main, ["query", "key", "--root", str(root)]))
-    assert line == f"error: {root / 'catalog.db'}: sql: no such column: key (in: {query.path})"
+    line = one_error_line(CliRunner().invoke(main, ["query", "key", "-p", "key=Am", "--root", str(root)]))
+    assert line == f"error: {root / 'catalog.db'}: sql: no such column: tonality (in: {query.path})"
 
 
 def test_a_parameter_whose_default_is_a_number_takes_only_numbers(lib):
@@ -263,3 +265,81 @@ def test_export_stopped_by_damaged_audio_leaves_no_empty_folder(lib, tmp_path):
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     assert written == [MANIFEST_NAME, second["part"]] + sorted(f"{second['part']}/{second['name']}{suffix}"
                                                                for suffix in (".json", ".mid", ".wav"))
+
+
+# -- damage inside an SQLite file, a missing column, a newer schema ---------------------------------
+def garble(db: Path, offset: int = 8192, size: int = 8192) -> None:
+    """What the audit did: 8 KiB of garbage written into the middle of catalog.db."""
+    data = bytearray(db.read_bytes())
+    data[offset:offset + size] = np.random.default_rng(1).bytes(size)
+    db.write_bytes(bytes(data))
+
+
+def catalog_commands(loop_id: str, tmp_path: Path) -> list[list[str]]:
+    return [["show", loop_id], ["stats"], ["query", "key"], ["sql", "SELECT count(*) FROM loops"],
+            ["approve", loop_id], ["reject", loop_id, "--reason", "thin"], ["undo", loop_id],
+            ["plot", loop_id, "--out", str(tmp_path / "plots")],
+            ["export", loop_id, "--status", "any", "--out", str(tmp_path / "pack")],
+            ["permute", "--where", "1", "--ops", "pitch", "--no-progress"], ["review", "--port", "0"]]
+
+
+@pytest.mark.parametrize("harm, expected", [
+    ("garbage", "is damaged ("),
+    ("missing column", "not a Loop Farm catalog (loops has no centroid_hz column)"),
+    ("missing table", "not a Loop Farm catalog (no reviews table)"),
+    ("newer schema", "was made by a newer Loop Farm (schema 99; this one knows"),
+])
+def test_a_damaged_or_foreign_catalog_is_refused_by_every_command_and_stays_untouched(lib, tmp_path, harm, expected):
+    root, sidecars = lib
+    loop_id = sidecars[0]["id"]
+    db = root / "catalog.db"
+    Catalog(root).close()  # checkpointed: everything is in catalog.db
+    for extra in root.glob("catalog.db-*"):
+        extra.unlink()
+    if harm == "garbage":
+        garble(db)
+    else:
+        conn = sqlite3.connect(db)
+        with conn:
+            if harm == "missing column":
+                conn.execute("ALTER TABLE loops DROP COLUMN centroid_hz")
+            elif harm == "missing table":
+                conn.execute("DROP TABLE reviews")
+            else:
+                conn.execute("PRAGMA user_version = 99")
+        conn.close()
+    before, listing = digest(db), sorted(p.name for p in root.iterdir())
+    for args in catalog_commands(loop_id, tmp_path):
+        line = one_error_line(CliRunner().invoke(main, [*args, "--root", str(root)]))
+        assert line.startswith(f"error: {db}: {expected}"), (args, line)
+    for call in (lambda: show_loop(root, loop_id), lambda: run_sql(root, "SELECT 1"),
+                 lambda: review(root, [loop_id], status="approved", reviewer="ana"), lambda: Catalog(root)):
+        with pytest.raises(FarmError, match="damaged|not a Loop Farm catalog|newer Loop Farm"):
+            call()
+    assert digest(db) == before and sorted(p.name for p in root.iterdir()) == listing
+    assert not (tmp_path / "plots").exists() and not (tmp_path / "pack").exists()
+    result = CliRunner().invoke(main, ["check", "--no-progress", "--root", str(root)])
+    if harm == "garbage":  # farm check runs SQLite's integrity check and says what it found
+        assert result.exit_code == 1 and result.output.startswith("catalog.db is damaged (")
+        assert result.output.strip().endswith("FAILED")
+    else:
+        assert one_error_line(result).startswith(f"error: {db}: {expected}")
+    assert digest(db) == before
+
+
+def test_a_catalog_changed_behind_the_farms_back_is_checked_again(lib):
+    root, _ = lib
+    Catalog(root).close()
+    db = root / "catalog.db"
+    from farm.catalog.store import stamp_matches
+
+    assert stamp_matches(db)  # as the last writer left it: no full read on open
+    conn = sqlite3.connect(db)  # another program writes it (or a disk error does)
+    with conn:
+        conn.execute("CREATE TABLE notes (x)")
+    conn.close()
+    assert not stamp_matches(db)
+    with Catalog(root, readonly=True) as cat:  # checked (whole) and read
+        assert cat.db.execute("SELECT count(*) FROM loops").fetchone()[0] == 2
+    Catalog(root).close()
+    assert stamp_matches(db)

@@ -9,10 +9,64 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farm.catalog.store import CACHE_DIR, Catalog
+import sqlite3
+from functools import lru_cache
+
+from farm.catalog.store import ADDED_COLUMNS, CACHE_DIR, SCHEMA_PATH, SCHEMA_VERSION, Catalog
 from farm.errors import FarmError
 from farm.files import is_temp_name
 from farm.sidecar import AUDIO_SUFFIXES, file_sha256, loop_path, read_sidecar, sidecar_path
+
+
+# -- the file itself ---------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def schema_columns() -> dict[str, tuple[str, ...]]:
+    """Every table of ``catalog/schema.sql`` and its columns, as SQLite makes them."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(SCHEMA_PATH.read_text(encoding="utf-8"))
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                             "AND name NOT LIKE 'loops_fts%' AND name NOT LIKE 'sqlite_%'")]
+        return {t: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({t})")) for t in tables}
+    finally:
+        conn.close()
+
+
+def schema_problems(conn: sqlite3.Connection) -> list[str]:
+    """What makes this database not a catalog this code can use: a newer schema version, a
+    table or column the schema has and it lacks (columns added since its version excepted: the
+    next write open adds them). Empty when all is well."""
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        have = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in schema_columns()}
+    except sqlite3.DatabaseError as err:
+        return [f"is damaged ({err}); run `farm check`, restore it from a backup"]
+    if version > SCHEMA_VERSION:
+        return [f"was made by a newer Loop Farm (schema {version}; this one knows {SCHEMA_VERSION}): update Loop Farm"]
+    if version == 0 and not any(have.values()):
+        return []  # a catalog still to be created
+    for table, columns in schema_columns().items():
+        if not have[table]:
+            return [f"not a Loop Farm catalog (no {table} table)"]
+        later = set(ADDED_COLUMNS.get(table, {})) if version < SCHEMA_VERSION else set()
+        missing = [c for c in columns if c not in have[table] and c not in later]
+        if missing:
+            return [f"not a Loop Farm catalog ({table} has no {missing[0]} column)"]
+    return []
+
+
+def damage(conn: sqlite3.Connection, quick: bool = False, limit: int = 20) -> list[str]:
+    """SQLite's own check of every page and index (``quick``: without matching index entries to
+    rows); one line per problem found, empty when the file is whole."""
+    pragma = "quick_check" if quick else "integrity_check"
+    try:
+        rows = [r[0] for r in conn.execute(f"PRAGMA {pragma}({limit})")]
+    except sqlite3.DatabaseError as err:
+        rows = [str(err)]
+    if rows == ["ok"]:
+        return []
+    return [f"is damaged ({rows[0]}{f'; {len(rows) - 1} more problems' if len(rows) > 1 else ''}); "
+            "run `farm check`, restore it from a backup"] + rows[1:]
 
 
 def audio_files(cat: Catalog) -> list[Path]:
@@ -131,13 +185,16 @@ class CheckReport:
     broken_sidecars: list[str] = field(default_factory=list)  # unreadable, invalid or another loop's
     orphans: list[str] = field(default_factory=list)  # audio files with no row
     temp_files: list[str] = field(default_factory=list)  # half-written files
+    damage: list[str] = field(default_factory=list)  # SQLite's integrity check of catalog.db
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.mismatched or self.missing_sidecars or self.broken_sidecars
-                    or self.orphans or self.temp_files)
+                    or self.orphans or self.temp_files or self.damage)
 
     def lines(self) -> list[str]:
+        if self.damage:
+            return [f"catalog.db {self.damage[0]}", *(f"  {line}" for line in self.damage[1:]), "FAILED"]
         out = [f"{self.rows} rows, {self.files} audio files"]
         for title, items in (("missing file", self.missing), ("sha256 mismatch", self.mismatched),
                              ("missing sidecar", self.missing_sidecars),

@@ -154,8 +154,15 @@ def undo(root: str | Path, loop_id: str, reviewer: str | None = None) -> dict:
 
 
 def check_catalog(root: str | Path, progress: bool = False) -> CheckReport:
-    """``farm check``."""
-    with Catalog(root, readonly=True) as cat:
+    """``farm check``: SQLite's full integrity check of ``catalog.db``, then every row against its
+    files. A damaged catalog is reported (its files are not read through it); a foreign or newer
+    one is refused like everywhere else."""
+    from farm.catalog.health import damage
+
+    with Catalog(root, readonly=True, verify=False) as cat:
+        problems = damage(cat.db.conn)
+        if problems:
+            return CheckReport(damage=problems)
         return cat.check(progress=progress)
 
 

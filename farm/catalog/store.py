@@ -58,13 +58,21 @@ class Catalog:
     ``readonly=True`` opens ``catalog.db`` with ``mode=ro`` (no write is possible);
     ``create=False`` refuses to create a catalog that is not there yet; ``untouched=True`` (with
     ``readonly``) also leaves no ``-wal``/``-shm`` file behind.
+
+    Every open refuses, with one FarmError line and before anything is written, a file that is
+    not a Loop Farm catalog, one whose tables lack a column the schema has, one of a schema
+    version newer than this code, and one SQLite finds damaged. The damage check
+    (``PRAGMA quick_check``) reads the whole file, so it runs only when ``catalog.db`` changed
+    since a Loop Farm writer last closed it (``.catalog-verified`` beside it records that), or
+    always with ``verify="always"``; ``verify=False`` skips it (the review room checks once).
     """
 
     def __init__(self, root: str | Path = "library", *, readonly: bool = False, create: bool = True,
-                 untouched: bool = False):
+                 untouched: bool = False, verify: bool | str = True):
         self.root = Path(root)
         self.path = self.root / CATALOG_FILE
         self.readonly = readonly
+        self.verify = verify
         exists = self.path.is_file()
         if (readonly or not create) and not exists:
             raise FarmError("no catalog here; `farm batch` creates it", file=self.path)
@@ -77,6 +85,7 @@ class Catalog:
             conn.execute("PRAGMA busy_timeout = 10000")
             self.db = sqlite_utils.Database(conn)
             self._check_is_catalog(empty_ok=False)
+            self._check_health()
             conn.execute("PRAGMA query_only = ON")
             # mode=ro keeps catalog.db unchanged, but ATTACH (and VACUUM INTO, which attaches)
             # would still create other files: a read-only catalog creates nothing.
@@ -91,6 +100,7 @@ class Catalog:
             raise _cannot_write(self.path, err) from None
         if exists:  # an existing file is written only once it reads as a catalog
             self._check_is_catalog(empty_ok=create)
+            self._check_health()
         try:
             self._setup()
         except (OSError, sqlite3.Error) as err:
@@ -115,6 +125,17 @@ class Catalog:
         self.db.close()
         raise FarmError(f"not a Loop Farm catalog ({reason})", file=self.path)
 
+    def _check_health(self) -> None:
+        """FarmError (the connection closed) for a foreign schema, a newer version, or damage."""
+        from farm.catalog.health import damage, schema_problems
+
+        problems = schema_problems(self.db.conn)
+        if not problems and self.verify and (self.verify == "always" or not stamp_matches(self.path)):
+            problems = damage(self.db.conn, quick=True)
+        if problems:
+            self.db.close()
+            raise FarmError(problems[0], file=self.path)
+
     def _setup(self) -> None:
         conn = self.db.conn
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -137,6 +158,8 @@ class Catalog:
 
     def close(self) -> None:
         self.db.close()
+        if not self.readonly and self.path.is_file():
+            write_stamp(self.path)  # this writer leaves the catalog as SQLite found it: whole
 
     def __enter__(self) -> "Catalog":
         return self
@@ -440,6 +463,32 @@ class ReviewResult(list):
             out.append(f"left {n} loop{'s' if n != 1 else ''} the machine checks rejected as they are "
                        "(--include-machine-rejected approves them too)")
         return out
+
+
+# -- the verified stamp -----------------------------------------------------------------------
+STAMP_FILE = ".catalog-verified"  # size and modification time of catalog.db as a writer left it
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns}"
+
+
+def stamp_matches(path: Path) -> bool:
+    """Whether ``catalog.db`` is as the last Loop Farm writer left it (no damage check needed)."""
+    try:
+        return (path.parent / STAMP_FILE).read_text(encoding="utf-8").strip() == _stamp(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def write_stamp(path: Path) -> None:
+    from farm.files import atomic_write_text
+
+    try:
+        atomic_write_text(path.parent / STAMP_FILE, _stamp(path) + "\n")
+    except OSError:
+        pass  # a read-only or full disk: the next open checks the file again, which is safe
 
 
 def _cannot_write(path: Path, err: Exception) -> FarmError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sqlite3
 import sys
 
 import click
@@ -34,6 +35,10 @@ class FarmGroup(click.Group):
         except FarmError as err:
             click.echo(f"error: {err.line()}", err=True)
             sys.exit(err.exit_code)
+        except sqlite3.DatabaseError as err:
+            # Damage that the checks on opening could not see (a page going bad mid-command).
+            click.echo(f"error: catalog.db: the catalog is damaged ({err}); run `farm check`", err=True)
+            sys.exit(2)
         except click.UsageError as err:
             # A bad option or argument is bad input too: one line, like every other error.
             message = " ".join(err.format_message().split())

@@ -115,7 +115,7 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
         Catalog(root, create=False).close()
 
     def catalog() -> Catalog:
-        return Catalog(root, readonly=True)
+        return Catalog(root, readonly=True, verify=False)  # verified once, above
 
     def loop_row(cat: Catalog, loop_id: str) -> dict:
         if not cat.has_loop(loop_id):
