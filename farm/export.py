@@ -242,19 +242,6 @@ def _owned(out: Path, rel: str, manifest: dict) -> bool:
 
 
 # -- selection --------------------------------------------------------------------------------
-def _catalog_sidecar(cat, loop_id: str) -> dict:
-    """A loop's sidecar fields, from its catalog row and chord rows (the catalog is the truth)."""
-    from farm.sidecar import FIELDS, SIDECAR_VERSION
-
-    row = next(cat.db.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
-    data = {k: row[k] for k in FIELDS if k in row}
-    data["params"] = json.loads(row["params"]) if row["params"] else {}
-    data["tags"] = row["tags"].split()
-    data["chords"] = cat.loop_chords(loop_id)
-    data["sidecar_version"] = SIDECAR_VERSION
-    return data
-
-
 def group_folder(loop: dict, group_by: str) -> str:
     """The subfolder a loop goes to: its style, ``<camelot>-<key>``, its part, or none ("").
 
@@ -307,7 +294,7 @@ def plan_export(catalog_root: str | Path, out: str | Path, where: str | None = N
             chosen += [r[0] for r in rows]
         items = []
         for loop_id in dict.fromkeys(chosen):
-            loop = _catalog_sidecar(cat, loop_id)
+            loop = cat.row_sidecar(loop_id)
             source = inside(root, loop["path"], loop_id)
             if not source.is_file():
                 raise FarmError("audio file is missing (run `farm check`)", file=source, field=loop_id)

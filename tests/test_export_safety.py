@@ -202,3 +202,67 @@ def test_export_refuses_a_catalog_row_whose_name_leaves_the_folder(library, tmp_
     with pytest.raises(FarmError, match="would lead outside"):
         export(library, out, ids=[data["id"]])
     assert beside() == before and not (tmp_path / "a").exists()
+
+
+# -- farm check knows more, and --repair restores ---------------------------------------------------
+def test_check_reports_a_sidecar_that_disagrees_and_repair_restores_files_byte_for_byte(library, tmp_path):
+    from farm.permute import permute
+    from farm.repair import repair
+
+    permute(library, where="part = 'chords'", ops=["pitch", "splice"], semitones=1, progress=False)
+    rows = {}
+    import sqlite3
+
+    conn = sqlite3.connect(library / "catalog.db")
+    for loop_id, path, sha, op, sidecar in conn.execute("SELECT id, path, sha256, operation, sidecar FROM loops"):
+        rows[loop_id] = (path, sha, op, sidecar)
+    conn.close()
+    render = next(i for i, r in rows.items() if r[2] == "render")
+    child = next(i for i, r in rows.items() if r[2] == "pitch")
+    splice = next((i for i, r in rows.items() if r[2] == "splice"), None)
+    # a sidecar left pending after an approve: check said ok before; now it says what differs
+    sidecar = library / rows[render][3]
+    data = json.loads(sidecar.read_text())
+    data["status"], data["bpm"] = "pending", 99.0
+    sidecar.write_text(json.dumps(data))
+    result = CliRunner().invoke(main, ["check", "--no-progress", "--root", str(library)])
+    assert result.exit_code == 1
+    assert f"sidecar disagrees (farm check --repair rewrites it): {render} {rows[render][3]} (bpm, status differ" in result.output
+    # audio deleted and damaged: made again from the content address, the same bytes
+    (library / rows[render][0]).unlink()
+    (library / rows[child][0]).write_bytes(b"not audio")
+    if splice:
+        (library / rows[splice][0]).unlink()
+    result = CliRunner().invoke(main, ["check", "--repair", "--no-progress", "--root", str(library)])
+    assert result.exit_code == 0, result.output
+    assert f"restored: {render} {rows[render][0]}" in result.output
+    assert f"restored: {child} {rows[child][0]}" in result.output
+    assert result.output.strip().endswith("ok")
+    for loop_id in [render, child] + ([splice] if splice else []):
+        path, sha = rows[loop_id][:2]
+        assert hashlib.sha256((library / path).read_bytes()).hexdigest() == sha
+    assert json.loads(sidecar.read_text())["status"] == "approved"
+    again = repair(library)
+    assert again.restored == [] and again.sidecars == [] and again.failed == []
+
+
+def test_repair_leaves_a_loop_whose_patch_changed_and_says_why(library, tmp_path, monkeypatch):
+    import sqlite3
+
+    from farm.repair import repair
+
+    conn = sqlite3.connect(library / "catalog.db")
+    loop_id, path = conn.execute("SELECT id, path FROM loops WHERE part = 'bass'").fetchone()
+    conn.close()
+    (library / path).unlink()
+    patches = tmp_path / "patches"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "patches", patches)
+    toml = patches / "sub-bass.toml"
+    toml.write_text(toml.read_text().replace("target_lufs = -14.0", "target_lufs = -15.0"))
+    monkeypatch.setenv("FARM_PATCHES_DIR", str(patches))
+    import farm.patches
+
+    monkeypatch.setattr(farm.patches, "PATCHES_DIR", patches)
+    report = repair(library)
+    assert report.failed == [f"{loop_id} {path}: patch sub-bass was edited since the loop was rendered"]
+    assert not (library / path).exists()

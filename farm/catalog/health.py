@@ -108,10 +108,15 @@ def check(cat: Catalog, progress: bool = False) -> "CheckReport":
             report.missing_sidecars.append(f"{loop_id} {sidecar}")
             continue
         try:
-            cat.loop_sidecar(loop_id)
+            data = cat.loop_sidecar(loop_id)
         except FarmError as err:
             report.broken_sidecars.append(
                 f"{loop_id} {sidecar} ({': '.join(x for x in (err.field, err.message) if x)})")
+            continue
+        expected = cat.row_sidecar(loop_id)
+        differing = [k for k in expected if k != "created_at" and data.get(k) != expected[k]]
+        if differing:  # e.g. left pending after an approve, or labels edited by hand
+            report.disagreeing.append(f"{loop_id} {sidecar} ({', '.join(differing)} differ from the catalog)")
     report.rows = len(rows)
     files = cat.audio_files()
     report.files = len(files)
@@ -186,11 +191,12 @@ class CheckReport:
     orphans: list[str] = field(default_factory=list)  # audio files with no row
     temp_files: list[str] = field(default_factory=list)  # half-written files
     damage: list[str] = field(default_factory=list)  # SQLite's integrity check of catalog.db
+    disagreeing: list[str] = field(default_factory=list)  # sidecars whose fields differ from the row
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.mismatched or self.missing_sidecars or self.broken_sidecars
-                    or self.orphans or self.temp_files or self.damage)
+                    or self.orphans or self.temp_files or self.damage or self.disagreeing)
 
     def lines(self) -> list[str]:
         if self.damage:
@@ -199,6 +205,7 @@ class CheckReport:
         for title, items in (("missing file", self.missing), ("sha256 mismatch", self.mismatched),
                              ("missing sidecar", self.missing_sidecars),
                              ("broken sidecar", self.broken_sidecars),
+                             ("sidecar disagrees (farm check --repair rewrites it)", self.disagreeing),
                              ("file without a row", self.orphans),
                              ("temporary file (run `farm batch --resume`)", self.temp_files)):
             out += [f"{title}: {item}" for item in items]

@@ -269,6 +269,19 @@ class Catalog:
             row["sidecar_file"] = "broken: " + ": ".join(x for x in (err.field, err.message) if x)
         return row
 
+    def row_sidecar(self, loop_id: str) -> dict:
+        """The sidecar a loop's catalog row says it has (the catalog is the truth): every sidecar
+        field from the row and its chord rows."""
+        from farm.sidecar import SIDECAR_VERSION
+
+        row = next(self.db.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
+        data = {k: row[k] for k in FIELDS if k in row}
+        data["params"] = json.loads(row["params"]) if row["params"] else {}
+        data["tags"] = row["tags"].split()
+        data["chords"] = self.loop_chords(loop_id)
+        data["sidecar_version"] = SIDECAR_VERSION
+        return data
+
     def loop_chords(self, loop_id: str) -> list[dict]:
         """A loop's chord rows bar by bar, as its sidecar holds them (``pitch_classes`` a list)."""
         return [dict(c, pitch_classes=json.loads(c["pitch_classes"])) for c in self.db.query(

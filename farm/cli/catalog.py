@@ -259,11 +259,22 @@ def undo(loop_id, reviewer, root):
 @click.command()
 @root_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def check(root, no_progress):
-    """Verify the catalog: every row's file exists with its sha256, every audio file has a row.
+@click.option("--repair", is_flag=True,
+              help="Make missing or damaged loop files again (kept only when byte-identical to the catalog's) "
+                   "and rewrite sidecars from the catalog, then check.")
+def check(root, no_progress, repair):
+    """Verify the catalog: SQLite's integrity check, every row's file with its sha256 and a sidecar
+    that agrees with the row, every audio file with a row.
 
     Exits 1 when anything is wrong.
+
+    Example: farm check --root library --repair
     """
+    if repair:
+        from farm.repair import repair as run_repair
+
+        for line in run_repair(root, progress=not no_progress).lines():
+            click.echo(line)
     report = cat.check_catalog(root, progress=not no_progress)
     for line in report.lines():
         click.echo(line)
