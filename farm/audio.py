@@ -7,6 +7,8 @@ limiting), because it will be played over and over.
 """
 from __future__ import annotations
 
+import io
+
 from functools import lru_cache
 from pathlib import Path
 
@@ -336,8 +338,12 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str 
         raise FarmError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", field="format")
     container, subtype, _ = FORMATS[fmt]
     path = Path(path)
+    # Encoded in memory, then written as bytes: the same bytes as libsndfile writing the file,
+    # and a full disk is an OSError with its errno (libsndfile only says "System error").
+    buffer = io.BytesIO()
+    soundfile.write(buffer, file_frames(audio, fmt), int(sample_rate), format=container, subtype=subtype)
     with atomic_path(path) as tmp:
-        soundfile.write(tmp, file_frames(audio, fmt), int(sample_rate), format=container, subtype=subtype)
+        tmp.write_bytes(buffer.getvalue())
     return path
 
 

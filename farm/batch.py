@@ -910,6 +910,28 @@ def _loops(n: int, adjective: str = "") -> str:
     return f"{n} {adjective}loop{'' if n == 1 else 's'} "
 
 
+def _state_file() -> Path:
+    """Where the root of the last batch started is remembered (per user, outside any library)."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "loopfarm" / "last-batch-root"
+
+
+def remember_batch_root(root: Path) -> None:
+    """Note ``root`` as the last batch's, so a `--resume` elsewhere can say where it is."""
+    from farm.files import atomic_write_text
+
+    with contextlib.suppress(OSError):
+        atomic_write_text(_state_file(), str(Path(root).resolve()) + "\n")
+
+
+def last_batch_root() -> Path | None:
+    try:
+        text = _state_file().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return Path(text) if text else None
+
+
 @contextlib.contextmanager
 def _batch_lock(root: Path):
     """One batch per catalog at a time (the kernel drops the lock if the writer dies)."""
@@ -947,7 +969,11 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
 
     if resume:
         if not (root / "catalog.db").is_file():
-            raise FarmError("no catalog here, nothing to resume", file=root / "catalog.db")
+            last = last_batch_root()
+            hint = (f"; the last batch ran in {last}: `farm batch --resume --root {last}`"
+                    if last is not None and last != root.resolve() and (last / "catalog.db").is_file()
+                    else "; name the batch's root: `farm batch --resume --root DIR` (or --config FILE)")
+            raise FarmError("no catalog here, nothing to resume" + hint, file=root / "catalog.db")
         catalog = Catalog(root)
         unfinished = catalog.db.execute(
             "SELECT id, config FROM batches WHERE status = 'running' ORDER BY started_at DESC, id DESC "
@@ -981,6 +1007,7 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
             backend.close()
 
     catalog = Catalog(root)  # FarmError when the root cannot be written; nothing is created then
+    remember_batch_root(root)
     try:
         with _batch_lock(root):
             summary = _run(catalog, config, patches, (renderer, renderer_version, loops_per_task),

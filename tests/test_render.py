@@ -625,11 +625,13 @@ def test_a_write_that_fails_leaves_no_file_and_keeps_the_old_one(tmp_path, monke
     earlier = write_audio(tmp_path / "loop.flac", audio, 44100)
     before = earlier.read_bytes()
 
-    def cut_short(file, data, *args, **kwargs):
-        Path(file).write_bytes(b"fLaC" + b"\0" * 100)  # some bytes land, then the disk is full
+    real_write_bytes = Path.write_bytes
+
+    def cut_short(self, data):
+        real_write_bytes(self, data[:100])  # some bytes land, then the disk is full
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(soundfile, "write", cut_short)
+    monkeypatch.setattr(Path, "write_bytes", cut_short)
     for name in ("loop.flac", "other.flac"):
         with pytest.raises(OSError):
             write_audio(tmp_path / name, audio * 2, 44100)

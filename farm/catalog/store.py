@@ -13,6 +13,8 @@ reviewing) writes; ``farm sql`` and the saved queries read through a read-only c
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import sqlite3
@@ -79,18 +81,29 @@ class Catalog:
         if readonly:
             # untouched: with no write under way (no -wal file) the file is opened immutable, so
             # reading it creates no -wal or -shm beside it; with a writer, its -wal exists already.
-            immutable = untouched and not Path(str(self.path) + "-wal").exists()
-            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro" + ("&immutable=1" if immutable else ""),
-                                   uri=True)
-            conn.execute("PRAGMA busy_timeout = 10000")
-            self.db = sqlite_utils.Database(conn)
-            self._check_is_catalog(empty_ok=False)
+            # A library on a read-only disk is read the same way: nothing could be written there.
+            wal = Path(str(self.path) + "-wal")
+            no_wal = not wal.exists() or wal.stat().st_size == 0
+            immutable = (untouched or not _writable(self.root)) and no_wal
+            self._open_readonly(immutable)
+            try:
+                self._check_is_catalog(empty_ok=False)
+            except FarmError:
+                if immutable or not no_wal:
+                    raise
+                # A full disk leaves no room for SQLite's -shm file; with nothing in a -wal,
+                # the catalog reads as well immutable.
+                self._open_readonly(True)
+                self._check_is_catalog(empty_ok=False)
+            conn = self.db.conn
             self._check_health()
             conn.execute("PRAGMA query_only = ON")
             # mode=ro keeps catalog.db unchanged, but ATTACH (and VACUUM INTO, which attaches)
             # would still create other files: a read-only catalog creates nothing.
             conn.set_authorizer(_read_only_authorizer)
             return
+        if exists and not (_writable(self.root) and _writable(self.path)):
+            raise _cannot_write(self.path, OSError(0, _why_not_writable(self.root)))
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path)
@@ -105,7 +118,15 @@ class Catalog:
             self._setup()
         except (OSError, sqlite3.Error) as err:
             self.db.close()
+            if _disk_full(self.root):
+                err = OSError(0, "no space left on device")
             raise _cannot_write(self.path, err) from None
+
+    def _open_readonly(self, immutable: bool) -> None:
+        conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro" + ("&immutable=1" if immutable else ""),
+                               uri=True)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        self.db = sqlite_utils.Database(conn)
 
     def _check_is_catalog(self, empty_ok: bool) -> None:
         """FarmError (the connection closed) unless ``catalog.db`` is SQLite with a ``loops`` table.
@@ -115,6 +136,11 @@ class Catalog:
         """
         try:
             tables = {r[0] for r in self.db.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.OperationalError as err:  # "unable to open database file": not a verdict on the file
+            self.db.close()
+            if _disk_full(self.root):
+                raise _cannot_write(self.path, OSError(0, "no space left on device")) from None
+            raise FarmError(f"cannot open: {err}", file=self.path) from None
         except sqlite3.DatabaseError as err:
             reason = str(err)  # "file is not a database", "database disk image is malformed"
         else:
@@ -358,17 +384,17 @@ class Catalog:
         for loop_id in changing:  # a sidecar that could not follow the decision stops it first
             self.loop_sidecar(loop_id)
         now = utc_now()
-        with self.db.atomic():
-            for loop_id in changing:
-                previous, previous_reason = before[loop_id]
-                self.db.execute("UPDATE loops SET status = ?, reject_reason = ? WHERE id = ?",
-                                [status, reason, loop_id])
-                self.db["reviews"].insert({
-                    "loop_id": loop_id, "status": status, "previous_status": previous,
-                    "previous_reason": previous_reason, "reason": reason, "reviewer": reviewer,
-                    "reviewed_at": now})
-        for loop_id in changing:  # the sidecars follow the committed catalog
-            self._sync_sidecar(loop_id)
+        with self._writing():
+            with self.db.atomic():
+                for loop_id in changing:
+                    previous, previous_reason = before[loop_id]
+                    self.db.execute("UPDATE loops SET status = ?, reject_reason = ? WHERE id = ?",
+                                    [status, reason, loop_id])
+                    self.db["reviews"].insert({
+                        "loop_id": loop_id, "status": status, "previous_status": previous,
+                        "previous_reason": previous_reason, "reason": reason, "reviewer": reviewer,
+                        "reviewed_at": now})
+        self._sync_sidecars(changing)
         return ReviewResult(changing, status=status, unchanged=len(chosen) - len(changing),
                             machine_rejected=machine_rejected)
 
@@ -392,12 +418,13 @@ class Catalog:
             raise FarmError(f"changed since that decision (it is {now_status} now); nothing undone",
                             file=self.path, field=loop_id)
         self.loop_sidecar(loop_id)
-        with self.db.atomic():
-            self.db.execute("UPDATE loops SET status = ?, reject_reason = ? WHERE id = ?",
-                            [previous, previous_reason, loop_id])
-            self.db.execute("UPDATE reviews SET undone_by = ?, undone_at = ? WHERE id = ?",
-                            [reviewer, utc_now(), review_id])
-        self._sync_sidecar(loop_id)
+        with self._writing():
+            with self.db.atomic():
+                self.db.execute("UPDATE loops SET status = ?, reject_reason = ? WHERE id = ?",
+                                [previous, previous_reason, loop_id])
+                self.db.execute("UPDATE reviews SET undone_by = ?, undone_at = ? WHERE id = ?",
+                                [reviewer, utc_now(), review_id])
+        self._sync_sidecars([loop_id])
         return {"id": loop_id, "status": previous, "reject_reason": previous_reason, "undone": review_id}
 
     def loop_sidecar(self, loop_id: str) -> dict | None:
@@ -412,6 +439,26 @@ class Catalog:
         if data["id"] != loop_id:
             raise FarmError(f"names loop {data['id']}, not {loop_id}", file=path, field="id")
         return data
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write the disk refuses (full, read-only) is one FarmError; SQLite has rolled it back."""
+        try:
+            yield
+        except sqlite3.OperationalError as err:
+            raise FarmError(f"cannot write: {err}; nothing was changed (free space, or make the catalog "
+                            "root writable)", file=self.path) from None
+
+    def _sync_sidecars(self, loop_ids: Sequence[str]) -> None:
+        """After a committed decision, its sidecars follow; one that cannot be written is one
+        FarmError saying the catalog holds the decision and how to bring the sidecar along."""
+        for loop_id in loop_ids:
+            try:
+                self._sync_sidecar(loop_id)
+            except OSError as err:
+                raise FarmError(f"cannot write: {err.strerror or err}; the catalog holds the decision, its "
+                                "sidecars will follow with `farm check --repair` once that is fixed",
+                                file=self.root / "loops") from None
 
     def _sync_sidecar(self, loop_id: str) -> None:
         from farm.files import atomic_write_text
@@ -502,6 +549,28 @@ def write_stamp(path: Path) -> None:
         atomic_write_text(path.parent / STAMP_FILE, _stamp(path) + "\n")
     except OSError:
         pass  # a read-only or full disk: the next open checks the file again, which is safe
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def _disk_full(path: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path).free < (1 << 20)
+    except OSError:
+        return False
+
+
+def _why_not_writable(path: Path) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    return "permission denied"
 
 
 def _cannot_write(path: Path, err: Exception) -> FarmError:
