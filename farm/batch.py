@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import importlib
 import json
 import math
@@ -55,7 +54,8 @@ from typing import Any, Callable, Iterable, Sequence
 from farm.catalog import Catalog
 from farm.errors import FarmError, unknown_name
 from farm.files import read_toml
-from farm.model import PART_ROLES, Template, content_id
+from farm.model import PART_ROLES, Template, content_id, loop_content_id  # noqa: F401 (loop_content_id: farm.batch API)
+from farm.catalog.lock import writer_lock
 from farm.qa import QALimits
 from farm.sidecar import loop_tags, utc_now
 
@@ -342,12 +342,6 @@ def plan_renders(run: BatchRun) -> list[TaskSpec]:
         else:
             specs.append(TaskSpec(content_id(*(loop["id"] for loop in chunk)), {**common, "loops": chunk}))
     return specs
-
-
-def loop_content_id(template_id: str, part: str, patch_hash: str, renderer: str, renderer_version: str,
-                    sample_rate: int, fmt: str) -> str:
-    """A rendered loop's id: the content address of everything that decides its bytes."""
-    return content_id(template_id, part, patch_hash, renderer, renderer_version, str(sample_rate), fmt)
 
 
 # The night, in order. A later stage is named as "module:attribute" (imported when the batch
@@ -932,25 +926,6 @@ def last_batch_root() -> Path | None:
     return Path(text) if text else None
 
 
-@contextlib.contextmanager
-def _batch_lock(root: Path):
-    """One batch per catalog at a time (the kernel drops the lock if the writer dies)."""
-    path = root / ".batch.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            raise FarmError(f"another batch is running on this catalog (pid {holder or '?'})",
-                            file=root, field="lock") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
 def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: str | Path | None = None,
               workers: int | None = None, progress: bool = True) -> BatchSummary:
     """Run a batch (``farm batch``), or finish the unfinished one (``resume=True``).
@@ -979,7 +954,7 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
             "SELECT id, config FROM batches WHERE status = 'running' ORDER BY started_at DESC, id DESC "
             "LIMIT 1").fetchone()
         if unfinished is None:
-            with _batch_lock(root):
+            with writer_lock(root, "batch"):
                 adopted, removed = catalog.reconcile()
             catalog.close()
             summary = BatchSummary("(none)", root, adopted=len(adopted), removed=len(removed),
@@ -1009,7 +984,7 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
     catalog = Catalog(root)  # FarmError when the root cannot be written; nothing is created then
     remember_batch_root(root)
     try:
-        with _batch_lock(root):
+        with writer_lock(root, "batch"):
             summary = _run(catalog, config, patches, (renderer, renderer_version, loops_per_task),
                            batch_id if resume else None, progress)
     except OSError as err:  # the writer's own files (templates, logs): one line, as for the workers

@@ -389,6 +389,13 @@ def loop_name(bpm: float, part: str, patch: str, key_short: str, loop_id: str) -
     return f"LF_{format_bpm(bpm)}_{part}_{patch}_{key_short}_{loop_id}"
 
 
+def loop_content_id(template_id: str, part: str, patch_hash: str, renderer: str, renderer_version: str,
+                    sample_rate: int, fmt: str) -> str:
+    """A rendered loop's id: the content address of everything that decides its bytes. A repatch
+    (a loop's part played through another patch) is that render too, and has its id."""
+    return content_id(template_id, part, patch_hash, renderer, renderer_version, str(sample_rate), fmt)
+
+
 def note_name_to_pc(name: str) -> int:
     """"A" -> 9, "F#" -> 6, "Bb" -> 10, "B-" (music21 flat) -> 10."""
     base = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}[name[0].upper()]

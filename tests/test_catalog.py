@@ -82,7 +82,8 @@ def library(tmp_path_factory):
 
         template = Template.load(root / "templates" / parent["template_id"])
         sidecars.append(add_loop(cat, template, f"templates/{template.id}", "chords", "test-keys", "keys",
-                                 parent=parent["id"], operation="pitch", params={"semitones": 2}))
+                                 parent=parent["id"], operation="pitch", params={"semitones": 2},
+                                 octave=5))  # its own sound: no two rows hold the same audio
     return root, sidecars
 
 

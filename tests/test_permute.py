@@ -570,6 +570,7 @@ def test_farm_permute_catalogues_labelled_permutations_with_lineage_once(catalog
     from farm.audio import read_audio
     from farm.catalog import check_catalog
     from farm.cli import main
+    from farm.model import loop_content_id
     from farm.permute import derived_id
 
     root = catalog_copy
@@ -587,7 +588,12 @@ def test_farm_permute_catalogues_labelled_permutations_with_lineage_once(catalog
     for child in children:
         params = json.loads(child["params"])
         assert child["parent_id"] == parent["id"]
-        assert child["id"] == derived_id(parent["id"], child["operation"], params)
+        if child["operation"] == "repatch":  # the render of the part through that patch: the render's id
+            assert child["id"] == loop_content_id(parent["template_id"], parent["part"], params["patch_hash"],
+                                                  parent["renderer"], parent["renderer_version"],
+                                                  parent["sample_rate"], parent["format"])
+        else:
+            assert child["id"] == derived_id(parent["id"], child["operation"], params)
         assert child["status"] in ("pending", "rejected") and (child["status"] == "pending") == (child["reject_reason"] is None)
         chords = rows(root, "SELECT * FROM chords WHERE loop_id = ? ORDER BY bar", [child["id"]])
         audio, sr = read_audio(root / child["path"])
@@ -812,3 +818,45 @@ def test_a_damaged_parent_file_is_one_line_pointing_to_farm_check(catalog_copy):
     [line] = result.output.strip().splitlines()
     assert line.startswith(f"error: {path}: ") and line.endswith("(run `farm check`)")
     assert rows(catalog_copy, "SELECT count(*) AS n FROM loops")[0]["n"] == before
+
+
+def test_one_sound_has_one_id_a_repatch_is_the_render_it_equals(tmp_path):
+    """A part repatched from two parents through the same patch, and rendered through that patch by
+    a night, is one row: no two rows of a catalog hold the same audio."""
+    from farm.batch import load_config, run_batch
+    from farm.permute import permute
+
+    root = tmp_path / "library"
+    config = tmp_path / "night.toml"
+    config.write_text("\n".join([
+        f'root = "{root}"', 'styles = ["lofi-hiphop"]', "templates_per_style = 1", "seed = 4", "bars = 2",
+        'parts = ["chords"]', 'patches = ["warm-rhodes", "mallet-keys"]', "workers = 1"]) + "\n")
+    assert run_batch(load_config(config), progress=False).failed == 0
+    report = permute(root, where="1", ops=["repatch"], patches=("dub-delay-keys",), progress=False)
+    # two parents (warm-rhodes, mallet-keys) reach dub-delay-keys: one new loop
+    assert len(rows(root, "SELECT id FROM loops WHERE operation = 'repatch'")) == 1
+    # and a night rendering the part through dub-delay-keys finds it catalogued
+    config.write_text(config.read_text().replace('"mallet-keys"]', '"mallet-keys", "dub-delay-keys"]'))
+    again = run_batch(load_config(config), progress=False)
+    assert again.new_loops == 0 and again.failed == 0
+    duplicates = rows(root, "SELECT sha256, count(*) FROM loops GROUP BY sha256 HAVING count(*) > 1")
+    assert duplicates == [] and report is not None
+
+
+def test_permute_and_a_batch_never_write_a_catalog_together(catalog_copy):
+    from click.testing import CliRunner
+
+    from farm.catalog.lock import writer_lock
+    from farm.cli import main
+    from farm.permute import permute
+
+    before = rows(catalog_copy, "SELECT id FROM loops")
+    with writer_lock(catalog_copy, "batch"):  # a night (or its --resume reconcile) is writing
+        with pytest.raises(FarmError, match=r"another batch is running on this catalog \(pid \d+\)"):
+            permute(catalog_copy, where="1", ops=["pitch"], progress=False)
+        result = CliRunner().invoke(main, ["permute", "--root", str(catalog_copy), "--ops", "pitch", "--no-progress"])
+        assert result.exit_code == 2 and "another batch is running" in result.stderr
+    assert rows(catalog_copy, "SELECT id FROM loops") == before
+    with writer_lock(catalog_copy, "permute"):
+        result = CliRunner().invoke(main, ["batch", "--resume", "--root", str(catalog_copy), "--no-progress"])
+        assert result.exit_code == 2 and "another permute is running" in result.stderr

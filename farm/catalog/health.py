@@ -118,6 +118,8 @@ def check(cat: Catalog, progress: bool = False) -> "CheckReport":
         if differing:  # e.g. left pending after an approve, or labels edited by hand
             report.disagreeing.append(f"{loop_id} {sidecar} ({', '.join(differing)} differ from the catalog)")
     report.rows = len(rows)
+    report.duplicates = [f"{ids} ({sha[:12]})" for sha, ids in cat.db.execute(
+        "SELECT sha256, group_concat(id, ' ') FROM loops GROUP BY sha256 HAVING count(*) > 1 ORDER BY sha256")]
     files = cat.audio_files()
     report.files = len(files)
     report.orphans = [str(f.relative_to(cat.root)) for f in files
@@ -192,11 +194,12 @@ class CheckReport:
     temp_files: list[str] = field(default_factory=list)  # half-written files
     damage: list[str] = field(default_factory=list)  # SQLite's integrity check of catalog.db
     disagreeing: list[str] = field(default_factory=list)  # sidecars whose fields differ from the row
+    duplicates: list[str] = field(default_factory=list)  # rows holding the same audio bytes: one sound, two ids
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.mismatched or self.missing_sidecars or self.broken_sidecars
-                    or self.orphans or self.temp_files or self.damage or self.disagreeing)
+                    or self.orphans or self.temp_files or self.damage or self.disagreeing or self.duplicates)
 
     def lines(self) -> list[str]:
         if self.damage:
@@ -207,6 +210,7 @@ class CheckReport:
                              ("broken sidecar", self.broken_sidecars),
                              ("sidecar disagrees (farm check --repair rewrites it)", self.disagreeing),
                              ("file without a row", self.orphans),
+                             ("same audio under two ids", self.duplicates),
                              ("temporary file (run `farm batch --resume`)", self.temp_files)):
             out += [f"{title}: {item}" for item in items]
         out.append("ok" if self.ok else "FAILED")

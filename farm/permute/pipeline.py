@@ -185,8 +185,20 @@ def plan_permutations(parent: Parent, settings: PermuteSettings, grammar=None) -
                 if tpl.bpm + d > 0:
                     yield make("stretch", {"bpm": round(tpl.bpm + d, 3)})
         elif op == "repatch":
+            # A repatch is the render of the same part through the other patch: it has that
+            # render's id, so one sound has one id however it is reached (another parent, or a
+            # night that renders the part through that patch directly).
             for patch in repatch_candidates(info, settings.patches):
-                yield make("repatch", {"patch": patch.name, "patch_hash": patch.content_hash})
+                params = {"patch": patch.name, "patch_hash": patch.content_hash}
+                yield Permutation(info["id"], "repatch", params, repatch_id(info, patch.content_hash))
+
+
+def repatch_id(info: dict, patch_hash: str) -> str:
+    """The id of a parent's part rendered through another patch, by the parent's renderer."""
+    from farm.model import loop_content_id
+
+    return loop_content_id(info["template_id"], info["part"], patch_hash, info["renderer"], info["renderer_version"],
+                           info["sample_rate"], info["format"])
 
 
 def _steps(n: int) -> list[int]:
@@ -265,6 +277,10 @@ def _repatch(parent: Parent, perm: Permutation, backend) -> Made:
         raise FarmError("the patch changed since the permutations were planned", file=patch.path,
                         field="content_hash")
     backend = backend or get_backend("embedded")
+    if (backend.name, backend.version) != (parent.info["renderer"], parent.info["renderer_version"]):
+        raise FarmError(f"a repatch renders with the parent's renderer ({parent.info['renderer']} "
+                        f"{parent.info['renderer_version']}), this is {backend.name} {backend.version}",
+                        field="renderer")
     job = RenderJob(parent.template, parent.template_dir, parent.info["part"], patch, parent.sample_rate)
     [loop] = render_loops([job], backend)
     return Made(loop.audio, parent.template, None, patch, (loop.renderer, loop.renderer_version))
@@ -367,8 +383,9 @@ def permutation_task(params: dict, worker=None, *, root: str | Path | None = Non
         backend = worker.backend
     limits = worker.qa if worker is not None else QALimits()
     parent = _parent(root, params["parent"], params["template_dir"])
-    perm = Permutation(parent.id, params["operation"], params["params"],
-                       derived_id(parent.id, params["operation"], params["params"]))
+    perm_id = (repatch_id(parent.info, params["params"]["patch_hash"]) if params["operation"] == "repatch"
+               else derived_id(parent.id, params["operation"], params["params"]))
+    perm = Permutation(parent.id, params["operation"], params["params"], perm_id)
     made = make_permutation(parent, perm, target_lufs=params["target_lufs"],
                             bleed_threshold=params["bleed_threshold"], high_quality=params["high_quality"],
                             backend=backend)
@@ -426,7 +443,9 @@ def permute(catalog_root: str | Path, where: str = "1", ops: Sequence[str] = OPE
 
     settings = PermuteSettings(ops=tuple(ops), semitones=semitones, bpm_steps=bpm_steps,
                                bleed_threshold=bleed_threshold, where=where, **options)
-    with Catalog(catalog_root, create=False) as cat:
+    from farm.catalog.lock import writer_lock
+
+    with Catalog(catalog_root, create=False) as cat, writer_lock(cat.root, "permute"):
         return run_stage(cat, settings, progress=progress)
 
 
