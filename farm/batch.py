@@ -56,7 +56,7 @@ from farm.errors import FarmError, unknown_name
 from farm.files import read_toml
 from farm.model import PART_ROLES, Template, content_id, loop_content_id  # noqa: F401 (loop_content_id: farm.batch API)
 from farm.catalog.lock import writer_lock
-from farm.qa import QALimits
+from farm.qa import QA_RANGES, QALimits
 from farm.sidecar import loop_tags, utc_now
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "nightly.toml"
@@ -185,6 +185,11 @@ def parse_config(data: dict, path: str | Path | None = None, **overrides) -> Bat
             fail(f"qa.{key}", f"unknown field (known: {', '.join(qa_fields)})")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail(f"qa.{key}", f"expected a number, got {value!r}")
+        low, high = QA_RANGES[key]
+        if not (math.isfinite(value) and low <= value <= high):
+            fail(f"qa.{key}", f"expected a number {low:g}..{high:g}, got {value!r}")
+        if isinstance(low, int) and value != int(value):
+            fail(f"qa.{key}", f"expected a whole number, got {value!r}")
     qa = QALimits(**{k: type(getattr(QALimits(), k))(v) for k, v in qa_table.items()})
 
     config = BatchConfig(

@@ -127,6 +127,9 @@ def inside(folder: str | Path, rel: str, field: str | None = None) -> Path:
     return target
 
 
+MAX_TOML_BYTES = 1 << 20  # rule sets, patches and batch configs are a few KiB
+
+
 def read_toml(path: str | Path) -> dict:
     """A TOML file as a dict; text that is not UTF-8 or not TOML is a FarmError naming the file.
 
@@ -136,6 +139,14 @@ def read_toml(path: str | Path) -> dict:
 
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
         raise FarmError(f"invalid TOML: {err}", file=path) from None
+    if len(text) > MAX_TOML_BYTES:
+        raise FarmError(f"is {len(text):,} characters; a Loop Farm TOML is under {MAX_TOML_BYTES:,}", file=path)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise FarmError(f"invalid TOML: {err}", file=path) from None
+    except RecursionError:
+        raise FarmError("invalid TOML: nested too deeply", file=path) from None

@@ -212,10 +212,10 @@ class Template:
         if not m:
             check.fail("meter", f"{_show(meter_text)} is not a time signature like 4/4 or 6/8")
         num, den = int(m[1]), int(m[2])
-        if num < 1 or den < 1 or den & (den - 1):
-            check.fail("meter", f"{_show(meter_text)}: the numerator must be 1 or more and the "
-                                "denominator a power of two (1, 2, 4, 8, 16 ...)")
-        bars = check.whole(d["bars"], "bars", 1)
+        if num < 1 or den < 1 or den & (den - 1) or num > 32 or den > 32:
+            check.fail("meter", f"{_show(meter_text)}: the numerator must be 1 to 32 and the "
+                                "denominator a power of two up to 32 (1, 2, 4, 8, 16, 32)")
+        bars = check.whole(d["bars"], "bars", 1, 64)  # 64 bars: twice the longest a rule set writes
         chords = []
         for i, c in enumerate(check.items(d["chords"], "chords")):
             at = f"chords[{i}]"

@@ -32,6 +32,11 @@ class QALimits:
     loudness_tolerance_lu: float = 3.0  # |LUFS - patch target| above this is "far from target"
 
 
+# What each limit may be: (low, high), inclusive. A NaN, an infinity or a value outside is refused.
+QA_RANGES = {"silence_db": (-200.0, 0.0), "clip_level": (0.01, 1.0), "clip_samples": (1, 1_000_000),
+             "loudness_tolerance_lu": (0.0, 60.0)}
+
+
 @dataclass(frozen=True)
 class LoopFeatures:
     """What the catalog stores about a loop's sound."""

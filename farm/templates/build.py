@@ -13,7 +13,9 @@ from farm.templates.grammar import feasible_starts, sample_progression
 from farm.templates.midi import DRUM_CHANNEL, Note, Track, merge_parts, midi_bytes
 from farm.templates.parts import (Timing, chord_voicings, make_groove, write_arp, write_bass, write_chords,
                                   write_drums, write_melody)
-from farm.templates.rules import Rules, find_rules, load_rules
+from farm.templates.rules import MAX_BARS, Rules, find_rules, load_rules
+
+MAX_COUNT = 100_000  # templates in one `farm generate`: a night's worth many times over
 from farm.theory import chord_scale, key_spelling, spell_chord
 
 GENERATOR_VERSION = "farm.templates 3"  # 2: readable sus/add9 romans; 3: maj7/maj9 romans say maj
@@ -41,8 +43,8 @@ def _knob(rng: random.Random, lo_hi: tuple[float, float]) -> float:
 def generate_template(rules: Rules, seed: int, *, bars: int | None = None) -> GeneratedTemplate:
     """Write one template in memory (no I/O). ``seed`` drives every choice: key, mode, bpm, meter,
     bar count (unless ``bars`` is given), progression, voicings, rhythms and notes."""
-    if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or bars < 1):
-        raise FarmError(f"bars must be a whole number >= 1, got {bars!r}", field="bars")
+    if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or not 1 <= bars <= MAX_BARS):
+        raise FarmError(f"bars must be a whole number 1..{MAX_BARS}, got {bars!r}", field="bars")
     rng = _rng(seed, "song")
     mode = rng.choice(rules.modes)
     tonic = key_spelling(rng.choice(rules.tonics), mode)
@@ -142,10 +144,10 @@ def generate(*, style: str | None = None, rules: str | Path | Rules | None = Non
     ``plot`` also draws each template's ``piano_roll.png``."""
     if (style is None) == (rules is None):
         raise FarmError("give exactly one of a style name or a rule file", field="style/rules")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise FarmError(f"must be at least 1, got {count!r}", field="count")
-    if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or bars < 1):
-        raise FarmError(f"must be a whole number >= 1, got {bars!r}", field="bars")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+        raise FarmError(f"must be a whole number 1..{MAX_COUNT}, got {count!r}", field="count")
+    if bars is not None and (isinstance(bars, bool) or not isinstance(bars, int) or not 1 <= bars <= MAX_BARS):
+        raise FarmError(f"must be a whole number 1..{MAX_BARS}, got {bars!r}", field="bars")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**31 - 1 - count:
         # the batch config's range, so a seed means the same template in both
         raise FarmError(f"must be a whole number 0..{2**31 - 1 - count}, got {seed!r}", field="seed")
@@ -158,7 +160,10 @@ def generate(*, style: str | None = None, rules: str | Path | Rules | None = Non
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FarmError("exists and is not a directory", file=out, field="out")
+    from farm.files import check_writable_dir
     from farm.progress import progress as progress_bar
+
+    check_writable_dir(out, "out")  # a folder that cannot be written is one line, before any work
 
     paths = []
     for i in progress_bar(range(count), f"generate {r.name}", "template", disable=not progress):
