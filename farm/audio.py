@@ -7,7 +7,6 @@ limiting), because it will be played over and over.
 """
 from __future__ import annotations
 
-import io
 
 from functools import lru_cache
 from pathlib import Path
@@ -329,21 +328,21 @@ def _gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
 
 
 # -- files ------------------------------------------------------------------------------------
-def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str = "flac24") -> Path:
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, fmt: str = "flac24",
+                labels: dict | None = None) -> Path:
     """Write ``audio`` (float32 ``(channels, samples)``) atomically as FLAC 24-bit (default),
-    WAV 24-bit or WAV 32-bit float. Quantisation to integers happens only here."""
-    import soundfile
+    WAV 24-bit or WAV 32-bit float, carrying ``labels`` (a sidecar's fields) where DAWs read
+    them (``farm.tags``). Quantisation to integers happens only here."""
+    from farm.tags import encode
 
     if fmt not in FORMATS:
         raise FarmError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", field="format")
-    container, subtype, _ = FORMATS[fmt]
     path = Path(path)
-    # Encoded in memory, then written as bytes: the same bytes as libsndfile writing the file,
-    # and a full disk is an OSError with its errno (libsndfile only says "System error").
-    buffer = io.BytesIO()
-    soundfile.write(buffer, file_frames(audio, fmt), int(sample_rate), format=container, subtype=subtype)
+    # Encoded in memory, then written as bytes: a full disk is an OSError with its errno
+    # (libsndfile writing the file itself only says "System error").
+    data = encode(audio, sample_rate, fmt, labels)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+        tmp.write_bytes(data)
     return path
 
 

@@ -10,21 +10,8 @@ Layout of an export folder (``farm export --out DIR``)::
 ``<group>`` is the loop's style (default), its key (``06A-Gm``: Camelot code first, so folders
 sort around the wheel), its part, or nothing (``--group-by none``).
 
-WAV files carry what DAWs read for tempo and key, written here with ``struct`` because
-libsndfile reads but cannot write them:
-
-* a RIFF ``acid`` chunk (24 bytes, little-endian): flags (0x04 stretch; 0x02 root note set,
-  except for drums; never 0x01 one-shot), root note (0x30 + tonic pitch class: C..B are
-  0x30..0x3B), 0x8000, 0.0, number of beats (quarter notes: bars x quarter notes per bar,
-  matching the tempo, which counts quarter notes), meter denominator, meter numerator, tempo;
-* a ``smpl`` chunk: MIDI unity note 60 + tonic pitch class (C4..B4; 60 for drums), the sample
-  period in nanoseconds, and one forward loop over the whole file (start 0, end the last sample,
-  inclusive as the chunk counts it);
-* a ``LIST/INFO`` chunk: title (the loop name), comment (key, bpm, meter, bars, chords), genre
-  (the style), product "Loop Farm".
-
-FLAC files carry Vorbis comments written with mutagen: TITLE, ALBUM, GENRE, BPM, KEY,
-INITIALKEY, METER, BARS, CHORDS, COMMENT, LOOPFARM_ID.
+WAV files carry acid, smpl and INFO chunks, FLAC files Vorbis comments (``farm.tags``): tempo,
+key (none for drums), meter, bars and chords where DAWs and sample browsers read them.
 
 The audio is read from the catalog (its sha256 checked) and quantised here, once, to the
 format asked for. Every file is written under a temporary name and renamed into place, audio
@@ -47,7 +34,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -55,9 +41,12 @@ from typing import Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.files import (atomic_path, atomic_write_bytes, atomic_write_text, check_writable_dir, inside,
+from farm.files import (atomic_write_bytes, atomic_write_text, check_writable_dir, inside,
                         missing_dirs, removed_if_left_empty, safe_relative_path)
-from farm.model import Meter, canonical_json
+from farm.model import canonical_json, daw_key_name
+# The encoders live in farm.tags; their names stay importable from here.
+from farm.tags import (ACID_ROOT_BASE, SMPL_UNITY_BASE, acid_chunk, encode, loop_beats, riff_bytes,  # noqa: F401
+                       riff_chunks, smpl_chunk, vorbis_tags, wav_bytes)
 
 GROUPINGS = ("style", "key", "part", "none")
 STATUS_CHOICES = ("approved", "pending", "rejected", "any")
@@ -66,127 +55,6 @@ MANIFEST_NAME = ".loopfarm-export.json"  # the files this folder's exports wrote
 CSV_COLUMNS = ("file", "id", "name", "style", "part", "role", "patch", "key", "camelot", "bpm", "meter",
                "bars", "beats", "progression", "romans", "samples", "sample_rate", "duration_s", "format",
                "lufs", "true_peak_db", "status", "operation", "parent_id", "params", "midi", "sha256")
-
-ACID_ONE_SHOT, ACID_ROOT_SET, ACID_STRETCH, ACID_DISK_BASED = 0x01, 0x02, 0x04, 0x08
-ACID_ROOT_BASE = 0x30  # the acid chunk's root note: C..B are 0x30..0x3B
-ACID_FORMAT = "<IHHfIHHf"  # flags, root, 0x8000, 0.0, beats, meter denominator, numerator, tempo
-SMPL_UNITY_BASE = 60  # smpl unity note of the tonic: C4 (60) .. B4 (71)
-SMPL_FORMAT = "<9I"  # manufacturer, product, period ns, unity note, fraction, SMPTE x2, loops, data
-SMPL_LOOP_FORMAT = "<6I"  # cue id, type (0 forward), start, end (inclusive), fraction, play count
-
-
-# -- chunks -----------------------------------------------------------------------------------
-def loop_beats(bars: int, meter: str | Meter) -> int:
-    """Quarter notes in ``bars`` of ``meter`` (the acid chunk's number of beats).
-
-    A loop whose length is not a whole number of quarter notes (odd bars of 5/8, 7/8 ...) gets
-    the nearest whole number; its tempo is still exact.
-    """
-    meter = Meter.parse(meter) if isinstance(meter, str) else meter
-    return int(round(bars * meter.quarters_per_bar))
-
-
-def acid_chunk(bpm: float, beats: int, meter: str | Meter, root_pc: int | None) -> bytes:
-    """The 24-byte body of a RIFF ``acid`` chunk for a loop (``root_pc`` None: no root note)."""
-    meter = Meter.parse(meter) if isinstance(meter, str) else meter
-    flags = ACID_STRETCH | (ACID_ROOT_SET if root_pc is not None else 0)
-    root = ACID_ROOT_BASE + root_pc % 12 if root_pc is not None else 0
-    return struct.pack(ACID_FORMAT, flags, root, 0x8000, 0.0, beats, meter.denominator, meter.numerator, bpm)
-
-
-def smpl_chunk(sample_rate: int, samples: int, unity_note: int) -> bytes:
-    """The body of a RIFF ``smpl`` chunk: unity note and one forward loop over all ``samples``."""
-    period_ns = int(round(1e9 / sample_rate))
-    return (struct.pack(SMPL_FORMAT, 0, 0, period_ns, unity_note, 0, 0, 0, 1, 0)
-            + struct.pack(SMPL_LOOP_FORMAT, 0, 0, 0, samples - 1, 0, 0))
-
-
-def riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """``(chunk id, body)`` of every chunk of a RIFF/WAVE file's bytes, in order."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a RIFF/WAVE file")
-    out, pos = [], 12
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        out.append((cid, data[pos + 8:pos + 8 + size]))
-        pos += 8 + size + (size & 1)  # chunks are padded to an even length
-    return out
-
-
-def riff_bytes(chunks: Sequence[tuple[bytes, bytes]]) -> bytes:
-    """A RIFF/WAVE file from ``(chunk id, body)`` pairs."""
-    parts = [b"WAVE"]
-    for cid, body in chunks:
-        parts += [cid, struct.pack("<I", len(body)), body, b"\0" * (len(body) & 1)]
-    payload = b"".join(parts)
-    return b"RIFF" + struct.pack("<I", len(payload)) + payload
-
-
-# -- encoding ---------------------------------------------------------------------------------
-def _loop_pitch(loop: dict) -> int | None:
-    """The tonic pitch class a DAW should call the loop's root; None for drums (no key)."""
-    return None if loop["part"] == "drums" else int(loop["tonic_pc"])
-
-
-def _comment(loop: dict) -> str:
-    return (f"{loop['key']}, {loop['bpm']:g} bpm, {loop['meter']}, {loop['bars']} bars: {loop['progression']}")
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int, fmt: str, loop: dict) -> bytes:
-    """``audio`` (float32 ``(channels, samples)``) as a WAV file with acid, smpl and INFO chunks.
-
-    libsndfile quantises and writes ``fmt`` and data (and ``fact`` for float); its PEAK chunk
-    is dropped (it holds a time stamp: the same loop must give the same bytes).
-    """
-    import soundfile
-
-    from farm.audio import FORMATS, file_frames
-
-    container, subtype, _ = FORMATS[fmt]
-    data = file_frames(audio, fmt)
-    buf = io.BytesIO()
-    with soundfile.SoundFile(buf, "w", int(sample_rate), data.shape[1], subtype, format=container) as f:
-        f.title, f.comment, f.genre, f.album = loop["name"], _comment(loop), loop["style"], "Loop Farm"
-        f.write(data)
-    chunks = {cid: body for cid, body in riff_chunks(buf.getvalue())}
-    pitch = _loop_pitch(loop)
-    ordered = [(b"fmt ", chunks[b"fmt "])]
-    if b"fact" in chunks:
-        ordered.append((b"fact", chunks[b"fact"]))
-    ordered += [
-        (b"acid", acid_chunk(loop["bpm"], loop_beats(loop["bars"], loop["meter"]), loop["meter"], pitch)),
-        (b"smpl", smpl_chunk(sample_rate, audio.shape[1], SMPL_UNITY_BASE + (pitch or 0))),
-    ]
-    if b"LIST" in chunks:
-        ordered.append((b"LIST", chunks[b"LIST"]))
-    ordered.append((b"data", chunks[b"data"]))
-    return riff_bytes(ordered)
-
-
-def vorbis_tags(loop: dict) -> dict[str, str]:
-    """The Vorbis comments of an exported FLAC."""
-    from farm.model import format_bpm
-
-    return {"TITLE": loop["name"], "ALBUM": "Loop Farm", "GENRE": loop["style"], "BPM": format_bpm(loop["bpm"]),
-            "KEY": loop["key"], "INITIALKEY": loop["key"], "METER": loop["meter"], "BARS": str(loop["bars"]),
-            "CHORDS": loop["progression"], "COMMENT": _comment(loop), "LOOPFARM_ID": loop["id"]}
-
-
-def write_flac(path: Path, audio: np.ndarray, sample_rate: int, loop: dict) -> None:
-    """A 24-bit FLAC with Vorbis comments, written atomically."""
-    import soundfile
-    from mutagen.flac import FLAC
-
-    from farm.audio import file_frames
-
-    data = file_frames(audio, "flac24")
-    with atomic_path(path) as tmp:
-        soundfile.write(tmp, data, int(sample_rate), format="FLAC", subtype="PCM_24")
-        tagged = FLAC(tmp)
-        for name, value in vorbis_tags(loop).items():
-            tagged[name] = value
-        tagged.save()
-
 
 # -- the folder -------------------------------------------------------------------------------
 def check_export_folder(catalog_root: str | Path, out: str | Path) -> Path:
@@ -249,7 +117,9 @@ def group_folder(loop: dict, group_by: str) -> str:
     browser lists them around the wheel, neighbours next to each other.
     """
     if group_by == "key":
-        return f"{int(loop['camelot'][:-1]):02d}{loop['camelot'][-1]}-{loop['key']}"
+        if loop["part"] == "drums":
+            return "drums"  # no key: the drum loops of every key together
+        return f"{int(loop['camelot'][:-1]):02d}{loop['camelot'][-1]}-{daw_key_name(loop['key'])}"
     return "" if group_by == "none" else loop[group_by]
 
 
@@ -419,7 +289,6 @@ def _remove_unselected(out: Path, manifest: dict, keep: set) -> tuple[list[Path]
 
 def _export_one(out: Path, item: _Item, fmt: str) -> bool:
     """Write one loop's audio, MIDI and sidecar unless already there; True if audio was written."""
-    from farm.audio import FORMATS
     from farm.sidecar import file_sha256, validate_sidecar
 
     audio_path, sidecar_path = out / item.audio_rel, out / item.sidecar_rel
@@ -431,11 +300,7 @@ def _export_one(out: Path, item: _Item, fmt: str) -> bool:
     wrote = sha is None
     if wrote:
         audio, sr = _read_catalog_audio(item)
-        if FORMATS[fmt][0] == "WAV":
-            data = wav_bytes(audio, sr, fmt, item.loop)
-            atomic_write_bytes(audio_path, data)
-        else:
-            write_flac(audio_path, audio, sr, item.loop)
+        atomic_write_bytes(audio_path, encode(audio, sr, fmt, item.loop))
         sha = file_sha256(audio_path)
     if item.midi_rel:
         midi = item.midi.read_bytes()

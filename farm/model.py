@@ -383,10 +383,22 @@ def format_bpm(bpm: float) -> str:
     return f"{bpm:g}"
 
 
+def daw_key_name(key_short: str) -> str:
+    """A key as DAWs and sample sites spell it in file names and tags: ``Am``, ``F#m``, ``Bb``. A
+    mode beyond major and minor is named by its major or minor family (``Ddor`` and ``Dhm`` are
+    ``Dm``); the mode itself stays in the sidecar and the MODE tag."""
+    for suffix in ("dor", "hm"):
+        if key_short.endswith(suffix):
+            return key_short[: -len(suffix)] + "m"
+    return key_short
+
+
 def loop_name(bpm: float, part: str, patch: str, key_short: str, loop_id: str) -> str:
-    """Splice-style file stem: ``LF_120_chords_warm-rhodes_Am_<id>``; ``farm render`` and the
-    catalog name files by this one rule (``<id>`` is the template's id or the loop's)."""
-    return f"LF_{format_bpm(bpm)}_{part}_{patch}_{key_short}_{loop_id}"
+    """Splice-style file stem: ``LF_120_chords_warm-rhodes_Am_<id>``, the key spelled as DAWs do
+    (``daw_key_name``), and none for drums: ``LF_120_drums_lofi-kit_<id>``. ``farm render`` and
+    the catalog name files by this one rule (``<id>`` is the template's id or the loop's)."""
+    key = "" if part == "drums" else f"_{daw_key_name(key_short)}"
+    return f"LF_{format_bpm(bpm)}_{part}_{patch}{key}_{loop_id}"
 
 
 def loop_content_id(template_id: str, part: str, patch_hash: str, renderer: str, renderer_version: str,

@@ -55,8 +55,10 @@ def _place(root: Path, row: dict, audio, sample_rate: int) -> bool:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
     os.close(fd)
+    from farm.sidecar import file_labels
+
     try:
-        write_audio(tmp, audio, sample_rate, row["format"])
+        write_audio(tmp, audio, sample_rate, row["format"], labels=file_labels(row))
         if hashlib.sha256(Path(tmp).read_bytes()).hexdigest() != row["sha256"]:
             return False
         os.replace(tmp, target)

@@ -237,7 +237,7 @@ def write_loop(root: str | Path, path: str, audio, sample_rate: int, fmt: str, *
 
     root = Path(root)
     features = loop_features(audio, sample_rate)
-    write_audio(root / path, audio, sample_rate, fmt)
+    write_audio(root / path, audio, sample_rate, fmt, labels=file_labels(fields))
     try:
         data = make_sidecar(
             path=path, format=fmt, sample_rate=sample_rate, channels=features.channels,
@@ -249,6 +249,15 @@ def write_loop(root: str | Path, path: str, audio, sample_rate: int, fmt: str, *
         (root / path).unlink(missing_ok=True)
         raise
     return data
+
+
+LABEL_FIELDS = ("id", "name", "style", "part", "key", "key_mode", "tonic_pc", "bpm", "meter", "bars", "progression")
+
+
+def file_labels(fields: dict) -> dict:
+    """What a loop's audio file carries of its labels (``farm.tags``): from its sidecar fields.
+    ``farm check --repair`` makes the same bytes again from the catalog's row."""
+    return {k: fields[k] for k in LABEL_FIELDS}
 
 
 def read_sidecar(path: str | Path) -> dict:
@@ -268,6 +277,7 @@ def loop_tags(template: Template, part: str, role: str, patch_name: str,
     Built from the loop's own labels, so a pitch-shifted or stretched loop is tagged with its new
     key and tempo, not its parent's.
     """
-    words = [template.style, part, role, *patch_roles, patch_name, template.key.short, template.key.mode,
-             str(template.meter), f"{template.bpm:g}bpm"]
+    keyed = part != "drums"  # a drum loop has no key to be found by
+    words = [template.style, part, role, *patch_roles, patch_name, template.key.short if keyed else "",
+             template.key.mode if keyed else "", str(template.meter), f"{template.bpm:g}bpm"]
     return list(dict.fromkeys(w for w in words if w))

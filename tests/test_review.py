@@ -218,7 +218,8 @@ def test_export_wav_carries_tempo_key_and_loop_points_and_the_catalogs_samples(l
     assert paths.written == len(approved) and paths.unchanged == 0
     for path, row in zip(sorted(paths, key=lambda p: p.name), sorted(approved, key=lambda r: r["name"] + ".wav")):
         # splice-style name in the style's folder
-        assert path == out / row["style"] / f"LF_{row['bpm']:g}_{row['part']}_{row['patch']}_{row['key']}_{row['id']}.wav"
+        key = "" if row["part"] == "drums" else f"_{row['key']}"  # drum loops carry no key
+        assert path == out / row["style"] / f"LF_{row['bpm']:g}_{row['part']}_{row['patch']}{key}_{row['id']}.wav"
         chunks = riff(path)
         meter = Meter.parse(row["meter"])
         pitched = row["part"] != "drums"
@@ -299,9 +300,13 @@ def test_farm_export_flac_by_key_replaces_the_wav_copy_and_tags_bpm_and_key(libr
     for path in audio:
         sidecar = json.loads(path.with_suffix(".json").read_text())
         row = by_id[sidecar["id"]]
-        assert path.parent.name == f"{int(row['camelot'][:-1]):02d}{row['camelot'][-1]}-{row['key']}"
         tags = FLAC(path)
-        assert tags["BPM"] == [f"{row['bpm']:g}"] and tags["KEY"] == [row["key"]]
+        assert tags["BPM"] == [f"{row['bpm']:g}"]
+        if row["part"] == "drums":  # no key: in the drums folder, no KEY tag
+            assert path.parent.name == "drums" and "KEY" not in tags and "MODE" not in tags
+        else:
+            assert path.parent.name == f"{int(row['camelot'][:-1]):02d}{row['camelot'][-1]}-{row['key']}"
+            assert tags["KEY"] == [row["key"]] and tags["MODE"] == [row["key_mode"]]
         assert tags["CHORDS"] == [row["progression"]] and tags["LOOPFARM_ID"] == [row["id"]]
         mine = soundfile.read(path, dtype="int32")[0]
         np.testing.assert_array_equal(mine, soundfile.read(library / row["path"], dtype="int32")[0])

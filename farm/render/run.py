@@ -82,9 +82,14 @@ def loop_metadata(loop: RenderedLoop, audio_name: str) -> dict:
 
 def write_loop(loop: RenderedLoop, out_dir: str | Path, fmt: str = "flac24") -> Path:
     """Write a finished loop and its JSON sidecar into ``out_dir``; returns the audio path."""
-    name = loop_file_name(loop.job.template, loop.job.part, loop.job.patch, fmt)
+    template = loop.job.template
+    name = loop_file_name(template, loop.job.part, loop.job.patch, fmt)
     path = Path(out_dir) / name
-    write_audio(path, loop.audio, loop.sample_rate, fmt)
+    labels = {"id": template.id, "name": Path(name).stem, "style": template.style, "part": loop.job.part,
+              "key": template.key.short, "key_mode": template.key.mode, "tonic_pc": template.key.tonic_pc,
+              "bpm": template.bpm, "meter": str(template.meter), "bars": template.bars,
+              "progression": " ".join(c.symbol for c in template.chords)}
+    write_audio(path, loop.audio, loop.sample_rate, fmt, labels=labels)  # tempo and key where DAWs read them
     atomic_write_text(path.with_suffix(".json"), canonical_json(loop_metadata(loop, name)))
     return path
 
