@@ -331,7 +331,7 @@ def test_a_catalog_changed_behind_the_farms_back_is_checked_again(lib):
     root, _ = lib
     Catalog(root).close()
     db = root / "catalog.db"
-    from farm.catalog.store import stamp_matches
+    from farm.catalog.health import stamp_matches
 
     assert stamp_matches(db)  # as the last writer left it: no full read on open
     conn = sqlite3.connect(db)  # another program writes it (or a disk error does)

@@ -9,7 +9,7 @@ Layout of a catalog root::
     cache/                                       previews the review room makes (never catalogued)
 
 ``farm.catalog.store`` opens, migrates and writes it (the only writer's tools);
-``farm.catalog.health`` checks and reconciles files and rows; ``farm.catalog.queries`` holds
+``farm.catalog.decisions`` approves, rejects and undoes; ``farm.catalog.health`` checks and reconciles files and rows; ``farm.catalog.queries`` holds
 the saved queries and the functions the catalog commands wrap. Everything is importable from
 ``farm.catalog``.
 """
@@ -17,7 +17,7 @@ from farm.catalog.health import CheckReport, audio_files, check, reconcile, temp
 from farm.catalog.queries import (SQL_TIMEOUT_S, SavedQuery, bind_params, catalog_stats, check_catalog,  # noqa: F401
                                   format_rows, parse_value, review, run_query, run_sql, saved_queries,
                                   show_loop, sql_params, undo)
+from farm.catalog.decisions import ReviewResult, default_reviewer  # noqa: F401
 from farm.catalog.store import (ADDED_COLUMNS, CACHE_DIR, CATALOG_FILE, INDEXES_AFTER_COLUMNS,  # noqa: F401
                                 LOOP_COLUMNS, MACHINE_STATUS_SQL, PROJECT_DIR, QUERIES_DIR, SCHEMA_PATH,
-                                SCHEMA_VERSION, Catalog, ReviewResult, chord_rows, default_reviewer, loop_row,
-                                read_loop_audio)
+                                SCHEMA_VERSION, Catalog, chord_rows, loop_row, read_loop_audio)

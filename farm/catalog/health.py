@@ -18,6 +18,32 @@ from farm.files import is_temp_name
 from farm.sidecar import AUDIO_SUFFIXES, file_sha256, loop_path, read_sidecar, sidecar_path
 
 
+# -- the verified stamp -----------------------------------------------------------------------
+STAMP_FILE = ".catalog-verified"  # size and modification time of catalog.db as a writer left it
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns}"
+
+
+def stamp_matches(path: Path) -> bool:
+    """Whether ``catalog.db`` is as the last Loop Farm writer left it (no damage check needed)."""
+    try:
+        return (path.parent / STAMP_FILE).read_text(encoding="utf-8").strip() == _stamp(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def write_stamp(path: Path) -> None:
+    from farm.files import atomic_write_text
+
+    try:
+        atomic_write_text(path.parent / STAMP_FILE, _stamp(path) + "\n")
+    except OSError:
+        pass  # a read-only or full disk: the next open checks the file again, which is safe
+
+
 # -- the file itself ---------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def schema_columns() -> dict[str, tuple[str, ...]]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from farm.catalog.health import CheckReport
-from farm.catalog.store import QUERIES_DIR, Catalog, ReviewResult, _check_decision, default_reviewer
+from farm.catalog.decisions import ReviewResult, _check_decision, default_reviewer
+from farm.catalog.store import QUERIES_DIR, Catalog
 from farm.errors import FarmError, unknown_name
 
 

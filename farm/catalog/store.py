@@ -13,17 +13,19 @@ reviewing) writes; ``farm sql`` and the saved queries read through a read-only c
 """
 from __future__ import annotations
 
-import contextlib
 
 import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import sqlite_utils
 
 from farm.errors import FarmError
+if TYPE_CHECKING:
+    from farm.catalog.decisions import ReviewResult
+
 from farm.sidecar import FIELDS, file_sha256, read_sidecar, sidecar_path, utc_now, validate_sidecar
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
@@ -153,7 +155,7 @@ class Catalog:
 
     def _check_health(self) -> None:
         """FarmError (the connection closed) for a foreign schema, a newer version, or damage."""
-        from farm.catalog.health import damage, schema_problems
+        from farm.catalog.health import damage, schema_problems, stamp_matches
 
         problems = schema_problems(self.db.conn)
         if not problems and self.verify and (self.verify == "always" or not stamp_matches(self.path)):
@@ -185,6 +187,8 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
         if not self.readonly and self.path.is_file():
+            from farm.catalog.health import write_stamp
+
             write_stamp(self.path)  # this writer leaves the catalog as SQLite found it: whole
 
     def __enter__(self) -> "Catalog":
@@ -349,83 +353,17 @@ class Catalog:
     def review(self, ids: Sequence[str] = (), where: str | None = None, *, status: str,
                reason: str | None = None, reviewer: str, include_machine_rejected: bool = False,
                params: Sequence | None = None) -> "ReviewResult":
-        """Approve or reject loops by id (or unique prefix), or by an SQL ``where`` condition.
+        """Approve or reject loops (``farm.catalog.decisions.review``)."""
+        from farm.catalog.decisions import review
 
-        Every decision that changes a loop is a ``reviews`` row (reviewer, time, status and
-        reason before and after); the loop's status and the ``status``/``reject_reason`` of its
-        sidecar follow. A decision that changes nothing (approving an approved loop) writes no
-        row. ``where`` never approves a loop the machine checks rejected unless
-        ``include_machine_rejected``; a loop named by id is a person's explicit choice. Nothing
-        is deleted. All or nothing: an unknown id or a bad condition changes nothing.
-        ``params`` binds the ``?`` of ``where``.
-        """
-        _check_decision(status, reason)
-        if not reviewer:
-            raise FarmError("who is reviewing? (--reviewer NAME)", field="reviewer")
-        if not ids and not where:
-            raise FarmError("name loop ids or give --where CONDITION", field="ids")
-        if ids and where:
-            raise FarmError("name loop ids or give --where CONDITION, not both", field="where")
-        chosen = self.resolve_ids(ids)
-        machine_rejected = []
-        if where:
-            _, rows = self.sql(f"SELECT id, status = 'rejected' AND {MACHINE_STATUS_SQL} = 'rejected' "
-                               f"FROM loops WHERE ({where}) ORDER BY id", params)
-            for loop_id, held_back in rows:
-                if held_back and status == "approved" and not include_machine_rejected:
-                    machine_rejected.append(loop_id)
-                else:
-                    chosen.append(loop_id)
-        chosen = list(dict.fromkeys(chosen))
-        reason = reason if status == "rejected" else None
-        before = {loop_id: self.db.execute("SELECT status, reject_reason FROM loops WHERE id = ?",
-                                           [loop_id]).fetchone() for loop_id in chosen}
-        changing = [loop_id for loop_id in chosen if tuple(before[loop_id]) != (status, reason)]
-        for loop_id in changing:  # a sidecar that could not follow the decision stops it first
-            self.loop_sidecar(loop_id)
-        now = utc_now()
-        with self._writing():
-            with self.db.atomic():
-                for loop_id in changing:
-                    previous, previous_reason = before[loop_id]
-                    self.db.execute("UPDATE loops SET status = ?, reject_reason = ? WHERE id = ?",
-                                    [status, reason, loop_id])
-                    self.db["reviews"].insert({
-                        "loop_id": loop_id, "status": status, "previous_status": previous,
-                        "previous_reason": previous_reason, "reason": reason, "reviewer": reviewer,
-                        "reviewed_at": now})
-        self._sync_sidecars(changing)
-        return ReviewResult(changing, status=status, unchanged=len(chosen) - len(changing),
-                            machine_rejected=machine_rejected)
+        return review(self, ids, where, status=status, reason=reason, reviewer=reviewer,
+                      include_machine_rejected=include_machine_rejected, params=params)
 
     def undo(self, loop_id: str, *, reviewer: str) -> dict:
-        """Take back the latest decision on a loop that is still in force: its status and reject
-        reason return to what they were, the review row is kept and marked undone (by whom,
-        when), and the sidecar follows. Returns ``{"id", "status", "reject_reason", "undone"}``
-        (``undone``: the review row taken back)."""
-        if not reviewer:
-            raise FarmError("who is reviewing? (--reviewer NAME)", field="reviewer")
-        (loop_id,) = self.resolve_ids([loop_id])
-        row = self.db.execute(
-            "SELECT id, status, previous_status, previous_reason, reason FROM reviews "
-            "WHERE loop_id = ? AND undone_at IS NULL ORDER BY id DESC LIMIT 1", [loop_id]).fetchone()
-        if row is None:
-            raise FarmError("has no decision to undo", file=self.path, field=loop_id)
-        review_id, status, previous, previous_reason, reason = row
-        now_status, now_reason = self.db.execute(
-            "SELECT status, reject_reason FROM loops WHERE id = ?", [loop_id]).fetchone()
-        if (now_status, now_reason) != (status, reason):
-            raise FarmError(f"changed since that decision (it is {now_status} now); nothing undone",
-                            file=self.path, field=loop_id)
-        self.loop_sidecar(loop_id)
-        with self._writing():
-            with self.db.atomic():
-                self.db.execute("UPDATE loops SET status = ?, reject_reason = ? WHERE id = ?",
-                                [previous, previous_reason, loop_id])
-                self.db.execute("UPDATE reviews SET undone_by = ?, undone_at = ? WHERE id = ?",
-                                [reviewer, utc_now(), review_id])
-        self._sync_sidecars([loop_id])
-        return {"id": loop_id, "status": previous, "reject_reason": previous_reason, "undone": review_id}
+        """Take back a loop's latest decision (``farm.catalog.decisions.undo``)."""
+        from farm.catalog.decisions import undo
+
+        return undo(self, loop_id, reviewer=reviewer)
 
     def loop_sidecar(self, loop_id: str) -> dict | None:
         """A loop's sidecar, read and validated; None when the file is missing (``farm check``
@@ -439,43 +377,6 @@ class Catalog:
         if data["id"] != loop_id:
             raise FarmError(f"names loop {data['id']}, not {loop_id}", file=path, field="id")
         return data
-
-    @contextlib.contextmanager
-    def _writing(self):
-        """A write the disk refuses (full, read-only) is one FarmError; SQLite has rolled it back."""
-        try:
-            yield
-        except sqlite3.OperationalError as err:
-            raise FarmError(f"cannot write: {err}; nothing was changed (free space, or make the catalog "
-                            "root writable)", file=self.path) from None
-
-    def _sync_sidecars(self, loop_ids: Sequence[str]) -> None:
-        """After a committed decision, its sidecars follow; one that cannot be written is one
-        FarmError saying the catalog holds the decision and how to bring the sidecar along."""
-        for loop_id in loop_ids:
-            try:
-                self._sync_sidecar(loop_id)
-            except OSError as err:
-                raise FarmError(f"cannot write: {err.strerror or err}; the catalog holds the decision, its "
-                                "sidecars will follow with `farm check --repair` once that is fixed",
-                                file=self.root / "loops") from None
-
-    def _sync_sidecar(self, loop_id: str) -> None:
-        from farm.files import atomic_write_text
-        from farm.model import canonical_json
-
-        status, reason, sidecar = self.db.execute(
-            "SELECT status, reject_reason, sidecar FROM loops WHERE id = ?", [loop_id]).fetchone()
-        path = self.root / sidecar
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return  # `farm check` reports a missing or broken sidecar
-        if not isinstance(data, dict):
-            return  # broken since review() read it: `farm check` reports it
-        if data.get("status") != status or data.get("reject_reason") != reason:
-            data["status"], data["reject_reason"] = status, reason
-            atomic_write_text(path, canonical_json(data))
 
     # -- integrity (farm.catalog.health) ------------------------------------------------------
     def audio_files(self) -> list[Path]:
@@ -500,55 +401,6 @@ class Catalog:
         from farm.catalog.health import reconcile
 
         return reconcile(self, progress)
-
-
-class ReviewResult(list):
-    """The loop ids a review changed (``list[str]``), with what it left alone."""
-
-    def __init__(self, changed=(), *, status: str, unchanged: int = 0, machine_rejected: Sequence[str] = ()):
-        super().__init__(changed)
-        self.status = status
-        self.unchanged = unchanged  # chosen loops already in that state: no review row
-        self.machine_rejected = list(machine_rejected)  # held back from an approve --where
-
-    def lines(self) -> list[str]:
-        """What ``farm approve`` / ``farm reject`` print."""
-        out = [f"{self.status} {len(self)} loop{'s' if len(self) != 1 else ''}"
-               + (f"; {self.unchanged} already {self.status}" if self.unchanged else "")]
-        out += [f"  {loop_id}" for loop_id in self[:20]]
-        if len(self) > 20:
-            out.append(f"  ... and {len(self) - 20} more")
-        if self.machine_rejected:
-            n = len(self.machine_rejected)
-            out.append(f"left {n} loop{'s' if n != 1 else ''} the machine checks rejected as they are "
-                       "(--include-machine-rejected approves them too)")
-        return out
-
-
-# -- the verified stamp -----------------------------------------------------------------------
-STAMP_FILE = ".catalog-verified"  # size and modification time of catalog.db as a writer left it
-
-
-def _stamp(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size} {st.st_mtime_ns}"
-
-
-def stamp_matches(path: Path) -> bool:
-    """Whether ``catalog.db`` is as the last Loop Farm writer left it (no damage check needed)."""
-    try:
-        return (path.parent / STAMP_FILE).read_text(encoding="utf-8").strip() == _stamp(path)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-def write_stamp(path: Path) -> None:
-    from farm.files import atomic_write_text
-
-    try:
-        atomic_write_text(path.parent / STAMP_FILE, _stamp(path) + "\n")
-    except OSError:
-        pass  # a read-only or full disk: the next open checks the file again, which is safe
 
 
 def _writable(path: Path) -> bool:
@@ -626,21 +478,5 @@ def read_loop_audio(path: str | Path, sha256: str):
         return read_audio(path, data)
     except FarmError as err:
         raise FarmError(f"{err.message} (run `farm check`)", file=err.file, field=err.field) from None
-
-
-def _check_decision(status: str, reason: str | None) -> None:
-    if status not in ("approved", "rejected"):
-        raise FarmError(f"{status!r} is not approved or rejected", field="status")
-    if status == "rejected" and not (reason and reason.strip()):
-        raise FarmError("a rejection needs a reason (--reason TEXT)", field="reason")
-
-
-def default_reviewer() -> str:
-    import getpass
-
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
