@@ -259,10 +259,7 @@ def test_repair_leaves_a_loop_whose_patch_changed_and_says_why(library, tmp_path
     shutil.copytree(Path(__file__).resolve().parent.parent / "patches", patches)
     toml = patches / "sub-bass.toml"
     toml.write_text(toml.read_text().replace("target_lufs = -14.0", "target_lufs = -15.0"))
-    monkeypatch.setenv("FARM_PATCHES_DIR", str(patches))
-    import farm.patches
-
-    monkeypatch.setattr(farm.patches, "PATCHES_DIR", patches)
+    monkeypatch.setattr("farm.patches.load.PATCHES_DIR", patches)  # where patches are looked up by name
     report = repair(library)
     assert report.failed == [f"{loop_id} {path}: patch sub-bass was edited since the loop was rendered"]
     assert not (library / path).exists()

@@ -724,7 +724,7 @@ def test_doctor_exits_non_zero_when_the_embedded_renderer_cannot_run(tmp_path, m
         assert line.startswith("missing fluidsynth") and line.endswith("-> apt-get install libfluidsynth3")
         assert "embedded" not in result.output.splitlines()[-1]
     with monkeypatch.context() as m:  # no SoundFont: neither the system's nor pretty_midi's fallback
-        m.setattr("farm.patches.DEFAULT_SOUNDFONTS", (tmp_path / "none.sf2",))
+        m.setattr("farm.patches.load.DEFAULT_SOUNDFONTS", (tmp_path / "none.sf2",))
         m.setattr(pretty_midi, "__file__", str(tmp_path / "pretty_midi" / "__init__.py"))
         result = CliRunner().invoke(farm, args)
         assert result.exit_code == 1

@@ -1,0 +1,190 @@
+"""What a patch is: its roles, embedded sound, effects and REAPER table, as small data classes."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farm.model import PART_ROLES
+from farm.render import SAMPLE_RATES
+
+
+ROLES = ("chords", "pad", "keys", "bass", "lead", "arp", "drums")
+INTERPOLATIONS = {"none": 0, "linear": 1, "4th": 4, "7th": 7}
+CC_SHAPES = ("ramp", "triangle", "sine")
+DRUM_BANK = 128
+
+PATCHES_DIR = Path(os.environ.get("FARM_PATCHES_DIR") or Path(__file__).resolve().parent.parent.parent / "patches")
+
+# General MIDI SoundFonts, best first; pretty_midi's small TimGM6mb is the last resort.
+DEFAULT_SOUNDFONTS = (
+    Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    Path("/usr/share/sounds/sf2/default-GM.sf2"),
+)
+
+# pedalboard plugins a patch may use: built in, deterministic, need no external files.
+EFFECT_PLUGINS = (
+    "Bitcrush", "Chorus", "Clipping", "Compressor", "Delay", "Distortion", "Gain",
+    "HighShelfFilter", "HighpassFilter", "Invert", "LadderFilter", "Limiter", "LowShelfFilter",
+    "LowpassFilter", "NoiseGate", "PeakFilter", "Phaser", "Reverb",
+)
+
+# Effect parameters pedalboard accepts but that make no sense (or render NaN): frequencies must lie
+# between 0 Hz and the Nyquist frequency of the lowest sample rate the farm renders at; times are
+# not negative; a feedback loop stays within -1..1; a gate's ratio is at least 1; levels stay
+# within a range a patch can mean. ``(lo, hi, open)``: ``open`` excludes both ends.
+NYQUIST_HZ = min(SAMPLE_RATES) / 2
+_FREQUENCY = (0.0, NYQUIST_HZ, True)
+_TIME_MS = (0.0, 10_000.0, False)
+_LEVEL_DB = (-60.0, 60.0, False)
+_THRESHOLD_DB = (-100.0, 0.0, False)
+_UNIT = (0.0, 1.0, False)
+EFFECT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "cutoff_frequency_hz": _FREQUENCY,    # the five biquad filters
+    "cutoff_hz": _FREQUENCY,              # LadderFilter
+    "centre_frequency_hz": _FREQUENCY,    # Phaser
+    "attack_ms": _TIME_MS, "release_ms": _TIME_MS,
+    "centre_delay_ms": (0.0, 100.0, False),  # Chorus: JUCE's delay line holds 100 ms
+    "rate_hz": (0.0, 100.0, False),       # Chorus, Phaser LFOs
+    "gain_db": _LEVEL_DB, "drive_db": _LEVEL_DB,
+    "threshold_db": _THRESHOLD_DB,
+    "feedback": (-1.0, 1.0, False),       # Chorus, Phaser (Delay's own check keeps it 0..1)
+    "depth": _UNIT, "mix": _UNIT,
+    "ratio": (1.0, 100.0, False),         # Compressor, NoiseGate
+}
+
+
+# -- dataclasses ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reverb:
+    """FluidSynth's built-in reverb (all 0-1 except ``width`` 0-100); ``send`` is CC91, 0-127."""
+
+    room_size: float = 0.2
+    damping: float = 0.0
+    width: float = 0.5
+    level: float = 0.9
+    send: int = 40
+
+
+@dataclass(frozen=True)
+class Chorus:
+    """FluidSynth's built-in chorus: ``voices`` 0-99, ``level`` 0-10, ``speed_hz``, ``depth_ms``;
+    ``send`` is CC93, 0-127."""
+
+    voices: int = 3
+    level: float = 2.0
+    speed_hz: float = 0.3
+    depth_ms: float = 8.0
+    send: int = 40
+
+
+@dataclass(frozen=True)
+class CCAutomation:
+    """A MIDI controller swept between ``start`` and ``end`` (0-127), ``cycles`` times per loop.
+
+    ``ramp`` rises from ``start`` to ``end`` and jumps back at each cycle; ``triangle`` and ``sine``
+    go there and back, so they join seamlessly at the loop point. CC74 is brightness (filter
+    cutoff), CC1 the mod wheel (vibrato), CC11 expression.
+    """
+
+    number: int
+    start: int
+    end: int
+    shape: str = "triangle"
+    cycles: int = 1
+
+    def value(self, phase: float) -> int:
+        """Controller value at ``phase`` (0-1) through the loop."""
+        import math
+
+        p = (phase * self.cycles) % 1.0
+        if self.shape == "ramp":
+            x = p
+        elif self.shape == "triangle":
+            x = 1.0 - abs(2.0 * p - 1.0)
+        else:  # sine, starting at ``start``
+            x = 0.5 - 0.5 * math.cos(2.0 * math.pi * p)
+        return int(round(self.start + (self.end - self.start) * x))
+
+
+@dataclass(frozen=True)
+class EmbeddedSound:
+    """The FluidSynth side of a patch, and the MIDI transforms applied before playing.
+
+    ``octave`` shifts every note by 12 semitones per step; ``velocity_curve`` is an exponent
+    (``out = 127 * (in/127) ** curve``: below 1 lifts soft notes, above 1 deepens dynamics);
+    ``note_length`` scales every note's duration (0.5 staccato, 1.5 legato).
+    """
+
+    soundfont: Path
+    bank: int = 0
+    program: int = 0
+    gain: float = 0.5
+    interpolation: str = "4th"
+    polyphony: int = 128
+    reverb: Reverb | None = None
+    chorus: Chorus | None = None
+    octave: int = 0
+    velocity_curve: float = 1.0
+    note_length: float = 1.0
+    cc: tuple[CCAutomation, ...] = ()
+
+    @property
+    def is_drum_kit(self) -> bool:
+        return self.bank == DRUM_BANK
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One pedalboard plugin by class name, with its parameters (pedalboard's attribute names)."""
+
+    plugin: str
+    params: dict = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.plugin, tuple(sorted((k, str(v)) for k, v in self.params.items()))))
+
+    def build(self):
+        """A fresh pedalboard plugin with these parameters."""
+        import pedalboard
+
+        plugin = getattr(pedalboard, self.plugin)()
+        for key, value in self.params.items():
+            from farm.patches.parse import _coerce_param
+
+            setattr(plugin, key, _coerce_param(plugin, key, value))
+        return plugin
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A synth patch as loaded from ``path`` (see the module docstring for the TOML)."""
+
+    name: str
+    roles: tuple[str, ...]
+    embedded: EmbeddedSound
+    effects: tuple[Effect, ...]
+    target_lufs: float
+    tail_s: float
+    reaper_fxchain: Path | None
+    reaper: dict
+    path: Path
+    description: str = ""
+    digest: str = field(default="", repr=False)  # see content_hash
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.content_hash))
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the TOML bytes, plus the ``.RfxChain`` bytes when that file exists, as they
+        were when the patch was loaded (loop ids depend on it)."""
+        from farm.patches.load import patch_digest
+
+        return self.digest or patch_digest(self.path, self.reaper_fxchain)
+
+    def fits(self, part_name: str) -> bool:
+        """True when one of this patch's roles may play ``part_name`` (see ``PART_ROLES``)."""
+        return bool(set(self.roles) & set(PART_ROLES.get(part_name, ())))
+
+
