@@ -91,3 +91,11 @@ def test_qa_limits_are_finite_and_in_range(tmp_path, line, field):
     assert f"{config}: {field}: expected a" in one_line(["batch", "--config", str(config), "--root",
                                                            str(tmp_path / "lib"), "--no-progress"])
     assert not (tmp_path / "lib").exists()
+
+
+def test_a_rule_file_nested_too_deeply_is_one_line(tmp_path):
+    rules = tmp_path / "deep.toml"
+    rules.write_text("name = " + "[" * 200_000 + "]" * 200_000 + "\n")
+    assert one_line(["generate", "--rules", str(rules), "--out", str(tmp_path / "t"), "-q"]) == \
+        f"error: {rules}: toml: invalid TOML: nested too deeply"
+    assert not (tmp_path / "t").exists()
