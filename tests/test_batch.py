@@ -541,6 +541,7 @@ def test_the_reaper_backend_packs_loops_of_several_templates_in_one_project(tmp_
     root = tmp_path / "library"
     config = write_config(tmp_path / "night.toml", root, patches=CHAINED, templates_per_style=2, workers=1,
                           backend="reaper", backend_options={"reaper": str(reaper), "xvfb": False})
+    monkeypatch.setenv("FARM_PROGRESS", "always")  # the bar, though this is no terminal
     result = CliRunner().invoke(main, ["batch", "--config", str(config)])  # with its progress bar
     assert result.exit_code == 0, result.output
     expected = night_loops(root / "templates", CHAINED)

@@ -293,6 +293,7 @@ def test_non_finite_audio_from_any_backend_is_refused_before_a_file_is_written(t
         render_loops([job], NaNBackend())
     monkeypatch.setitem(BACKENDS, "nan-test", NaNBackend)
     out = tmp_path / "out"
+    monkeypatch.setenv("FARM_PROGRESS", "always")  # as on a terminal
     result = CliRunner().invoke(farm_cli, ["render", "--template", str(template_dir), "--patch",
                                            "dry-piano-chords", "--part", "chords", "--out", str(out),
                                            "--backend", "nan-test"])

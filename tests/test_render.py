@@ -312,8 +312,12 @@ def test_same_job_same_raw_audio_whatever_ran_before(template_dir, backend):
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
-def test_render_cli_writes_every_fitting_part_with_a_progress_bar(template_dir, workdir):
+def test_render_cli_writes_every_fitting_part_with_a_progress_bar(template_dir, workdir, monkeypatch):
     out = workdir / "cli"
+    piped = CliRunner().invoke(farm_cli, ["render", "--template", str(template_dir), "--patch", "mallet-keys",
+                                          "--part", "chords", "--out", str(workdir / "piped")])
+    assert piped.exit_code == 0 and piped.stderr == ""  # output that is no terminal gets no bar
+    monkeypatch.setenv("FARM_PROGRESS", "always")
     result = CliRunner().invoke(farm_cli, ["render", "--template", str(template_dir), "--patch", "mallet-keys",
                                            "--out", str(out), "-j", "2", "--format", "wav24",
                                            "--sample-rate", "48000"])

@@ -767,7 +767,8 @@ def test_same_rules_and_seed_give_the_same_bytes_in_a_fresh_process(tmp_path):
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
 
 
-def test_generate_function_and_cli_write_count_templates_from_seed(tmp_path):
+def test_generate_function_and_cli_write_count_templates_from_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv("FARM_PROGRESS", "always")  # the bar, as on a terminal
     rules = load_rules(find_rules("pop-ballad"))
     paths = generate(style="pop-ballad", count=3, seed=20, out=tmp_path / "py", progress=False)
     assert [p.name for p in paths] == [generate_template(rules, 20 + i).template.id for i in range(3)]

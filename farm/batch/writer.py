@@ -18,6 +18,7 @@ from farm.catalog import Catalog
 from farm.errors import FarmError
 from farm.model import content_id
 from farm.catalog.lock import writer_lock
+from farm.progress import shown
 from farm.sidecar import utc_now
 from farm.batch.config import LOG_EXCERPT_CHARS, BatchConfig, load_config
 from farm.batch.plan import (BatchRun, Stage, TaskSpec, _from_config, _loops_per_task, _patches, _styles,
@@ -312,7 +313,7 @@ def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, b
     state = {"done": done, "failed": failed}
     counts = lambda: f"{state['done']} done, {state['failed']} failed"  # noqa: E731
     bar = tqdm(total=total, initial=done + failed, desc=stage.name, unit="loop", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True, postfix=counts(),
+               disable=not shown(progress), dynamic_ncols=True, postfix=counts(),
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} loops{postfix} "
                           "[{elapsed}<{remaining}, {rate_fmt}]")
 

@@ -544,4 +544,6 @@ def _progress(total: int, enabled: bool):
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="REAPER", unit="loop", file=sys.stderr, leave=False)
+    from farm.progress import shown
+
+    return tqdm(total=total, desc="REAPER", unit="loop", file=sys.stderr, leave=False, disable=not shown())

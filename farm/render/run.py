@@ -9,6 +9,8 @@ loudness and true peak. Workers (``jobs``) are separate processes, each with its
 """
 from __future__ import annotations
 
+import sys
+
 import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -145,7 +147,9 @@ def render(template_dir: str | Path, patch: str | Patch, part: str | None = None
         for job in plan:  # a corrupt MIDI file fails here, before any file is written
             read_part_notes(job)
     out = Path(out)
-    bar = tqdm(total=len(plan), desc="render", unit="loop", disable=not progress)
+    from farm.progress import shown
+
+    bar = tqdm(total=len(plan), desc="render", unit="loop", file=sys.stderr, disable=not shown(progress))
     paths: list[Path] = []
     try:
         if getattr(engine, "renders_in_chunks", False):  # REAPER: all loops in one project, one run
