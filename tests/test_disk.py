@@ -103,6 +103,18 @@ def test_decisions_on_a_full_disk_and_a_read_only_library_are_one_line(disk, tmp
         assert result.exit_code == 0, (args, result.output)
     assert rows(root, "SELECT id, status FROM loops ORDER BY id") == before
     assert len(list((tmp_path / "pack").rglob("*.wav"))) == 3
+    # the review room on a read-only library listens and looks only
+    import signal
+    import sys
+
+    room = subprocess.Popen([sys.executable, "-c", "from farm.cli import main; main()", "review", "--root", str(root),
+                             "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert room.stdout.readline().strip() == f"{root} cannot be written: serving it read-only"
+        assert "(read-only): http://127.0.0.1:" in room.stdout.readline()
+    finally:
+        room.send_signal(signal.SIGINT)
+        room.wait(timeout=20)
 
 
 def test_resume_without_its_root_says_where_the_last_batch_ran(tmp_path, monkeypatch):

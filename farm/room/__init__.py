@@ -5,6 +5,7 @@ in-context renders it plays, ``static/`` the page (plain JavaScript and CSS, no 
 """
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from pathlib import Path
@@ -33,6 +34,11 @@ def serve(root: str | Path = "library", *, host: str = "127.0.0.1", port: int = 
 
     if not 0 <= port <= 65535:
         raise FarmError(f"{port} is not a TCP port", field="--port")
+    catalog = Path(root) / "catalog.db"
+    unwritable = catalog.is_file() and not (os.access(root, os.W_OK) and os.access(catalog, os.W_OK))
+    if unwritable and not read_only:  # a library on a read-only disk: listen and look only
+        read_only = True
+        announce(f"{root} cannot be written: serving it read-only")
     if host not in LOOPBACK_HOSTS and not token:
         token = secrets.token_urlsafe(24)
     if token is not None and len(token) < 16:
