@@ -8,22 +8,16 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from farm.batch import load_config, run_batch
 from farm.catalog import saved_queries
 from farm.cli import main
+from nights import make_night
 from farm.datasette import PLUGINS_DIR, datasette_metadata, schema_descriptions
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
-    base = tmp_path_factory.mktemp("datasette")
-    root = base / "library"
-    config = base / "night.toml"
-    config.write_text("\n".join([
-        f'root = "{root}"', 'styles = ["lofi-hiphop"]', "templates_per_style = 1", "seed = 2", "bars = 2",
-        'parts = ["chords", "bass"]', 'patches = ["warm-rhodes", "sub-bass"]', "workers = 1"]) + "\n")
-    assert run_batch(load_config(config), progress=False).failed == 0
-    return root
+    return make_night(tmp_path_factory.mktemp("datasette"), seed=2, parts=("chords", "bass"),
+                      patches=("warm-rhodes", "sub-bass"))
 
 
 def served(library, metadata, requests):

@@ -19,20 +19,18 @@ from farm.batch import load_config, run_batch
 from farm.catalog import SCHEMA_VERSION, Catalog, review, undo
 from farm.cli import main
 from farm.errors import FarmError
+from nights import write_night
 
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
     base = tmp_path_factory.mktemp("decisions")
     root = base / "library"
-    common = [f'root = "{root}"', 'styles = ["lofi-hiphop"]', "templates_per_style = 1", "seed = 5", "bars = 2",
-              "workers = 1", "timeout_s = 120"]
-    (base / "pass.toml").write_text("\n".join(common + ['parts = ["chords", "bass"]',
-                                                        'patches = ["warm-rhodes", "sub-bass"]']) + "\n")
-    (base / "fail.toml").write_text("\n".join(common + ['parts = ["drums"]', 'patches = ["lofi-kit"]',
-                                                        "[qa]", "silence_db = -1.0"]) + "\n")
-    assert run_batch(load_config(base / "pass.toml"), progress=False).failed == 0
-    assert run_batch(load_config(base / "fail.toml"), progress=False).failed == 0
+    passing = write_night(base / "pass.toml", root, seed=5, parts=("chords", "bass"), patches=("warm-rhodes", "sub-bass"))
+    failing = write_night(base / "fail.toml", root, seed=5, parts=("drums",), patches=("lofi-kit",),
+                          qa={"silence_db": -1.0})  # no loop is that loud: the machine rejects the drums
+    assert run_batch(load_config(passing), progress=False).failed == 0
+    assert run_batch(load_config(failing), progress=False).failed == 0
     return root
 
 

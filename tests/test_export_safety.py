@@ -16,24 +16,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from farm.batch import load_config, run_batch
 from farm.catalog import review as review_loops
 from farm.cli import main
+from nights import make_night
 from farm.errors import FarmError
 from farm.export import MANIFEST_NAME, export
 
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
-    base = tmp_path_factory.mktemp("export-safety")
-    root = base / "library"
-    config = base / "night.toml"
-    config.write_text("\n".join([
-        f'root = "{root}"', 'styles = ["lofi-hiphop"]', "templates_per_style = 1", "seed = 3", "bars = 2",
-        'parts = ["chords", "bass"]', 'patches = ["warm-rhodes", "sub-bass"]', "workers = 1",
-        "timeout_s = 120"]) + "\n")
-    assert run_batch(load_config(config), progress=False).failed == 0
-    return root
+    return make_night(tmp_path_factory.mktemp("export-safety"), seed=3, parts=("chords", "bass"),
+                      patches=("warm-rhodes", "sub-bass"))
 
 
 @pytest.fixture

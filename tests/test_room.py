@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from farm.batch import load_config, run_batch
 from farm.model import Meter, loop_samples
+from nights import make_night
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = pytest.mark.browser
@@ -34,14 +34,8 @@ pytestmark = pytest.mark.browser
 def night(tmp_path_factory):
     from farm.permute import permute
 
-    base = tmp_path_factory.mktemp("room")
-    root = base / "library"
-    config = base / "night.toml"
-    config.write_text("\n".join([
-        f'root = "{root}"', 'styles = ["lofi-hiphop"]', "templates_per_style = 1", "seed = 7", "bars = 2",
-        'parts = ["chords", "bass", "drums"]', 'patches = ["warm-rhodes", "sub-bass", "lofi-kit"]', "workers = 1",
-        "timeout_s = 120"]) + "\n")
-    assert run_batch(load_config(config), progress=False).failed == 0
+    root = make_night(tmp_path_factory.mktemp("room"), parts=("chords", "bass", "drums"),
+                      patches=("warm-rhodes", "sub-bass", "lofi-kit"))
     permute(root, where="part = 'chords'", ops=["pitch"], semitones=1, progress=False)
     return root
 

@@ -148,7 +148,7 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
 
     def loop_detail(request: Request) -> Response:
         loop_id = _loop_id(request)
-        lock = preview.Lock.parse(request.query_params.get("key"), request.query_params.get("bpm"))
+        lock = _lock(request)
         with catalog() as cat:
             info = loop_row(cat, loop_id)
             lineage = _lineage(cat, info)
@@ -161,7 +161,7 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
 
     def audio(request: Request) -> Response:
         loop_id = _loop_id(request)
-        lock = preview.Lock.parse(request.query_params.get("key"), request.query_params.get("bpm"))
+        lock = _lock(request)
         with catalog() as cat:
             info = loop_row(cat, loop_id)
         path = preview.locked_audio(root, info, lock)
@@ -180,7 +180,7 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
                                       [info["template_id"]]).fetchone()
         if template is None:
             raise LookupError(loop_id)
-        lock = preview.Lock.parse(request.query_params.get("key"), request.query_params.get("bpm"))
+        lock = _lock(request)
         rendered = preview.context_audio(root, template[0], info["template_id"], part, patch)
         target = preview.Lock(lock.key or _loop_key(info), lock.bpm or info["bpm"])
         as_row = {"id": f"{info['template_id']}-{part}-{patch}", "part": part, "key_tonic": template[1],
@@ -202,9 +202,7 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
         loop_id = str(body.get("id", ""))
         if not LOOP_ID.match(loop_id):
             raise FarmError("is not a loop id", field="id")
-        status = {"approve": "approved", "reject": "rejected"}.get(body.get("decision"))
-        if status is None:
-            raise FarmError("is not approve or reject", field="decision")
+        status = _decision(body)
         changed = review_loops(root, [loop_id], status=status, reason=body.get("reason"), reviewer=reviewer)
         return JSONResponse({"id": loop_id, "status": status, "changed": list(changed)})
 
@@ -220,9 +218,7 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
         reviewer confirmed (the queue changed since: nothing is done)."""
         body = await _json(request)
         filters = Filters.from_query(body.get("filters") or {})
-        status = {"approve": "approved", "reject": "rejected"}.get(body.get("decision"))
-        if status is None:
-            raise FarmError("is not approve or reject", field="decision")
+        status = _decision(body)
         include = body.get("include_machine_rejected") is True
         count = bulk_count(filters, status, include)
         if body.get("expected") != count["would_decide"]:
@@ -272,6 +268,21 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
 
 
 # -- helpers ----------------------------------------------------------------------------------
+def _lock(request: Request):
+    """The project key and tempo a request asks to preview in (``?key=Am&bpm=120``)."""
+    from farm.room.preview import Lock
+
+    return Lock.parse(request.query_params.get("key"), request.query_params.get("bpm"))
+
+
+def _decision(body: dict) -> str:
+    """The catalog status of a write's ``decision`` (approve, reject)."""
+    status = {"approve": "approved", "reject": "rejected"}.get(body.get("decision"))
+    if status is None:
+        raise FarmError("is not approve or reject", field="decision")
+    return status
+
+
 def _int(request: Request, name: str, default: int) -> int:
     text = request.query_params.get(name)
     if text in (None, ""):
