@@ -394,3 +394,21 @@ def test_bulk_approve_confirms_the_count_and_leaves_machine_rejected_loops(room,
     # the same from the command line's function: nothing left to change, no new rows
     assert review(library, where="1", status="approved", reviewer="cli") == []
     assert rows(library, "SELECT count(*) AS n FROM reviews")[0]["n"] == total - 1
+
+
+def test_skip_and_next_previous_write_nothing_and_the_picture_comes_on_demand(browser, room, library):
+    open_room(browser, room)
+    ids = browser.execute_script("return room.page.loops.map(l => l.id)")
+    assert browser.execute_script("return room.detail.id") == ids[0]
+    press(browser, "s")
+    wait_for(browser, f"return room.detail && room.detail.id === '{ids[1]}'")
+    press(browser, "j")
+    wait_for(browser, f"return room.detail && room.detail.id === '{ids[2]}'")
+    press(browser, "k")
+    wait_for(browser, f"return room.detail && room.detail.id === '{ids[1]}'")
+    assert rows(library, "SELECT count(*) AS n FROM reviews") == [{"n": 0}]  # moving decides nothing
+    press(browser, "p")  # the farm plot picture of this loop, drawn on demand
+    wait_for(browser, "const img = document.getElementById('plot'); return !img.hidden && img.complete "
+                      "&& img.naturalWidth > 0", 90)
+    name = browser.execute_script("return room.detail.name")
+    assert (library / "plots" / f"{name}.png").is_file()
