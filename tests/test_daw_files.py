@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import struct
-from pathlib import Path
 
 import pytest
 import soundfile
