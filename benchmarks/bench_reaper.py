@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 from farm.model import Template  # noqa: E402
 from farm.patches import load_patch  # noqa: E402
 from farm.render import RenderJob, get_backend  # noqa: E402
-from farm.render.reaper import check_render, run_reaper  # noqa: E402
+from farm.render.reaper import check_render  # noqa: E402
+from farm.render.reaper_process import run_reaper  # noqa: E402
 from farm.rpp import plan_projects, write_project  # noqa: E402
 from farm.templates import find_rules, generate_template, load_rules, write_template  # noqa: E402
 

@@ -36,7 +36,7 @@ class Check:
 
 
 def check_reaper(explicit: str | Path | None = None) -> Check:
-    from farm.render.reaper import ENV_REAPER, find_reaper, reaper_version
+    from farm.render.reaper_process import ENV_REAPER, find_reaper, reaper_version
 
     try:
         path, origin = find_reaper(explicit)
@@ -51,7 +51,7 @@ def check_reaper(explicit: str | Path | None = None) -> Check:
 
 
 def check_xvfb() -> Check:
-    from farm.render.reaper import needs_xvfb
+    from farm.render.reaper_process import needs_xvfb
 
     path = shutil.which("xvfb-run")
     if path:

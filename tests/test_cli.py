@@ -1,6 +1,9 @@
 """The `farm` command as a whole: every stage's commands are there, and bad input is one line."""
 from __future__ import annotations
 
+import shlex
+
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -35,3 +38,23 @@ def test_unknown_backend_names_every_built_in_one():
         get_backend("no-such-backend")
     assert err.value.field == "backend"
     assert "embedded" in err.value.message and "reaper" in err.value.message
+
+
+def _commands(group, path=()):
+    for name, command in sorted(group.commands.items()):
+        yield path + (name,), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, path + (name,))
+
+
+@pytest.mark.parametrize("path, command", list(_commands(main)), ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_every_help_ends_with_an_example_the_command_accepts(path, command):
+    out = CliRunner().invoke(main, [*path, "--help"]).output
+    last = out.split("\nOptions:")[0].strip().splitlines()[-1].strip()
+    assert last.startswith("Example: farm " + " ".join(path)), last
+    # the example parses: every option and argument in it is one the command takes
+    args = shlex.split(last.removeprefix("Example: farm "))[len(path):]
+    if isinstance(command, click.Group):  # the example names one of its commands
+        command, args = command.commands[args[0]], args[1:]
+    with command.make_context(" ".join(path), args) as ctx:
+        assert ctx.params

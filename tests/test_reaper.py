@@ -369,7 +369,7 @@ def test_find_reaper_order_and_errors(tmp_path, monkeypatch):
 
 
 def test_each_instance_gets_the_users_settings_and_plugins_but_no_control_surfaces(tmp_path):
-    from farm.render.reaper import prepare_instance
+    from farm.render.reaper_process import prepare_instance
 
     user = tmp_path / "REAPER"
     (user / "Effects" / "LoopFarm").mkdir(parents=True)

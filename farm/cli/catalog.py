@@ -57,6 +57,9 @@ def batch(config_path, resume, workers, backend, root, seed, no_progress, reaper
 
     Kill it at any moment; `farm batch --resume` finishes it without duplicating or losing a
     loop. Exits 1 when some loop failed for good (see `farm query failed_tasks`).
+
+    \b
+    Example: farm batch --root library -j 2
     """
     from farm.batch import load_config, run_batch, write_night_projects
 
@@ -113,8 +116,7 @@ def sql(sql, params, fmt, timeout, root):
     """Run SQL on the catalog, read-only; it creates no file and stops after --timeout seconds.
 
     \b
-    farm sql "SELECT key, count(*) FROM loops GROUP BY key"
-    farm sql "SELECT * FROM loops WHERE bpm > :bpm" -p bpm=100 --csv
+    Example: farm sql "SELECT key, count(*) FROM loops GROUP BY key"
     """
     from farm.catalog import parse_value
 
@@ -134,7 +136,7 @@ def query(name, params, show_sql, fmt, timeout, root):
     """Run a saved query from catalog/queries/ (without NAME: list them).
 
     \b
-    farm query chord_in_bar --param symbol=Dm7 --param bar=3
+    Example: farm query chord_in_bar --param symbol=Dm7 --param bar=3
     """
     queries = cat.saved_queries()
     if not name:
@@ -156,7 +158,11 @@ def query(name, params, show_sql, fmt, timeout, root):
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @root_option
 def show(loop_id, as_json, root):
-    """Everything about one loop (id or a unique prefix of at least 6 characters)."""
+    """Everything about one loop (id or a unique prefix of at least 6 characters).
+
+    \b
+    Example: farm show 3c22309c
+    """
     info = cat.show_loop(root, loop_id)
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
@@ -186,7 +192,11 @@ def show(loop_id, as_json, root):
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @root_option
 def stats(as_json, root):
-    """Counts: loops by status, style, part and key; the latest batches."""
+    """Counts: loops by status, style, part and key; the latest batches.
+
+    \b
+    Example: farm stats --root library
+    """
     s = cat.catalog_stats(root)
     if as_json:
         click.echo(json.dumps(s, indent=2))
@@ -222,6 +232,7 @@ def approve(ids, where, reviewer, include_machine_rejected, root):
     --where leaves loops the machine checks rejected as they are unless --include-machine-rejected;
     a loop already approved is left alone (no review row).
 
+    \b
     Example: farm approve --where "style = 'lofi-hiphop' AND part = 'bass'"
     """
     _review("approved", ids, where, None, reviewer, root, include_machine_rejected)
@@ -236,6 +247,7 @@ def approve(ids, where, reviewer, include_machine_rejected, root):
 def reject(ids, reason, where, reviewer, root):
     """Reject loops by id (or unique prefix) or --where, with a reason; nothing is deleted.
 
+    \b
     Example: farm reject 3c22309c --reason "muddy low end"
     """
     _review("rejected", ids, where, reason, reviewer, root)
@@ -250,6 +262,7 @@ def undo(loop_id, reviewer, root):
 
     The review row stays, marked undone with who and when.
 
+    \b
     Example: farm undo 3c22309c
     """
     state = cat.undo(root, loop_id, reviewer)
@@ -268,6 +281,7 @@ def check(root, no_progress, repair):
 
     Exits 1 when anything is wrong.
 
+    \b
     Example: farm check --root library --repair
     """
     if repair:
@@ -292,6 +306,7 @@ def datasette(root, host, port, metadata_out):
     """Open the catalog in Datasette: saved queries as canned queries, schema comments as column
     descriptions, each loop's patch_hash linked to its patch.
 
+    \b
     Example: farm datasette --root library --port 8001
     """
     import subprocess

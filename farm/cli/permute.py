@@ -39,6 +39,9 @@ def permute(where, ops, semitones, bpm_steps, bleed_threshold, patterns, patches
 
     Every new loop is catalogued as pending (or rejected by the machine checks, with the reason),
     with its parent, operation and parameters; running again makes nothing twice.
+
+    \b
+    Example: farm permute --where "part = 'chords'" --ops pitch,stretch
     """
     from farm.permute.pipeline import permute as run
 

@@ -15,6 +15,9 @@ def doctor(reaper, directory, no_live):
     """Report what this machine can render: one line per check, with the fix.
 
     Exits 1 when the embedded renderer cannot run (no FluidSynth library or SoundFont).
+
+    \b
+    Example: farm doctor --no-live
     """
     from farm.doctor import doctor as run_checks, exit_code, report
 
@@ -25,14 +28,22 @@ def doctor(reaper, directory, no_live):
 
 @click.group("reaper")
 def reaper_group():
-    """A running REAPER, through reapy: set-up and auditioning templates."""
+    """A running REAPER, through reapy: set-up and auditioning templates.
+
+    \b
+    Example: farm reaper setup
+    """
 
 
 @reaper_group.command("setup")
 @click.option("--resource-dir", type=click.Path(file_okay=False), default=None,
               help="REAPER's resource directory (default: found from the running REAPER).")
 def setup(resource_dir):
-    """Configure REAPER for reapy, install the farm's JSFX and ReaScripts; then restart REAPER."""
+    """Configure REAPER for reapy, install the farm's JSFX and ReaScripts; then restart REAPER.
+
+    \b
+    Example: farm reaper setup --resource-dir ~/.config/REAPER
+    """
     from farm.reaper_live import setup as run_setup
 
     for line in run_setup(resource_dir=resource_dir):
@@ -43,7 +54,11 @@ def setup(resource_dir):
 @click.argument("template", type=click.Path())
 @click.option("--patch", required=True, help="Patch name (patches/NAME.toml).")
 def audition(template, patch):
-    """Put TEMPLATE's parts on tracks with the patch's FX chain in the open REAPER project."""
+    """Put TEMPLATE's parts on tracks with the patch's FX chain in the open REAPER project.
+
+    \b
+    Example: farm reaper audition my-templates/c9dfcaa090f96eef --patch dry-piano-chords
+    """
     from farm.reaper_live import audition as run_audition
 
     added, note = run_audition(template, patch)
@@ -55,7 +70,11 @@ def audition(template, patch):
 
 @click.group("patch")
 def patch_group():
-    """Patches made in REAPER."""
+    """Patches made in REAPER.
+
+    \b
+    Example: farm patch pull my-pad --track 2 --role chords
+    """
 
 
 @patch_group.command("pull")
@@ -65,7 +84,11 @@ def patch_group():
 @click.option("--dir", "patches_dir", type=click.Path(file_okay=False), default=None,
               help="Patch directory (default: the project's patches/, or $FARM_PATCHES_DIR).")
 def pull(name, track, roles, patches_dir):
-    """Save track N's FX chain from the running REAPER as patches/NAME.RfxChain (+ its TOML)."""
+    """Save track N's FX chain from the running REAPER as patches/NAME.RfxChain (+ its TOML).
+
+    \b
+    Example: farm patch pull my-pad --track 2 --role chords
+    """
     from farm.reaper_live import pull_patch
 
     chain, toml = pull_patch(name, track, patches_dir=patches_dir, roles=roles)

@@ -20,6 +20,7 @@ def patches(name, show, role, patches_dir):
 
     A patch file that does not load is one error line each (exit 1); the others are still listed.
 
+    \b
     Example: farm patches --role bass
     """
     from farm.patches import describe_patch, load_patch, patch_table, scan_patches
@@ -62,7 +63,11 @@ def patches(name, show, role, patches_dir):
 @click.option("--instances", type=click.IntRange(1, 64), default=None, help="REAPER: parallel reaper processes.")
 def render(template_dir, patch, part, out, jobs, sample_rate, fmt, backend, rpp_only, via, reaper_path,
            instances):
-    """Render a template's parts through a patch into exact, seamless loop files."""
+    """Render a template's parts through a patch into exact, seamless loop files.
+
+    \b
+    Example: farm render --template my-templates/c9dfcaa090f96eef --patch warm-rhodes --out loops
+    """
     from farm.errors import FarmError
     from farm.render.run import plan_jobs, render as render_template
 

@@ -22,6 +22,9 @@ def plot(ids, where, out, root, no_progress):
 
     One PNG per loop named by id (or a unique prefix of 6+ characters) and/or matching --where,
     written to <root>/plots/<loop name>.png unless --out says otherwise.
+
+    \b
+    Example: farm plot --where "part = 'chords'" --out plots
     """
     from farm.review import plot_loops
 
@@ -50,6 +53,9 @@ def export(ids, where, out, fmt, status, group_by, root, no_progress):
     Splice-style names, a JSON sidecar (and the MIDI) beside each file, a catalog.csv of the
     folder; WAV files carry tempo, beats, meter and root note (acid) and a loop over the whole
     file (smpl). Running it again writes nothing new.
+
+    \b
+    Example: farm export --where "part = 'bass'" --group-by key --out export/bass
     """
     from farm.export import export as run_export
     from farm.export import export_summary
@@ -74,6 +80,7 @@ def review(root, host, port, read_only, token, reviewer):
     Prints its URL and runs until Ctrl-C. Keys on the page: space play/stop, a approve,
     r reject (pick a reason), s skip, u undo, j/k next/previous.
 
+    \b
     Example: farm review --root library --port 8000
     """
     from farm.room import serve

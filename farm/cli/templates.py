@@ -34,7 +34,11 @@ def _range(lo_hi) -> str:
 @click.option("--rules-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of rule sets (default: the project's templates/, or $FARM_TEMPLATES_DIR).")
 def styles(rules_dir: Path | None):
-    """List the rule sets: name, modes, tempo, meters, bars and parts."""
+    """List the rule sets: name, modes, tempo, meters, bars and parts.
+
+    \b
+    Example: farm styles
+    """
     from farm.templates import list_styles, templates_dir
 
     d = rules_dir or templates_dir()
@@ -70,6 +74,9 @@ def generate(style, rules_file, count, seed, bars, out, plot, quiet):
     """Write labelled MIDI templates (template.json + one MIDI per part + all.mid).
 
     Prints each template's folder with its key, bpm, meter and chords.
+
+    \b
+    Example: farm generate --style lofi-hiphop --count 3 --seed 0 --out my-templates
     """
     from farm.model import Template
     from farm.templates import generate as generate_templates
