@@ -11,6 +11,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import math
+
 import numpy as np
 
 from farm.errors import FarmError
@@ -60,6 +62,36 @@ def fold_tail(raw: np.ndarray, loop_samples: int, fade_samples: int = 1024) -> n
         chunk = tail[:, start:start + loop_samples]
         out[:, :chunk.shape[1]] += chunk
     return out
+
+
+DC_CUTOFF_HZ = 5.0  # below every bass note (E0 is 20.6 Hz); removes offsets and slow drift
+
+
+def remove_dc(loop: np.ndarray, sample_rate: int, cutoff_hz: float = DC_CUTOFF_HZ) -> np.ndarray:
+    """A one-pole DC blocker (``y[n] = x[n] - x[n-1] + R y[n-1]``) run around the loop.
+
+    The filter starts in the state it would have after the loop had played forever (its
+    periodic steady state), so the result joins itself exactly like its input, and its mean over
+    the loop is zero: a periodic signal's DC is its mean, and the filter passes none of it.
+    ``loop`` is ``(channels, samples)``; returns float32 of the same shape.
+    """
+    from scipy.signal import lfilter
+
+    x = np.asarray(loop, dtype=np.float64)
+    r = math.exp(-2.0 * math.pi * cutoff_hz / sample_rate)
+    b, a = [1.0, -1.0], [1.0, -r]
+    # The filter's one state variable moves by r per sample: from zero it ends at ``zf``, so the
+    # state that repeats itself after one pass is zf / (1 - r**n).
+    _, zf = lfilter(b, a, x, axis=-1, zi=np.zeros((x.shape[0], 1)))
+    zi = zf / (1.0 - r ** x.shape[-1])
+    y, _ = lfilter(b, a, x, axis=-1, zi=zi)
+    return y.astype(np.float32)
+
+
+def dc_offset(audio: np.ndarray) -> float:
+    """The largest absolute mean of any channel (full scale = 1.0)."""
+    a = np.atleast_2d(np.asarray(audio, dtype=np.float64))
+    return float(np.abs(a.mean(axis=-1)).max()) if a.size else 0.0
 
 
 # -- levels -----------------------------------------------------------------------------------

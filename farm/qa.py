@@ -30,11 +30,12 @@ class QALimits:
     clip_level: float = 0.999  # |sample| at or above this is at full scale
     clip_samples: int = 3  # this many full-scale samples is clipping
     loudness_tolerance_lu: float = 3.0  # |LUFS - patch target| above this is "far from target"
+    dc_offset: float = 0.005  # |mean| of a channel above this (full scale 1.0) is a DC offset
 
 
 # What each limit may be: (low, high), inclusive. A NaN, an infinity or a value outside is refused.
 QA_RANGES = {"silence_db": (-200.0, 0.0), "clip_level": (0.01, 1.0), "clip_samples": (1, 1_000_000),
-             "loudness_tolerance_lu": (0.0, 60.0)}
+             "loudness_tolerance_lu": (0.0, 60.0), "dc_offset": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def machine_check(audio: np.ndarray, sample_rate: int, *, expected_samples: int,
     """The reason to reject a loop, or None when it passes.
 
     Checks, in order: NaN/inf samples, shape (channels and exact length in samples), silence,
-    clipping, and integrated loudness (``lufs``, measured when not given) against the patch's
+    clipping, DC offset, and integrated loudness (``lufs``, measured when not given) against the patch's
     ``target_lufs``.
     """
     a = np.asarray(audio)
@@ -195,6 +196,10 @@ def machine_check(audio: np.ndarray, sample_rate: int, *, expected_samples: int,
     clipped = int(np.count_nonzero(np.abs(a) >= limits.clip_level))
     if clipped >= limits.clip_samples:
         return f"clipping: {clipped} samples at full scale"
+    means = np.abs(a.astype(np.float64).mean(axis=1))
+    if means.max() > limits.dc_offset:
+        channel = "LR"[int(means.argmax())] if a.shape[0] == 2 else str(int(means.argmax()))
+        return f"DC offset: {means.max():.4f} on channel {channel} is above {limits.dc_offset:g}"
     if target_lufs is not None:
         if lufs is None:
             from farm.audio import integrated_lufs

@@ -28,7 +28,7 @@ from farm.cli import main as farm
 from farm.errors import FarmError
 from farm.model import ChordLabel, Key, Meter, PartInfo, Template, canonical_json, content_id
 from farm.patches import load_patch
-from farm.render import RenderJob, get_backend, render_loops
+from farm.render import FINISHING, RenderJob, get_backend, render_loops
 from farm.render.reaper import (ProjectsWritten, ReaperBackend, ReaperRenderError, find_reaper,
                                 reaper_command, write_projects)
 from farm.reaper_live import UNREACHABLE
@@ -501,7 +501,7 @@ def test_reapy_render_opens_each_project_renders_with_42230_and_checks_the_files
     assert steps == [step for path in opened for step in (
         ("open_project", path), ("perform_action", 42230), ("Main_SaveProject", f"project:{path}"),
         ("perform_action", 40860))]
-    assert engine.version == "REAPER 7.0/stand-in"
+    assert engine.version == "REAPER 7.0/stand-in; " + FINISHING
 
 
 def test_reapy_render_waits_with_a_timeout_and_reports_missing_files(tmp_path, jobs):

@@ -21,7 +21,7 @@ import soundfile
 from click.testing import CliRunner
 from scipy.signal import resample_poly
 
-from farm.audio import (bar_chroma, chroma, fold_tail, integrated_lufs, limit_circular, normalise_loudness,
+from farm.audio import (bar_chroma, chroma, dc_offset, remove_dc, fold_tail, integrated_lufs, limit_circular, normalise_loudness,
                         oversampled_peak, read_audio, true_peak_dbtp, write_audio)
 from farm.cli import main as farm_cli
 from farm.errors import FarmError
@@ -199,6 +199,7 @@ def test_every_shipped_patch_renders_a_clean_loop_at_its_loudness(workdir):
         assert np.isfinite(audio).all() and np.sqrt(np.mean(audio ** 2)) > 0.01, patch.name
         assert true_peak_8x(audio) <= -1.0 + 0.01, patch.name
         assert abs(pyloudnorm_lufs(audio, sr) - patch.target_lufs) <= 0.5, patch.name
+        assert dc_offset(audio) <= 0.005, patch.name
         if not chords:
             continue
         for template, heard in ((first, audio), (second, render_part(dirs[1], part, patch)[0])):
@@ -685,3 +686,32 @@ def test_midi_transforms_change_the_sound_as_documented(template_dir, backend):
     dark, bright = backend.render_raw([_variant(pad, cc=(CCAutomation(74, 0, 0),)),
                                        _variant(pad, cc=(CCAutomation(74, 127, 127),))])
     assert _centroid_hz(bright, pad.sample_rate) > 1.5 * _centroid_hz(dark, pad.sample_rate)  # CC74 = cut-off
+
+
+def test_the_dc_blocker_removes_an_offset_keeps_the_bass_and_the_seam():
+    sr, n = 44100, 88200  # a 2 s loop holding 80 periods of 40 Hz, on a 0.2 offset
+    t = np.arange(n) / sr
+    loop = np.stack([0.5 * np.sin(2 * np.pi * 40 * t) + 0.2, 0.3 * np.sin(2 * np.pi * 40 * t) - 0.1]).astype(np.float32)
+    out = remove_dc(loop, sr)
+    assert out.shape == loop.shape and out.dtype == np.float32
+    assert dc_offset(out) < 1e-6 and dc_offset(loop) > 0.19
+    # 40 Hz passes at 99 % of its level: the filter sits at 5 Hz
+    level = np.sqrt(np.mean(out[0].astype(np.float64) ** 2)) / (0.5 / np.sqrt(2))
+    assert 0.99 <= level <= 1.001
+    # the loop is in the filter's periodic steady state: played twice through the filter from
+    # rest, the second pass is the blocked loop itself
+    twice = remove_dc(np.concatenate([loop] * 2, axis=1), sr)
+    assert np.allclose(twice[:, n:], out, atol=1e-6) and np.allclose(twice[:, :n], out, atol=1e-6)
+    assert seam_step(out) <= 3 * np.abs(np.diff(out, axis=1)).max()
+
+
+def test_a_dc_offset_is_a_machine_rejection_at_the_configured_limit():
+    from farm.qa import QALimits, machine_check
+
+    sr, n = 44100, 44100
+    noise = np.random.default_rng(1).normal(0, 0.1, (2, n)).astype(np.float32)
+    assert machine_check(noise - noise.mean(axis=1, keepdims=True), sr, expected_samples=n) is None
+    reason = machine_check(noise - noise.mean(axis=1, keepdims=True) + np.array([[0.0], [0.02]], np.float32), sr,
+                           expected_samples=n)
+    assert reason.startswith("DC offset: 0.0200 on channel R is above 0.005")
+    assert machine_check(noise + 0.004, sr, expected_samples=n, limits=QALimits(dc_offset=0.05)) is None

@@ -17,6 +17,9 @@ from farm.model import Template
 
 SAMPLE_RATES = (44100, 48000)
 TRUE_PEAK_CEILING_DBTP = -1.0
+# What finish_loop does, as part of every backend's version (and so of every loop id): change it
+# whenever finishing changes a loop's bytes.
+FINISHING = "finishing 2 (fold, DC blocker 5 Hz, loudness, true peak)"
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,12 @@ def get_backend(name: str = "embedded", **options) -> Backend:
 
 
 def finish_loop(job: RenderJob, raw: np.ndarray, renderer: str, renderer_version: str) -> RenderedLoop:
-    """Fold the tail into the loop start and normalise loudness: the path every backend shares."""
-    from farm.audio import fold_tail, normalise_loudness
+    """Fold the tail into the loop start, block DC, normalise loudness under a true-peak ceiling:
+    the path every backend shares."""
+    from farm.audio import fold_tail, normalise_loudness, remove_dc
 
     _require_finite(job, raw, renderer)
-    looped = fold_tail(raw, job.loop_samples)
+    looped = remove_dc(fold_tail(raw, job.loop_samples), job.sample_rate)
     audio, lufs, tp = normalise_loudness(looped, job.sample_rate, job.patch.target_lufs,
                                          ceiling_dbtp=TRUE_PEAK_CEILING_DBTP)
     return RenderedLoop(job, audio, job.sample_rate, lufs, tp, renderer, renderer_version)

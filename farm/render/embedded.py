@@ -24,7 +24,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.patches import INTERPOLATIONS, Patch, build_effects, default_soundfont
-from farm.render import SAMPLE_RATES, RenderJob, register_backend
+from farm.render import FINISHING, SAMPLE_RATES, RenderJob, register_backend
 from farm.quiet import import_quietly
 
 BLOCK = 64  # FluidSynth's internal block (FLUID_BUFSIZE); events land on its boundaries
@@ -302,7 +302,7 @@ class EmbeddedBackend:
 
         sf = default_soundfont()
         self.version = (f"fluidsynth {fluidsynth_version()}; soundfont {sf.name} "
-                        f"{sf.stat().st_size} bytes; pedalboard {pedalboard.__version__}")
+                        f"{sf.stat().st_size} bytes; pedalboard {pedalboard.__version__}; {FINISHING}")
 
     def render_raw(self, jobs: Sequence[RenderJob]) -> list[np.ndarray]:
         return [render_job_raw(job) for job in jobs]

@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.render import RenderJob, register_backend
+from farm.render import FINISHING, RenderJob, register_backend
 from farm.rpp import DEFAULT_GAP_S, ProjectPlan, plan_project, plan_projects, write_project
 
 from farm.render.reaper_process import (ENV_REAPER, default_resource_dir, find_reaper, prepare_instance, reaper_command,
@@ -167,6 +167,7 @@ class ReaperBackend:
 
             self._session = ReapySession.connect(reapy_api)
             self.version = self._session.version()
+        self.version = f"{self.version}; {FINISHING}"
         # A temporary work directory is made per render_raw call and removed after it unless a
         # loop failed (then it holds the projects and logs the error names): a batch worker never
         # calls close(), and nothing may pile up in /tmp night after night.
