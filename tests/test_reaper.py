@@ -704,7 +704,7 @@ def test_doctor_reads_reapers_version_beside_the_executable(tmp_path, monkeypatc
     check = check_reaper(install)  # --reaper may name the install directory
     assert check.status == "ok" and "version 7.22" in check.detail and str(install / "reaper") in check.detail
     engine = ReaperBackend(reaper=install, progress=False)
-    assert engine.version == "REAPER 7.22"
+    assert engine.version == "REAPER 7.22; " + FINISHING
     engine.close()
 
 
