@@ -369,12 +369,14 @@ def test_patches_cli_lists_an_aligned_table_and_shows_one():
     listing = runner.invoke(farm_cli, ["patches"])
     assert listing.exit_code == 0
     rows = _table(listing.stdout)
-    assert list(rows[0]) == ["name", "roles", "sound", "effects", "target LUFS", "tail s"]
+    assert list(rows[0]) == ["name", "kind", "roles", "sound", "effects", "target LUFS", "tail s"]
     patches = {p.name: p for p in list_patches()}
     assert [r["name"] for r in rows] == sorted(p.stem for p in PATCHES_DIR.glob("*.toml")) == sorted(patches)
     for r in rows:
         patch = patches[r["name"]]
-        assert r["roles"].split(", ") == list(patch.roles)
+        assert r["roles"].split(", ") == list(patch.roles) and r["kind"] == patch.kind
+        if patch.kind == "faust":
+            assert r["sound"] == patch.faust.dsp.name
         assert float(r["target LUFS"]) == patch.target_lufs and float(r["tail s"]) == patch.tail_s
         assert r["effects"].split(" > ") == ([e.plugin for e in patch.effects] or ["-"])
     lines = listing.stdout.splitlines()

@@ -9,15 +9,21 @@ from farm.patches.soundfont import soundfont_presets
 
 # -- describing -------------------------------------------------------------------------------
 def preset_name(patch: Patch) -> str:
-    """The SoundFont's name for the patch's bank and program ("Rhodes EP")."""
+    """What makes the sound, in a few words: the SoundFont's name for the patch's bank and program
+    ("Rhodes EP"), the Faust file, or the hosted plugin."""
+    if patch.faust:
+        return patch.faust.dsp.name
+    if patch.plugin:
+        return patch.plugin.plugin.rsplit("/", 1)[-1]
     e = patch.embedded
     return soundfont_presets(e.soundfont).get((e.bank, e.program), "?")
 
 
 def patch_summary(patch: Patch) -> dict[str, str]:
-    """One row for ``farm patches``: name, roles, sound, effects, loudness target, tail."""
+    """One row for ``farm patches``: name, kind, roles, sound, effects, loudness target, tail."""
     return {
         "name": patch.name,
+        "kind": patch.kind,
         "roles": ", ".join(patch.roles),
         "sound": preset_name(patch),
         "effects": " > ".join(e.plugin for e in patch.effects) or "-",
@@ -44,9 +50,10 @@ def patch_table(patches: Sequence[Patch]) -> str:
 
 def describe_patch(patch: Patch) -> str:
     """A patch spelled out in full, as ``farm patches NAME`` prints it."""
-    e = patch.embedded
+    e = patch.sound
     lines = [
         f"name:        {patch.name}",
+        f"kind:        {patch.kind}",
         f"file:        {patch.path}",
         f"hash:        {patch.content_hash[:16]}",
         f"roles:       {', '.join(patch.roles)}",
@@ -56,17 +63,15 @@ def describe_patch(patch: Patch) -> str:
     lines += [
         f"loudness:    {patch.target_lufs:g} LUFS integrated, true peak under -1 dBTP",
         f"tail:        {patch.tail_s:g} s rendered past the loop end and folded into its start",
-        f"soundfont:   {e.soundfont} ({e.soundfont.stat().st_size} bytes)",
-        f"preset:      bank {e.bank} program {e.program} \"{preset_name(patch)}\"",
-        f"synth:       gain {e.gain:g}, {e.interpolation} interpolation, polyphony {e.polyphony}",
-        f"reverb:      {_fields(e.reverb) if e.reverb else 'off'}",
-        f"chorus:      {_fields(e.chorus) if e.chorus else 'off'}",
+    ] + _sound_lines(patch) + [
         f"midi:        octave {e.octave:+d}, velocity curve {e.velocity_curve:g}, "
         f"note length x{e.note_length:g}",
     ]
     for auto in e.cc:
         lines.append(f"automation:  CC{auto.number} {auto.start}->{auto.end} {auto.shape}, "
                      f"{auto.cycles} per loop")
+    for auto in getattr(e, "automation", ()):
+        lines.append(f"automation:  {auto.param} {auto.start:g}->{auto.end:g} {auto.shape}, {auto.cycles} per loop")
     for i, effect in enumerate(patch.effects, 1):
         params = ", ".join(f"{k}={v}" for k, v in effect.params.items())
         lines.append(f"effect {i}:    {effect.plugin}({params})")
@@ -75,6 +80,26 @@ def describe_patch(patch: Patch) -> str:
         lines.append(f"reaper:      {patch.reaper_fxchain.name} ({state})"
                      + (f", instrument {patch.reaper['instrument']}" if "instrument" in patch.reaper else ""))
     return "\n".join(lines)
+
+
+def _sound_lines(patch: Patch) -> list[str]:
+    e = patch.sound
+    if patch.faust:
+        set_ = dict(e.params)
+        sliders = ", ".join(f"{s.label}={set_.get(s.label, s.init):g}" for s in e.sliders
+                            if s.label not in ("freq", "gain", "gate"))
+        return [f"faust:       {e.dsp} ({e.dsp.stat().st_size} bytes), {e.voices} voices",
+                f"parameters:  {sliders or 'none'}"]
+    if patch.plugin:
+        return [f"plugin:      {e.plugin}", f"state:       {e.state or 'none (its defaults)'}",
+                f"parameters:  {', '.join(f'{k}={v:g}' for k, v in e.params) or 'none'}"]
+    return [
+        f"soundfont:   {e.soundfont} ({e.soundfont.stat().st_size} bytes)",
+        f"preset:      bank {e.bank} program {e.program} \"{preset_name(patch)}\"",
+        f"synth:       gain {e.gain:g}, {e.interpolation} interpolation, polyphony {e.polyphony}",
+        f"reverb:      {_fields(e.reverb) if e.reverb else 'off'}",
+        f"chorus:      {_fields(e.chorus) if e.chorus else 'off'}",
+    ]
 
 
 def _fields(obj) -> str:

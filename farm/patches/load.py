@@ -53,15 +53,19 @@ def load_patch(name_or_path: str | Path, patches_dir: str | Path | None = None) 
         raise FarmError(f"no such patch{f'; did you mean {guess!r}?' if guess else ''} (known: {', '.join(known) or 'none'})",
                         file=path, field="name")
     patch = _load_patch_file(path.resolve(), path.stat().st_mtime_ns, path.stat().st_size)
-    return replace(patch, digest=patch_digest(patch.path, patch.reaper_fxchain))
+    return replace(patch, digest=patch_digest(patch.path, patch.reaper_fxchain, patch.sources))
 
 
-def patch_digest(toml_path: Path, fxchain: Path | None) -> str:
-    """sha256 of a patch's TOML bytes, then its ``.RfxChain`` bytes if that file exists."""
+def patch_digest(toml_path: Path, fxchain: Path | None, sources: Iterable[Path] = ()) -> str:
+    """sha256 of a patch's TOML bytes, then its ``.RfxChain`` bytes if that file exists, then each
+    source file's name and bytes (a Faust ``.dsp``, a plugin state)."""
     h = hashlib.sha256(Path(toml_path).read_bytes())
     if fxchain is not None and Path(fxchain).is_file():
         h.update(b"\0RfxChain\0")
         h.update(Path(fxchain).read_bytes())
+    for source in sources:
+        h.update(b"\0" + Path(source).name.encode() + b"\0")
+        h.update(Path(source).read_bytes())
     return h.hexdigest()
 
 

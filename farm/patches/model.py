@@ -5,11 +5,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from farm.model import PART_ROLES
 from farm.render import SAMPLE_RATES
 
 
 ROLES = ("chords", "pad", "keys", "bass", "lead", "arp", "drums")
+# What makes a patch's sound: a SoundFont preset played by FluidSynth ([embedded]), a Faust
+# instrument compiled by DawDreamer ([faust]), or a hosted VST2/VST3/LV2 instrument ([plugin]).
+PATCH_KINDS = ("soundfont", "faust", "plugin")
 INTERPOLATIONS = {"none": 0, "linear": 1, "4th": 4, "7th": 7}
 CC_SHAPES = ("ramp", "triangle", "sine")
 DRUM_BANK = 128
@@ -108,6 +113,82 @@ class CCAutomation:
 
 
 @dataclass(frozen=True)
+class Automation:
+    """An instrument parameter swept between ``start`` and ``end`` (its own units), ``cycles``
+    times per loop, with the shapes of :class:`CCAutomation` (``triangle`` and ``sine`` join
+    seamlessly at the loop point)."""
+
+    param: str
+    start: float
+    end: float
+    shape: str = "triangle"
+    cycles: int = 1
+
+    def values(self, samples: int, loop_samples: int) -> np.ndarray:
+        """float32 value at every sample of a render ``samples`` long, periodic over the loop."""
+        p = (np.arange(samples, dtype=np.float64) % loop_samples) / loop_samples * self.cycles % 1.0
+        if self.shape == "ramp":
+            x = p
+        elif self.shape == "triangle":
+            x = 1.0 - np.abs(2.0 * p - 1.0)
+        else:
+            x = 0.5 - 0.5 * np.cos(2.0 * np.pi * p)
+        return (self.start + (self.end - self.start) * x).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Slider:
+    """One control of an instrument: its label, default and range."""
+
+    label: str
+    init: float
+    lo: float
+    hi: float
+
+
+@dataclass(frozen=True)
+class FaustSound:
+    """A polyphonic Faust instrument (``freq``/``gain``/``gate`` per voice) from a ``.dsp`` file,
+    compiled in-process by DawDreamer; ``params`` set its sliders by label, ``automation`` sweeps
+    them over the loop. The MIDI transforms are those of :class:`EmbeddedSound`."""
+
+    dsp: Path
+    voices: int = 8
+    params: tuple[tuple[str, float], ...] = ()
+    automation: tuple[Automation, ...] = ()
+    sliders: tuple[Slider, ...] = ()
+    drums: bool = False
+    octave: int = 0
+    velocity_curve: float = 1.0
+    note_length: float = 1.0
+    cc: tuple[CCAutomation, ...] = ()  # MIDI controllers: none, the instrument has sliders
+
+    @property
+    def is_drum_kit(self) -> bool:
+        return self.drums
+
+
+@dataclass(frozen=True)
+class PluginSound:
+    """A hosted instrument plugin (VST2 ``.so``, VST3 or an LV2 URI) loaded by DawDreamer, with
+    its state file (kept beside the patch) and parameters set by name."""
+
+    plugin: str  # a path to a .so/.vst3, or an LV2 URI
+    state: Path | None = None
+    params: tuple[tuple[str, float], ...] = ()
+    automation: tuple[Automation, ...] = ()
+    drums: bool = False
+    octave: int = 0
+    velocity_curve: float = 1.0
+    note_length: float = 1.0
+    cc: tuple[CCAutomation, ...] = ()
+
+    @property
+    def is_drum_kit(self) -> bool:
+        return self.drums
+
+
+@dataclass(frozen=True)
 class EmbeddedSound:
     """The FluidSynth side of a patch, and the MIDI transforms applied before playing.
 
@@ -162,7 +243,7 @@ class Patch:
 
     name: str
     roles: tuple[str, ...]
-    embedded: EmbeddedSound
+    embedded: EmbeddedSound | None
     effects: tuple[Effect, ...]
     target_lufs: float
     tail_s: float
@@ -171,17 +252,39 @@ class Patch:
     path: Path
     description: str = ""
     digest: str = field(default="", repr=False)  # see content_hash
+    faust: FaustSound | None = None
+    plugin: PluginSound | None = None
+
+    @property
+    def kind(self) -> str:
+        """``soundfont``, ``faust`` or ``plugin``: what makes the sound (``PATCH_KINDS``)."""
+        return "faust" if self.faust else "plugin" if self.plugin else "soundfont"
+
+    @property
+    def sound(self) -> EmbeddedSound | FaustSound | PluginSound:
+        """The patch's sound, whatever its kind: it carries the MIDI transforms every kind shares
+        (``octave``, ``velocity_curve``, ``note_length``, ``cc``, ``is_drum_kit``)."""
+        return self.faust or self.plugin or self.embedded
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        """The files beside the TOML that make the sound (a ``.dsp``, a plugin state)."""
+        if self.faust:
+            return (self.faust.dsp,)
+        if self.plugin and self.plugin.state:
+            return (self.plugin.state,)
+        return ()
 
     def __hash__(self) -> int:
         return hash((self.name, self.content_hash))
 
     @property
     def content_hash(self) -> str:
-        """sha256 of the TOML bytes, plus the ``.RfxChain`` bytes when that file exists, as they
-        were when the patch was loaded (loop ids depend on it)."""
+        """sha256 of the TOML bytes, plus the ``.RfxChain`` bytes when that file exists and the
+        bytes of its ``sources``, as they were when the patch was loaded (loop ids depend on it)."""
         from farm.patches.load import patch_digest
 
-        return self.digest or patch_digest(self.path, self.reaper_fxchain)
+        return self.digest or patch_digest(self.path, self.reaper_fxchain, self.sources)
 
     def fits(self, part_name: str) -> bool:
         """True when one of this patch's roles may play ``part_name`` (see ``PART_ROLES``)."""

@@ -16,7 +16,9 @@ from farm.patches.soundfont import soundfont_presets
 
 
 # -- validation -------------------------------------------------------------------------------
-_TOP_KEYS = {"name", "roles", "description", "target_lufs", "tail_s", "embedded", "effects", "reaper"}
+_TOP_KEYS = {"name", "roles", "description", "target_lufs", "tail_s", "embedded", "faust", "plugin", "effects",
+             "reaper"}
+_SOUND_TABLES = ("embedded", "faust", "plugin")
 _EMBEDDED_KEYS = {"soundfont", "bank", "program", "gain", "interpolation", "polyphony", "reverb",
                   "chorus", "octave", "velocity_curve", "note_length", "cc"}
 _REAPER_KEYS = {"fxchain", "instrument"}
@@ -76,9 +78,25 @@ def _parse_patch(data: dict, path: Path) -> Patch:
     target_lufs = c.number(data, "target_lufs", "", lo=-40.0, hi=-6.0)
     tail_s = c.number(data, "tail_s", "", default=2.0, lo=0.0, hi=30.0)
 
-    if not isinstance(data.get("embedded"), dict):
-        c.fail("embedded", "missing [embedded] table")
-    embedded = _parse_embedded(data["embedded"], c, roles)
+    sounds = [k for k in _SOUND_TABLES if k in data]
+    if len(sounds) != 1:
+        c.fail(sounds[1] if len(sounds) > 1 else "embedded",
+               "a patch has exactly one sound: an [embedded] SoundFont preset, a [faust] instrument or a "
+               "hosted [plugin]" + (f" (this one has {' and '.join(f'[{s}]' for s in sounds)})" if sounds else ""))
+    [kind] = sounds
+    if not isinstance(data[kind], dict):
+        c.fail(kind, f"expected a [{kind}] table")
+    embedded = faust = plugin = None
+    if kind == "embedded":
+        embedded = _parse_embedded(data["embedded"], c, roles)
+    elif kind == "faust":
+        from farm.patches.faust import parse_faust
+
+        faust = parse_faust(data["faust"], c, roles)
+    else:
+        from farm.patches.plugin import parse_plugin
+
+        plugin = parse_plugin(data["plugin"], c, roles)
 
     effects_data = data.get("effects", [])
     if not isinstance(effects_data, list):
@@ -99,7 +117,7 @@ def _parse_patch(data: dict, path: Path) -> Patch:
 
     return Patch(name=name, roles=tuple(roles), embedded=embedded, effects=effects,
                  target_lufs=target_lufs, tail_s=tail_s, reaper_fxchain=fxchain, reaper=dict(reaper),
-                 path=path, description=description)
+                 path=path, description=description, faust=faust, plugin=plugin)
 
 
 def _parse_embedded(e: dict, c: _Checker, roles: Sequence[str]) -> EmbeddedSound:

@@ -1,4 +1,5 @@
-"""The embedded renderer: FluidSynth in-process (pyfluidsynth) with pedalboard effects.
+"""The embedded renderer: FluidSynth in-process (pyfluidsynth) with pedalboard effects; Faust and
+plugin patches through DawDreamer in-process (``farm.render.dawdreamer``).
 
 Each worker process loads a SoundFont once and keeps it; every job plays on a brand-new
 FluidSynth synth (about a millisecond to make) with that SoundFont attached, because a reset
@@ -244,14 +245,14 @@ def read_part_notes(job: RenderJob):
     return notes, ccs, bends
 
 
-def job_events(job: RenderJob, total: int) -> list[tuple[int, int, int, int, int]]:
-    """The part's MIDI after the patch's transforms, as sorted ``(sample, kind, a, b, 0)``."""
-    e = job.patch.embedded
+def shaped_notes(job: RenderJob) -> tuple[list[_Note], list, list]:
+    """The part's notes after the patch's MIDI transforms (octave, length, velocity curve),
+    wrapped into the loop, each ended before the next onset of its pitch; with the part's control
+    changes and pitch bends. Every patch kind plays these."""
+    e = job.patch.sound
     loop = job.loop_samples
     drums = e.is_drum_kit
     notes, ccs, bends = read_part_notes(job)
-    events: list[tuple[int, int, int, int, int]] = []
-
     shaped = []
     for n in notes:
         start = n.start % loop  # a loop: anything written past its end belongs at its start
@@ -266,12 +267,24 @@ def job_events(job: RenderJob, total: int) -> list[tuple[int, int, int, int, int
         shaped.append(_Note(start, start + length, pitch, min(127, max(1, velocity))))
     # A note-off must not cut a later note of the same pitch: end each note at the next onset.
     shaped.sort(key=lambda n: (n.pitch, n.start))
+    out = []
     for i, n in enumerate(shaped):
         end = n.end
         if i + 1 < len(shaped) and shaped[i + 1].pitch == n.pitch:
             end = max(n.start + 1, min(end, shaped[i + 1].start))
+        out.append(_Note(n.start, end, n.pitch, n.velocity))
+    return out, ccs, bends
+
+
+def job_events(job: RenderJob, total: int) -> list[tuple[int, int, int, int, int]]:
+    """The part's MIDI after the patch's transforms, as sorted ``(sample, kind, a, b, 0)``."""
+    e = job.patch.sound
+    loop = job.loop_samples
+    notes, ccs, bends = shaped_notes(job)
+    events: list[tuple[int, int, int, int, int]] = []
+    for n in notes:
         events.append((n.start, _ON, n.pitch, n.velocity, 0))
-        events.append((end, _OFF, n.pitch, 0, 0))
+        events.append((n.end, _OFF, n.pitch, 0, 0))
 
     for when, number, value in ccs:
         if when < total:
@@ -301,8 +314,11 @@ class EmbeddedBackend:
         import pedalboard
 
         sf = default_soundfont()
+        from farm.render.dawdreamer import dawdreamer_version
+
         self.version = (f"fluidsynth {fluidsynth_version()}; soundfont {sf.name} "
-                        f"{sf.stat().st_size} bytes; pedalboard {pedalboard.__version__}; {FINISHING}")
+                        f"{sf.stat().st_size} bytes; pedalboard {pedalboard.__version__}; "
+                        f"{dawdreamer_version()}; {FINISHING}")
 
     def render_raw(self, jobs: Sequence[RenderJob]) -> list[np.ndarray]:
         return [render_job_raw(job) for job in jobs]
@@ -312,11 +328,16 @@ class EmbeddedBackend:
 
 
 def render_job_raw(job: RenderJob) -> np.ndarray:
-    """One job: float32 ``(2, loop + tail)`` with the patch's effects applied."""
+    """One job: float32 ``(2, loop + tail)`` with the patch's effects applied. Faust and plugin
+    patches play through DawDreamer (``farm.render.dawdreamer``), SoundFont patches here."""
     patch = job.patch
     if job.sample_rate not in SAMPLE_RATES:
         raise FarmError(f"sample rate {job.sample_rate} not supported "
                         f"({', '.join(map(str, SAMPLE_RATES))})", field="sample_rate")
+    if patch.kind != "soundfont":
+        from farm.render import dawdreamer
+
+        return dawdreamer.render_job_raw(job)
     loop = job.loop_samples
     length = loop + int(math.ceil(patch.tail_s * job.sample_rate))
     channel = DRUM_CHANNEL if patch.embedded.is_drum_kit else MELODIC_CHANNEL

@@ -1,0 +1,120 @@
+"""Faust instruments and hosted plugins, in-process through DawDreamer.
+
+A Faust patch is compiled once per worker process (libfaust's LLVM JIT, about 0.25 s) and kept
+with its ``RenderEngine`` for the life of the process: a processor must not outlive its engine,
+and a compiled processor given new MIDI renders the bytes a fresh one would. Each job clears the
+processor's MIDI, sets every parameter (its slider value or the patch's), lays any automation
+over the render sample by sample, adds the part's notes and renders ``loop + tail`` samples.
+
+Timing: a note's start and length are sample positions (the same ones FluidSynth plays),
+handed to DawDreamer in seconds (``samples / sample_rate``); it places them to the sample.
+"""
+from __future__ import annotations
+
+import math
+from importlib import metadata
+
+import numpy as np
+
+from farm.errors import FarmError
+from farm.patches import build_effects
+from farm.render import RenderJob
+
+BLOCK = 512  # DawDreamer's processing block; the bytes do not depend on it for these instruments
+
+_PROCESSORS: dict[tuple, tuple] = {}
+
+
+def dawdreamer_version() -> str:
+    """``dawdreamer 0.9.0`` (read from the installed package, without loading it)."""
+    try:
+        return f"dawdreamer {metadata.version('dawdreamer')}"
+    except metadata.PackageNotFoundError:
+        return "dawdreamer absent"
+
+
+def _dawdreamer():
+    try:
+        import dawdreamer
+    except ImportError:
+        from farm.patches.faust import DAWDREAMER_HINT
+
+        raise FarmError(DAWDREAMER_HINT, field="backend") from None
+    return dawdreamer
+
+
+def faust_processor(job: RenderJob):
+    """This process's compiled processor for the job's Faust patch at its sample rate, with its
+    engine and ``{label: address}`` of its parameters (compiled on first use)."""
+    faust = job.patch.faust
+    key = (str(faust.dsp), job.patch.content_hash, faust.voices, job.sample_rate)
+    if key not in _PROCESSORS:
+        from farm.patches.faust import dsp_error
+
+        daw = _dawdreamer()
+        engine = daw.RenderEngine(job.sample_rate, BLOCK)
+        proc = engine.make_faust_processor("instrument")
+        proc.num_voices = faust.voices
+        proc.set_dsp_string(faust.dsp.read_text(encoding="utf-8"))
+        try:
+            proc.compile()
+        except RuntimeError as err:
+            raise dsp_error(faust.dsp, str(err), line_offset=2) from None  # compile() adds two lines
+        addresses = {d["name"].rsplit("/", 1)[-1]: d["name"] for d in proc.get_parameters_description()}
+        defaults = {d["name"]: float(d["value"]) for d in proc.get_parameters_description()}
+        _PROCESSORS[key] = (engine, proc, addresses, defaults)
+    return _PROCESSORS[key]
+
+
+def close_processors() -> None:
+    """Drop every compiled processor of this process (with its engine)."""
+    _PROCESSORS.clear()
+
+
+def _address(addresses: dict, label: str, job: RenderJob, field: str) -> str:
+    if label not in addresses:  # the slider is in the source, but libfaust compiled it away
+        raise FarmError(f"the compiled instrument has no parameter {label!r}: is it used by process?",
+                        file=job.patch.path, field=field)
+    return addresses[label]
+
+
+def render_faust_raw(job: RenderJob, total: int) -> np.ndarray:
+    """The job's part played by its Faust patch: float32 ``(channels, total)``, before effects."""
+    from farm.render.embedded import shaped_notes
+
+    faust, sr = job.patch.faust, job.sample_rate
+    engine, proc, addresses, defaults = faust_processor(job)
+    proc.clear_midi()
+    for address, value in defaults.items():  # what an earlier job swept is put back
+        proc.set_parameter(address, value)
+    for label, value in faust.params:
+        proc.set_parameter(_address(addresses, label, job, f"faust.params.{label}"), float(value))
+    for i, auto in enumerate(faust.automation):
+        address = _address(addresses, auto.param, job, f"faust.automation[{i}].param")
+        proc.set_automation(address, auto.values(total, job.loop_samples))
+    notes, _ccs, _bends = shaped_notes(job)
+    for n in notes:
+        proc.add_midi_note(n.pitch, n.velocity, n.start / sr, (n.end - n.start) / sr)
+    engine.load_graph([(proc, [])])
+    engine.render((total + 0.5) / sr)
+    audio = np.asarray(engine.get_audio(), dtype=np.float32)
+    if audio.shape[1] < total:
+        audio = np.pad(audio, ((0, 0), (0, total - audio.shape[1])))
+    return audio[:, :total]
+
+
+def render_job_raw(job: RenderJob) -> np.ndarray:
+    """One Faust or plugin job: float32 ``(2, loop + tail)`` with the patch's effects applied."""
+    patch = job.patch
+    total = job.loop_samples + int(math.ceil(patch.tail_s * job.sample_rate))
+    if patch.kind == "faust":
+        audio = render_faust_raw(job, total)
+    else:
+        from farm.render.plugin import render_plugin_raw
+
+        audio = render_plugin_raw(job, total)
+    if audio.shape[0] == 1:
+        audio = np.repeat(audio, 2, axis=0)
+    if patch.effects:
+        audio = build_effects(patch)(np.ascontiguousarray(audio), job.sample_rate, reset=True)
+    return np.ascontiguousarray(audio, dtype=np.float32)
