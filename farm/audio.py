@@ -2,7 +2,7 @@
 
 Audio is ``np.ndarray`` of float32 shaped ``(channels, samples)`` (as pedalboard and librosa use
 it); sample rates are in Hz; levels in LUFS (integrated loudness, ITU-R BS.1770) and dBTP
-(true peak, 4x oversampled). A loop is treated as circular wherever that matters (true peak,
+(true peak, 8x oversampled). A loop is treated as circular wherever that matters (true peak,
 limiting), because it will be played over and over.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ FORMATS = {
     "wav24": ("WAV", "PCM_24", ".wav"),
     "wav32f": ("WAV", "FLOAT", ".wav"),
 }
-OVERSAMPLING = 4  # true peak per ITU-R BS.1770-4 Annex 2
+OVERSAMPLING = 8  # true peak: BS.1770-4 Annex 2 asks for 4x at least; 8x also reads bright drums and noise right
 _SILENCE_LUFS = -70.0  # BS.1770 absolute gate
 
 
@@ -159,7 +159,7 @@ def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
 
 
 def true_peak_dbtp(audio: np.ndarray, sample_rate: int | None = None) -> float:
-    """True peak in dBTP: the largest magnitude of the 4x oversampled signal (BS.1770-4 Annex 2).
+    """True peak in dBTP: the largest magnitude of the 8x oversampled signal (BS.1770-4 Annex 2).
 
     The loop end is joined to its start, so a peak across the seam is found too. The result does
     not depend on ``sample_rate`` (oversampling is relative); it is accepted for symmetry.
@@ -172,10 +172,11 @@ def _interpolation_phases() -> np.ndarray:
     """Polyphase taps of the true-peak interpolator, shape ``(OVERSAMPLING, _TAPS)``.
 
     Row ``q`` interpolates the point ``(q + 0.5) / OVERSAMPLING`` of the way from ``x[n]`` to
-    ``x[n+1]`` from ``x[n-7 .. n+8]``: a 64-tap interpolation low-pass in the manner of BS.1770-4
+    ``x[n+1]`` from ``x[n-7 .. n+8]``: a 128-tap interpolation low-pass in the manner of BS.1770-4
     Annex 2 (Kaiser window, cut-off at the original Nyquist frequency: within 0.02 dB up to
-    0.4 x the sample rate, images 50 dB down). Like every 4x meter it can read a few tenths of a
-    dB low for content right at Nyquist, which is why limiting leaves headroom.
+    0.4 x the sample rate, images 50 dB down). A 4x meter read the noisy hats of the synthesised
+    drum kits 0.2-0.3 dB low; at 8x the points fall close enough to the peaks between samples,
+    and limiting still leaves headroom for content right at Nyquist.
     """
     from scipy.signal import firwin
 
@@ -206,7 +207,7 @@ def _points_after(audio: np.ndarray, candidates: np.ndarray, taps: np.ndarray | 
 
 
 def oversampled_peak(audio: np.ndarray, floor: float | None = None) -> np.ndarray:
-    """Per-sample peak of the 4x oversampled loop, all channels linked: shape ``(samples,)``.
+    """Per-sample peak of the 8x oversampled loop, all channels linked: shape ``(samples,)``.
 
     Sample ``n`` gets the largest magnitude among itself and the interpolated points on either
     side of it. Bounds show where an interpolated point could exceed ``floor`` (default: the

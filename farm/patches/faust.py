@@ -87,8 +87,9 @@ def _check_dsp(path: str, _mtime: int, _size: int) -> None:
         destroyLibContext()
 
 
-def dsp_error(path: str | Path, message: str, line_offset: int = 0) -> FarmError:
-    """libfaust's ``name:LINE : ERROR : text`` as ``<path>:<line>: faust: <text>``, on one line."""
+def dsp_error(path: str | Path, message: str, line_offset: int = 1) -> FarmError:
+    """libfaust's ``name:LINE : ERROR : text`` as ``<path>:<line>: faust: <text>``, on one line;
+    ``line_offset``: how many lines libfaust counts above the file (1 when parsing, 3 when compiling)."""
     text = message.strip()
     text = text.split("FaustProcessor::compile(): ", 1)[-1]
     m = _ERROR_LINE.match(text.split(". Check the faustlibraries path")[0])

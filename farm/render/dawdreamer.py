@@ -18,6 +18,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.patches import build_effects
+from farm.quiet import native_output_discarded
 from farm.render import RenderJob
 
 BLOCK = 512  # DawDreamer's processing block; the bytes do not depend on it for these instruments
@@ -57,9 +58,10 @@ def faust_processor(job: RenderJob):
         proc.num_voices = faust.voices
         proc.set_dsp_string(faust.dsp.read_text(encoding="utf-8"))
         try:
-            proc.compile()
+            with native_output_discarded():
+                proc.compile()
         except RuntimeError as err:
-            raise dsp_error(faust.dsp, str(err), line_offset=2) from None  # compile() adds two lines
+            raise dsp_error(faust.dsp, str(err), line_offset=3) from None  # compile() counts three lines more
         addresses = {d["name"].rsplit("/", 1)[-1]: d["name"] for d in proc.get_parameters_description()}
         defaults = {d["name"]: float(d["value"]) for d in proc.get_parameters_description()}
         _PROCESSORS[key] = (engine, proc, addresses, defaults)
@@ -93,14 +95,34 @@ def render_faust_raw(job: RenderJob, total: int) -> np.ndarray:
         address = _address(addresses, auto.param, job, f"faust.automation[{i}].param")
         proc.set_automation(address, auto.values(total, job.loop_samples))
     notes, _ccs, _bends = shaped_notes(job)
+    if faust.drums:
+        notes = _held_until_struck_again(notes, job.loop_samples)
     for n in notes:
         proc.add_midi_note(n.pitch, n.velocity, n.start / sr, (n.end - n.start) / sr)
     engine.load_graph([(proc, [])])
-    engine.render((total + 0.5) / sr)
+    with native_output_discarded():
+        engine.render((total + 0.5) / sr)
     audio = np.asarray(engine.get_audio(), dtype=np.float32)
     if audio.shape[1] < total:
         audio = np.pad(audio, ((0, 0), (0, total - audio.shape[1])))
     return audio[:, :total]
+
+
+def _held_until_struck_again(notes: list, loop_samples: int) -> list:
+    """Drum hits held until the same drum is struck again (round the loop), never longer than the
+    loop: a one-shot rings out instead of being cut by its short note-off (libfaust frees a
+    released voice once it is quiet, which a quiet drum tail already is), and each drum stays
+    monophonic, as on a drum machine: a new hit of the same drum ends the last one."""
+    from farm.render.embedded import _Note
+
+    starts: dict[int, list[int]] = {}
+    for n in notes:
+        starts.setdefault(n.pitch, []).append(n.start)
+    held = []
+    for n in notes:
+        later = sorted((s - n.start) % loop_samples or loop_samples for s in starts[n.pitch])
+        held.append(_Note(n.start, n.start + later[0], n.pitch, n.velocity))
+    return held
 
 
 def render_job_raw(job: RenderJob) -> np.ndarray:
