@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -183,11 +184,20 @@ def _from_config(config: BatchConfig, field: str, load):
 
 
 def _patches(config: BatchConfig):
-    from farm.patches import list_patches, load_patch
+    """The night's patches. With ``patches = "all"`` a plugin patch whose instrument is not
+    installed here is skipped with one line saying what to install; any other broken patch stops
+    the night (named in one line), as does every patch named explicitly."""
+    from farm.patches import load_patch, scan_patches
+    from farm.patches.plugin import PluginMissing
 
-    if config.patches == "all":
-        return list_patches()
-    return [load_patch(name) for name in config.patches]
+    if config.patches != "all":
+        return [load_patch(name) for name in config.patches]
+    good, broken = scan_patches()
+    for err in broken:
+        if not isinstance(err, PluginMissing):
+            raise err
+        print(f"skipped patch {Path(err.file).stem}: {err.message}", file=sys.stderr)
+    return good
 
 
 # Backends that need something of every patch before a night starts, as "module:function"
@@ -195,7 +205,8 @@ def _patches(config: BatchConfig):
 # for that backend). A backend may instead offer its own ``check_patch(patch)`` method.
 PATCH_CHECKS: dict[str, str] = {"reaper": "farm.rpp:fxchain_for"}
 # How each backend's patches get what its check asks for, said in the error ({name}: the patch).
-PATCH_FIXES: dict[str, str] = {"reaper": "save its chain from REAPER with `farm patch pull {name} --track N`"}
+PATCH_FIXES: dict[str, str] = {"reaper": "save its chain from REAPER with `farm patch pull {name} --track N`",
+                               "embedded": "host a plugin that renders the same notes the same way every time"}
 
 
 def _loops_per_task(backend) -> int:

@@ -1,9 +1,11 @@
 """Synth patches: how a part sounds, as a TOML file in ``patches/``.
 
 A patch names the roles it can play (``chords``, ``pad``, ``keys``, ``bass``, ``lead``, ``arp``,
-``drums``), the embedded sound (a General MIDI SoundFont program played by FluidSynth, with MIDI
-transforms), an ordered chain of pedalboard effects, a loudness target and the tail to render
-past the loop end. An optional ``[reaper]`` table names the ``.RfxChain`` the REAPER backend uses.
+``drums``), one sound, an ordered chain of pedalboard effects, a loudness target and the tail to
+render past the loop end. The sound is one of three kinds: ``[embedded]`` a General MIDI SoundFont
+program played by FluidSynth (below), ``[faust]`` a Faust instrument in a ``.dsp`` beside the TOML
+(``farm.patches.faust``), or ``[plugin]`` a hosted VST2/VST3/LV2 instrument
+(``farm.patches.plugin``); each carries the same MIDI transforms. An optional ``[reaper]`` table names the ``.RfxChain`` the REAPER backend uses.
 
 Example::
 
@@ -32,8 +34,8 @@ Example::
     fxchain = "warm-rhodes.RfxChain"
 
 Modules: ``model`` (the data classes), ``load`` (finding and loading, content hash, effects),
-``parse`` (checking a TOML field by field), ``soundfont`` (a SoundFont's presets), ``describe``
-(`farm patches`). Everything is importable from ``farm.patches``.
+``parse`` (checking a TOML field by field), ``soundfont`` (a SoundFont's presets), ``faust`` and
+``plugin`` (those kinds' tables), ``describe`` (`farm patches`). Everything is importable from ``farm.patches``.
 
 ``reaper_fxchain`` keeps the path the ``[reaper]`` table names even when the file is not there yet:
 embedded rendering never reads it, and the REAPER backend says clearly when it is missing.

@@ -91,7 +91,7 @@ def _sound_lines(patch: Patch) -> list[str]:
         return [f"faust:       {e.dsp} ({e.dsp.stat().st_size} bytes), {e.voices} voices",
                 f"parameters:  {sliders or 'none'}"]
     if patch.plugin:
-        return [f"plugin:      {e.plugin}", f"state:       {e.state or 'none (its defaults)'}",
+        return [f"plugin:      {e.plugin}", f"preset:      {e.preset or 'none (its defaults)'}",
                 f"parameters:  {', '.join(f'{k}={v:g}' for k, v in e.params) or 'none'}"]
     return [
         f"soundfont:   {e.soundfont} ({e.soundfont.stat().st_size} bytes)",

@@ -171,10 +171,11 @@ class FaustSound:
 @dataclass(frozen=True)
 class PluginSound:
     """A hosted instrument plugin (VST2 ``.so``, VST3 or an LV2 URI) loaded by DawDreamer, with
-    its state file (kept beside the patch) and parameters set by name."""
+    its preset (kept beside the patch) and parameters set by name: ``params`` holds the preset's
+    values, then the patch's own, in the order they are set."""
 
     plugin: str  # a path to a .so/.vst3, or an LV2 URI
-    state: Path | None = None
+    preset: Path | None = None
     params: tuple[tuple[str, float], ...] = ()
     automation: tuple[Automation, ...] = ()
     drums: bool = False
@@ -268,11 +269,11 @@ class Patch:
 
     @property
     def sources(self) -> tuple[Path, ...]:
-        """The files beside the TOML that make the sound (a ``.dsp``, a plugin state)."""
+        """The files beside the TOML that make the sound (a ``.dsp``, a plugin preset)."""
         if self.faust:
             return (self.faust.dsp,)
-        if self.plugin and self.plugin.state:
-            return (self.plugin.state,)
+        if self.plugin and self.plugin.preset:
+            return (self.plugin.preset,)
         return ()
 
     def __hash__(self) -> int:

@@ -103,7 +103,27 @@ def finish_loop(job: RenderJob, raw: np.ndarray, renderer: str, renderer_version
     looped = remove_dc(fold_tail(raw, job.loop_samples), job.sample_rate)
     audio, lufs, tp = normalise_loudness(looped, job.sample_rate, job.patch.target_lufs,
                                          ceiling_dbtp=TRUE_PEAK_CEILING_DBTP)
+    audio, lufs, tp = _recentre(audio, lufs, tp)
     return RenderedLoop(job, audio, job.sample_rate, lufs, tp, renderer, renderer_version)
+
+
+def _recentre(audio: np.ndarray, lufs: float, tp: float) -> tuple[np.ndarray, float, float]:
+    """Take out the DC the limiter leaves when it presses one polarity's peaks harder than the
+    other's (amsynth's square bass kept 0.007): subtract each channel's mean, and if a peak then
+    pokes over the ceiling, lower the whole loop by that much (loudness moves by the same gain;
+    its K-weighting never saw the DC)."""
+    from farm.audio import true_peak_dbtp
+
+    mean = audio.mean(axis=1, keepdims=True, dtype=np.float64)
+    if not np.isfinite(lufs) or np.abs(mean).max() < 1e-4:
+        return audio, lufs, tp
+    audio = (audio - mean).astype(np.float32)
+    tp = true_peak_dbtp(audio)
+    if tp > TRUE_PEAK_CEILING_DBTP - 0.01:
+        gain_db = TRUE_PEAK_CEILING_DBTP - 0.02 - tp
+        audio = (audio * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32)
+        lufs, tp = lufs + gain_db, tp + gain_db
+    return audio, lufs, tp
 
 
 def _require_finite(job: RenderJob, audio: np.ndarray, renderer: str) -> None:

@@ -323,6 +323,13 @@ class EmbeddedBackend:
     def render_raw(self, jobs: Sequence[RenderJob]) -> list[np.ndarray]:
         return [render_job_raw(job) for job in jobs]
 
+    def check_patch(self, patch) -> None:
+        """Before a night: a hosted plugin must render the same notes to the same bytes twice."""
+        if patch.kind == "plugin":
+            from farm.render.plugin import check_deterministic
+
+            check_deterministic(patch)
+
     def close(self) -> None:
         """SoundFonts stay loaded for the life of the process; ``close_soundfonts()`` frees them."""
 
