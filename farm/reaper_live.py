@@ -186,7 +186,8 @@ def setup(api=None, resource_dir: str | Path | None = None) -> list[str]:
 
 
 def install_reaper_files(resource: Path) -> list[str]:
-    """Copy the farm's JSFX into ``Effects/`` and its ReaScripts into ``Scripts/LoopFarm/``."""
+    """Copy the farm's JSFX into ``Effects/`` (with one made from each Faust patch, under
+    ``Effects/LoopFarmFaust/``) and its ReaScripts into ``Scripts/LoopFarm/``."""
     done = []
     effects = REAPER_SCRIPTS / "Effects"
     if effects.is_dir():
@@ -195,6 +196,11 @@ def install_reaper_files(resource: Path) -> list[str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
             done.append(f"installed JSFX {target}")
+    from farm.patches import scan_patches
+    from farm.render.jsfx import write_jsfx
+
+    for target in write_jsfx(scan_patches()[0], resource / "Effects"):
+        done.append(f"installed JSFX {target} (made from its Faust patch)")
     scripts = sorted(REAPER_SCRIPTS.glob("*.lua"))
     if scripts:
         target_dir = resource / "Scripts" / "LoopFarm"

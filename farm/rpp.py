@@ -226,7 +226,12 @@ def region_name(index: int, job) -> str:
 
 
 def fxchain_for(patch) -> str:
-    """The FX chain text of ``patch``'s ``[reaper]`` table, or a FarmError naming the TOML field."""
+    """The FX chain text of ``patch``'s ``[reaper]`` table, or a FarmError naming the TOML field. A
+    Faust patch's chain is made from its ``.dsp`` (``farm.render.jsfx``)."""
+    if getattr(patch, "kind", None) == "faust":
+        from farm.render.jsfx import faust_fxchain
+
+        return faust_fxchain(patch)
     if getattr(patch, "reaper_fxchain", None) is None:
         raise FarmError(f"patch {patch.name!r} has no REAPER FX chain: add "
                         f"[reaper] fxchain = \"{patch.name}.RfxChain\" and save the chain from REAPER "

@@ -628,7 +628,9 @@ def test_a_reaper_night_with_a_patch_lacking_its_fx_chain_stops_before_writing_a
     reaper, projects = standin_reaper
     root = tmp_path / "library"
     options = {"reaper": str(reaper), "xvfb": False}
-    chainless = [p.name for p in list_patches() if p.reaper_fxchain is None or not p.reaper_fxchain.is_file()]
+    # a Faust patch's chain is made from its .dsp; every other patch needs one saved from REAPER
+    chainless = [p.name for p in list_patches()
+                 if p.kind != "faust" and (p.reaper_fxchain is None or not p.reaper_fxchain.is_file())]
     if not chainless:
         pytest.skip("every shipped patch has its FX chain")
     # patches = "all": the first patch without a chain is named (its file and field), with the

@@ -140,6 +140,23 @@ def test_a_plugin_that_renders_differently_each_time_is_refused(tmp_path, templa
 
 
 @needs_zyn
+def test_a_refused_plugin_leaves_the_process_as_it_found_it(tmp_path, templates):
+    """ZynAddSubFX switches on flush-to-zero when it loads: afterwards this process still keeps
+    denormal numbers, renders a Faust patch to the bytes it gave before, and libfaust still compiles."""
+    from farm.render.jsfx import faust_jsfx
+
+    before = render_part(templates["synthwave"], "bass", "acid-303")[0]
+    _render_fails(_plugin_patch(tmp_path / "p", f'path = "{ZYN}"'), templates["synthwave"], tmp_path,
+                  "different bytes", "plugin")
+    assert np.float32(1e-40) * np.float32(1.0) != 0  # denormals survive
+    from farm.render.dawdreamer import close_processors
+
+    close_processors()  # compile acid-303 again, after the plugin
+    assert np.array_equal(render_part(templates["synthwave"], "bass", "acid-303")[0], before)
+    assert "desc:" in faust_jsfx(load_patch("acid-303"))
+
+
+@needs_zyn
 def test_a_night_refuses_a_non_deterministic_plugin_before_writing(tmp_path):
     patches = tmp_path / "patches"
     _plugin_patch(patches, f'path = "{ZYN}"')

@@ -380,7 +380,8 @@ def test_each_instance_gets_the_users_settings_and_plugins_but_no_control_surfac
     assert ini.read_text() == "[REAPER]\ncsurf_cnt=0\nvstpath=/vst\n"
     assert (ini.parent / "reaper-reginfo2.ini").read_text() == "licence"
     assert (ini.parent / "reaper-vstplugins64.ini").is_file()
-    assert (ini.parent / "Effects" / "LoopFarm").is_dir() and (ini.parent / "Effects").is_symlink()
+    effects = ini.parent / "Effects"  # a folder of its own (Faust JSFX are written there), linking to the user's entries
+    assert (effects / "LoopFarm").is_dir() and (effects / "LoopFarm").is_symlink() and not effects.is_symlink()
     assert prepare_instance(tmp_path / "bare", None).read_text() == "[REAPER]\n"
 
 

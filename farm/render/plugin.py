@@ -9,6 +9,9 @@ is refused with one line, since no loop of it could keep its content address.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import os
 
@@ -24,6 +27,24 @@ PROBE_S = 2.0
 _CHECKED: dict[tuple, str] = {}
 
 
+@contextlib.contextmanager
+def floating_point_kept():
+    """Put the process's floating-point environment back as it was (x86: the MXCSR register).
+
+    Loading ZynAddSubFX switched on flush-to-zero for the whole process: every later render in
+    that worker would have lost its denormals (its bytes changed), and libfaust's compiler then
+    failed an assertion and aborted. A plugin may set what it likes while it runs; afterwards the
+    process gets its own settings back."""
+    libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    env = ctypes.create_string_buffer(256)  # fenv_t: 32 bytes on x86-64 glibc, 8 on arm64
+    saved = libm.fegetenv(env) == 0
+    try:
+        yield
+    finally:
+        if saved:
+            libm.fesetenv(env)
+
+
 def _instance(patch, sample_rate: int, name: str = "plugin"):
     """A fresh engine and plugin instance for ``patch`` at ``sample_rate``, its parameters set."""
     # synthv1 and other Qt plugins abort the process without a display unless Qt draws offscreen
@@ -34,7 +55,7 @@ def _instance(patch, sample_rate: int, name: str = "plugin"):
     daw = _dawdreamer()
     engine = daw.RenderEngine(sample_rate, BLOCK)
     try:
-        with native_output_discarded():
+        with native_output_discarded(), floating_point_kept():
             proc = engine.make_plugin_processor(name, sound.plugin)
     except Exception as err:  # DawDreamer raises bare exceptions for a plugin it cannot load
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -56,7 +77,7 @@ def _play(engine, proc, notes, seconds: float) -> np.ndarray:
     for pitch, velocity, start_s, length_s in notes:
         proc.add_midi_note(int(pitch), int(velocity), float(start_s), float(length_s))
     engine.load_graph([(proc, [])])
-    with native_output_discarded():
+    with native_output_discarded(), floating_point_kept():
         engine.render(seconds)
     return np.asarray(engine.get_audio(), dtype=np.float32)
 
@@ -71,7 +92,7 @@ def save_preset(plugin: str, path, settings: dict[str, float] | None = None, sam
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     engine = _dawdreamer().RenderEngine(sample_rate, BLOCK)
-    with native_output_discarded():
+    with native_output_discarded(), floating_point_kept():
         proc = engine.make_plugin_processor("preset", plugin)
     indices = {d["name"]: d["index"] for d in proc.get_parameters_description()}
     for name, value in (settings or {}).items():

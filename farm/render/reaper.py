@@ -37,6 +37,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.render import FINISHING, RenderJob, register_backend
+from farm.render.jsfx import write_jsfx
 from farm.rpp import DEFAULT_GAP_S, ProjectPlan, plan_project, plan_projects, write_project
 
 from farm.render.reaper_process import (ENV_REAPER, default_resource_dir, find_reaper, prepare_instance, reaper_command,
@@ -91,9 +92,13 @@ class ProjectsWritten(Exception):
 
 def write_projects(jobs: Sequence[RenderJob], directory: str | Path, *, loops_per_project: int = 64,
                    gap_s: float = DEFAULT_GAP_S) -> list[Path]:
-    """Write the chunk projects for ``jobs`` into ``directory`` (``--rpp-only``); return their paths."""
+    """Write the chunk projects for ``jobs`` into ``directory`` (``--rpp-only``); return their paths.
+    The JSFX of their Faust patches go to ``directory/Effects/LoopFarmFaust/``, to be copied into
+    the render node's Effects folder (or installed there by ``farm reaper setup``)."""
     plans = plan_projects(jobs, directory, loops_per_project=loops_per_project, gap_s=gap_s)
-    return [write_project(plan) for plan in plans]
+    written = [write_project(plan) for plan in plans]
+    write_jsfx({j.patch.name: j.patch for j in jobs}.values(), Path(directory) / "Effects")
+    return written
 
 
 # -- the backend ----------------------------------------------------------------------------------
@@ -180,6 +185,7 @@ class ReaperBackend:
         for slot in range(self.instances):
             self._slots.put(slot)
         self._lock = threading.Lock()
+        self._faust: list = []  # Faust patches of the current render_raw call: their JSFX go to each instance
 
     # -- public ---------------------------------------------------------------------------------
     def render_raw(self, jobs: Sequence[RenderJob]) -> list[np.ndarray]:
@@ -190,6 +196,7 @@ class ReaperBackend:
         if self._own_workdir and not self.workdir.is_dir():
             self.workdir = Path(tempfile.mkdtemp(prefix="farm-reaper-"))
             self._instances_dir = None
+        self._faust = list({j.patch.name: j.patch for j in jobs if j.patch.kind == "faust"}.values())
         if self.rpp_only is not None:
             raise ProjectsWritten(write_projects(jobs, self.rpp_only, loops_per_project=self.loops_per_project,
                                                  gap_s=self.gap_s))
@@ -302,6 +309,7 @@ class ReaperBackend:
                                                                 dir=self.workdir / "instances"))
             instance = self._instances_dir / str(slot)
             cfgfile = prepare_instance(instance, self.resource_dir)
+            write_jsfx(self._faust, instance / "Effects")
             splash = instance / "splash.log"
             cmd = reaper_command(self.executable, plan.path, cfgfile, xvfb=self.xvfb, splashlog=splash)
             result = run_reaper(cmd, timeout_s=self.project_timeout(plan), log=_attempt_log(plan, attempt))

@@ -195,6 +195,21 @@ def run_reaper(cmd: Sequence[str], *, timeout_s: float, log: Path, env: dict | N
     return RunResult(None if timed_out else proc.returncode, timed_out, time.monotonic() - start, log)
 
 
+def _link_entries(source: Path, target: Path) -> None:
+    """``target/`` holding a link to every entry of ``source/`` but LoopFarmFaust (written per run)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(source.iterdir()):
+        if entry.name == "LoopFarmFaust":
+            continue
+        try:
+            (target / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+        except OSError:
+            if entry.is_dir():
+                shutil.copytree(entry, target / entry.name)
+            else:
+                shutil.copy2(entry, target / entry.name)
+
+
 def prepare_instance(directory: Path, resource_dir: Path | None) -> Path:
     """A resource directory for one REAPER instance; returns its ``reaper.ini`` (``-cfgfile``).
 
@@ -215,10 +230,13 @@ def prepare_instance(directory: Path, resource_dir: Path | None) -> Path:
             text = re.sub(r"(?m)^csurf_\d+=.*\n?", "", text)
             text = re.sub(r"(?m)^csurf_cnt=\d+", "csurf_cnt=0", text)
             ini.write_text(text, encoding="utf-8", errors="surrogateescape")
+        effects = Path(resource_dir) / "Effects"
+        if effects.is_dir() and not (directory / "Effects").exists():
+            _link_entries(effects, directory / "Effects")
         for name in _SEED_DIRS:
             source = Path(resource_dir) / name
             target = directory / name
-            if source.is_dir() and not target.exists():
+            if name != "Effects" and source.is_dir() and not target.exists():
                 try:
                     target.symlink_to(source.resolve(), target_is_directory=True)
                 except OSError:
