@@ -266,3 +266,20 @@ def test_editing_the_dsp_changes_the_patch_hash(tmp_path):
     before = load_patch(patch).content_hash
     (tmp_path / "mine.dsp").write_text(GOOD_DSP.replace('"index", 3,', '"index", 4,'))
     assert load_patch(patch).content_hash != before
+
+
+@pytest.mark.parametrize("patch", FAUST, ids=faust_ids)
+def test_every_parameter_a_patch_sets_reaches_the_instrument(templates, patch):
+    """Each slider of the instrument, set to the far end of its range in the patch, changes the
+    loop (one-voice instruments included, where a plain set_parameter never arrived)."""
+    import dataclasses
+
+    tdir = templates["deep-house"] if part_of(patch) == "drums" else templates["synthwave"]
+    base, _ = render_part(tdir, part_of(patch), patch)
+    swept = {a.param for a in patch.faust.automation}
+    for i, slider in enumerate(s for s in patch.faust.sliders if s.label not in ("freq", "gain", "gate", *swept)):
+        far = slider.hi if abs(slider.hi - slider.init) >= abs(slider.lo - slider.init) else slider.lo
+        changed = dataclasses.replace(patch, faust=dataclasses.replace(patch.faust, params=((slider.label, far),)),
+                                      digest=f"{patch.content_hash}-{i}")
+        audio, _ = render_part(tdir, part_of(patch), changed)
+        assert not np.array_equal(audio, base), slider.label

@@ -88,11 +88,12 @@ def _sound_lines(patch: Patch) -> list[str]:
         set_ = dict(e.params)
         sliders = ", ".join(f"{s.label}={set_.get(s.label, s.init):g}" for s in e.sliders
                             if s.label not in ("freq", "gain", "gate"))
-        return [f"faust:       {e.dsp} ({e.dsp.stat().st_size} bytes), {e.voices} voices",
+        return [f"faust:       {e.dsp} ({e.dsp.stat().st_size} bytes), {e.voices} voice{'' if e.voices == 1 else 's'}",
                 f"parameters:  {sliders or 'none'}"]
     if patch.plugin:
-        return [f"plugin:      {e.plugin}", f"preset:      {e.preset or 'none (its defaults)'}",
-                f"parameters:  {', '.join(f'{k}={v:g}' for k, v in e.params) or 'none'}"]
+        preset = f"{e.preset} ({e.from_preset} parameters)" if e.preset else "none (its defaults)"
+        return [f"plugin:      {e.plugin}", f"preset:      {preset}",
+                f"parameters:  {', '.join(f'{k}={v:g}' for k, v in e.params[e.from_preset:]) or 'none'}"]
     return [
         f"soundfont:   {e.soundfont} ({e.soundfont.stat().st_size} bytes)",
         f"preset:      bank {e.bank} program {e.program} \"{preset_name(patch)}\"",

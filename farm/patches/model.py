@@ -177,6 +177,7 @@ class PluginSound:
     plugin: str  # a path to a .so/.vst3, or an LV2 URI
     preset: Path | None = None
     params: tuple[tuple[str, float], ...] = ()
+    from_preset: int = 0  # how many of ``params`` (the first) come from the preset
     automation: tuple[Automation, ...] = ()
     drums: bool = False
     octave: int = 0

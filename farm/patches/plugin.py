@@ -110,7 +110,7 @@ def parse_plugin(table: dict, c, roles) -> PluginSound:
                                      c.number(item, "to", q, lo=0.0, hi=1.0), shape,
                                      c.number(item, "cycles", q, default=1, lo=1, hi=64, integer=True)))
     return PluginSound(
-        plugin=plugin, preset=preset, params=params, automation=tuple(automation), drums="drums" in roles,
+        plugin=plugin, preset=preset, params=params, from_preset=len(preset_params), automation=tuple(automation), drums="drums" in roles,
         octave=c.number(table, "octave", p, default=0, lo=-4, hi=4, integer=True),
         velocity_curve=c.number(table, "velocity_curve", p, default=1.0, lo=0.1, hi=4.0),
         note_length=c.number(table, "note_length", p, default=1.0, lo=0.05, hi=4.0))

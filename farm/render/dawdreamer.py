@@ -87,10 +87,13 @@ def render_faust_raw(job: RenderJob, total: int) -> np.ndarray:
     faust, sr = job.patch.faust, job.sample_rate
     engine, proc, addresses, defaults = faust_processor(job)
     proc.clear_midi()
-    for address, value in defaults.items():  # what an earlier job swept is put back
-        proc.set_parameter(address, value)
+    # Every parameter is laid down as a (constant) automation for the whole render: a value set
+    # with set_parameter never reached a one-voice instrument (acid-303 ignored its square wave).
+    values = dict(defaults)
     for label, value in faust.params:
-        proc.set_parameter(_address(addresses, label, job, f"faust.params.{label}"), float(value))
+        values[_address(addresses, label, job, f"faust.params.{label}")] = float(value)
+    for address, value in values.items():
+        proc.set_automation(address, np.full(total, value, dtype=np.float32))
     for i, auto in enumerate(faust.automation):
         address = _address(addresses, auto.param, job, f"faust.automation[{i}].param")
         proc.set_automation(address, auto.values(total, job.loop_samples))
