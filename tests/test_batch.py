@@ -735,3 +735,21 @@ def test_a_loop_failing_a_machine_check_is_catalogued_rejected_with_its_reason(n
     on_disk = json.loads((copy / shown["sidecar"]).read_text())
     assert (on_disk["status"], on_disk["reject_reason"]) == ("rejected", reason)
     assert Catalog(copy, readonly=True).check().ok
+
+
+def test_the_default_night_renders_every_shipped_patch_of_every_kind():
+    """The rotation moves a whole patches_per_part along per template, so the default night's 12
+    templates reach every patch that fits one of their parts: Faust, plugin and SoundFont."""
+    from farm.batch import BatchRun, plan_loops
+    from farm.batch.plan import _patches, _styles
+    from farm.templates import generate_template
+
+    config = load_config()
+    patches = _patches(config)
+    generated = [generate_template(rules, config.seed + i, bars=config.bars)
+                 for rules in _styles(config) for i in range(config.templates_per_style)]
+    run = BatchRun(config, None, "", "embedded", "v", patches=patches,
+                   templates=[(g.template, g.template.id) for g in generated])
+    planned = {loop["patch"] for loop in plan_loops(run)}
+    assert planned == {p.name for p in patches}
+    assert {p.kind for p in patches} == {"faust", "plugin", "soundfont"}

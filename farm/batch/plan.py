@@ -88,9 +88,9 @@ def plan_loops(run: BatchRun) -> list[dict]:
                 continue
             fitting = patches_for_part(part.name, run.patches)
             if config.patches_per_part is not None and len(fitting) > config.patches_per_part:
-                # Rotate through the fitting patches template by template, so a small night
-                # still hears every patch somewhere.
-                start = t_index % len(fitting)
+                # Rotate through the fitting patches template by template, a whole turn of
+                # patches_per_part each time, so a small night still hears every patch somewhere.
+                start = t_index * config.patches_per_part % len(fitting)
                 fitting = [fitting[(start + k) % len(fitting)] for k in range(config.patches_per_part)]
             for patch in fitting:
                 role = next(r for r in patch.roles if r in PART_ROLES[part.name])
