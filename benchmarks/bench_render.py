@@ -179,7 +179,8 @@ def night_mix(work: Path, sample_rate: int, backend, fluidsynth_cli: str | None)
         tdir = write_template(generate_template(rules, 7), work / "mix")
         template = Template.load(tdir)
         jobs += [RenderJob(template, tdir, part.name, patch, sample_rate)
-                 for patch in list_patches() for part in template.parts if patch.fits(part.name)]
+                 for patch in list_patches() if patch.kind == "soundfont"  # the peer plays SoundFonts only
+                 for part in template.parts if patch.fits(part.name)]
     loop_s = sum(job.template.duration_s for job in jobs)
     tail_s = sum(job.patch.tail_s for job in jobs)
     c0 = time.process_time()

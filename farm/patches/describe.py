@@ -14,7 +14,10 @@ def preset_name(patch: Patch) -> str:
     if patch.faust:
         return patch.faust.dsp.name
     if patch.plugin:
-        return patch.plugin.plugin.rsplit("/", 1)[-1]
+        plugin = patch.plugin.plugin
+        if "://" in plugin:  # an LV2 URI: its host names the plugin
+            return f"{plugin.split('://', 1)[1].split('.')[0]} (LV2)"
+        return plugin.rsplit("/", 1)[-1]
     e = patch.embedded
     return soundfont_presets(e.soundfont).get((e.bank, e.program), "?")
 
