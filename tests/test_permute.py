@@ -860,3 +860,24 @@ def test_permute_and_a_batch_never_write_a_catalog_together(catalog_copy):
     with writer_lock(catalog_copy, "permute"):
         result = CliRunner().invoke(main, ["batch", "--resume", "--root", str(catalog_copy), "--no-progress"])
         assert result.exit_code == 2 and "another permute is running" in result.stderr
+
+
+def test_a_nights_parents_do_not_depend_on_which_worker_finished_first(tmp_path):
+    """Parents are taken newest batch first and by id inside a batch: rows written in another
+    order (workers finishing in another order) give the same parents, so a night repeats."""
+    import sqlite3
+
+    from farm.catalog import Catalog
+    from farm.permute.pipeline import PermuteSettings, select_parents
+    from nights import make_night
+
+    root = make_night(tmp_path, parts=("chords", "bass"), patches=("warm-rhodes", "dry-piano-chords", "sub-bass"))
+    settings = PermuteSettings(where="1", limit=2)
+    with Catalog(root) as cat:
+        before = [row["id"] for row in select_parents(cat, settings)]
+    with sqlite3.connect(root / "catalog.db") as db:  # the opposite insertion times
+        ids = [r[0] for r in db.execute("SELECT id FROM loops ORDER BY id")]
+        for i, loop_id in enumerate(ids):
+            db.execute("UPDATE loops SET created_at = ? WHERE id = ?", (f"2026-01-01T00:00:{59 - i:02d}Z", loop_id))
+    with Catalog(root) as cat:
+        assert [row["id"] for row in select_parents(cat, settings)] == before == sorted(ids)[:2]

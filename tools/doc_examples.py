@@ -144,6 +144,8 @@ def run_page(page: Path, update: bool) -> list[str]:
                                     "\n  now:\n    " + "\n    ".join(got.splitlines()))
             replacements.append((example.line, example.end, block))
     finally:
+        # an example may have made a folder immutable (chattr +i): undo that before removing
+        subprocess.run(["chattr", "-R", "-i", str(home)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(home, ignore_errors=True)
     if update and replacements:
         lines = page.read_text().splitlines()

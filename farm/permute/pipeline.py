@@ -42,7 +42,7 @@ class PermuteSettings:
     patches: tuple[str, ...] = ()  # repatch: only these patches (empty: every patch of the role)
     high_quality: bool = True  # Rubber Band's high-quality mode for pitch and stretch
     where: str = "1"  # SQL condition on loops picking the parents
-    limit: int | None = None  # at most this many parent loops (newest first)
+    limit: int | None = None  # at most this many parent loops (newest batch first, then by id)
     backend: str = "embedded"  # renderer for repatch (in `farm batch`, the batch's own renderer)
 
     def __post_init__(self):
@@ -288,9 +288,11 @@ def _repatch(parent: Parent, perm: Permutation, backend) -> Made:
 
 # -- planning (in the process holding the catalog) ----------------------------------------------
 def select_parents(cat, settings: PermuteSettings) -> list[dict]:
-    """Rendered, not machine-rejected loops matching ``settings.where``, newest first."""
+    """Rendered, not machine-rejected loops matching ``settings.where``, newest batch first and by
+    id within a batch: which workers finished first must not choose a night's parents (ordering by
+    insertion time did, so two runs of one config permuted different loops)."""
     query = (f"SELECT * FROM loops WHERE ({settings.where}) AND operation = 'render' "
-             f"AND status != 'rejected' ORDER BY created_at DESC, id")
+             f"AND status != 'rejected' ORDER BY batch_id DESC, id")
     if settings.limit is not None:
         query += f" LIMIT {int(settings.limit)}"
     columns, rows = cat.sql(query)
