@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,3 +27,15 @@ def test_the_readme_is_short_states_two_set_up_commands_and_links_every_page():
     pages = {p.name for p in (ROOT / "docs").glob("*.md")}
     assert pages - {"index.md"} <= linked and linked <= pages
     assert (ROOT / ".ci" / "run").read_text().count("bash .ci/bootstrap test") == 1
+
+
+@pytest.mark.slow
+def test_every_example_in_the_manual_prints_what_the_page_says():
+    """Every `$ command` of docs/*.md runs from a fresh shell (a scratch home, only the venv on
+    the PATH) and prints what the page shows, bar batch ids, times and process ids: the pages are
+    re-run with `tools/doc_examples.py`, never hand-edited outputs."""
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "doc_examples.py")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    skipped = [line for line in result.stdout.splitlines() if ": skipped (" in line]
+    assert len(skipped) <= 7, skipped  # servers, machine reports, a timing-dependent kill: said why

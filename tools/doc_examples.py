@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,11 +171,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pages", nargs="*", type=Path)
     ap.add_argument("--update", action="store_true", help="write each command's real output into its page")
+    ap.add_argument("-j", "--jobs", type=int, default=2, help="pages run at once")
     args = ap.parse_args(argv)
     pages = [p.resolve() for p in args.pages] or sorted((ROOT / "docs").glob("*.md"))
-    problems = []
-    for page in pages:
-        problems += run_page(page, args.update)
+    # pages share nothing (each has its own scratch home): two at a time, the longest first
+    pages.sort(key=lambda page: -len(parse(page)))
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        problems = [p for found in pool.map(lambda page: run_page(page, args.update), pages) for p in found]
     for problem in problems:
         print(problem)
     if problems and not args.update:
