@@ -22,7 +22,6 @@ Two comments steer a page:
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
