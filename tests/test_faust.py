@@ -230,7 +230,7 @@ GOOD_DSP = (ROOT / "patches" / "fm-pluck.dsp").read_text()
      "unknown parameter of mine.dsp 'cutof'"),
     (lambda s: s, "[faust.params]\nindex = 300.0\n", "mine.toml: faust.params.index", "out of the slider's range 0..10"),
     (lambda s: s, "[[faust.automation]]\nparam = \"snap\"\nfrom = 0.01\nto = 9.0\n", "mine.toml: faust.automation[0].to",
-     "out of the slider's range"),
+     "out of the parameter's range"),
     (lambda s: s.replace('gate = button("gate");', "gate = 1;"), "", "mine.toml: faust.dsp",
      "not a polyphonic instrument"),
 ])

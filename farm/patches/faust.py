@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from farm.errors import FarmError, unknown_name
-from farm.patches.model import CC_SHAPES, Automation, FaustSound, Slider
+from farm.patches.model import FaustSound, Slider
 
 FAUST_KEYS = {"dsp", "voices", "octave", "velocity_curve", "note_length", "params", "automation"}
 VOICE_CONTROLS = ("freq", "gain", "gate")  # set by each note, not by the patch
@@ -140,33 +140,11 @@ def parse_faust(table: dict, c, roles) -> FaustSound:
         slider = param(label, f"{p}params.{label}")
         params.append((label, in_range(slider, c.number(params_table, label, p + "params."), f"{p}params.{label}")))
 
-    auto_data = table.get("automation", [])
-    if not isinstance(auto_data, list):
-        c.fail(p + "automation", "expected an array of tables ([[faust.automation]])")
-    automation = []
-    for i, item in enumerate(auto_data):
-        q = f"{p}automation[{i}]."
-        if not isinstance(item, dict):
-            c.fail(q[:-1], "expected a table")
-        c.unknown(item, {"param", "from", "to", "shape", "cycles"}, q)
-        if not isinstance(item.get("param"), str):
-            c.fail(q + "param", "expected a slider label")
-        slider = param(item["param"], q + "param")
-        shape = item.get("shape", "triangle")
-        if shape not in CC_SHAPES:
-            c.fail(q + "shape", f"{shape!r} is not one of {', '.join(CC_SHAPES)}")
-        automation.append(Automation(
-            param=slider.label,
-            start=in_range(slider, c.number(item, "from", q), q + "from"),
-            end=in_range(slider, c.number(item, "to", q), q + "to"),
-            shape=shape, cycles=c.number(item, "cycles", q, default=1, lo=1, hi=64, integer=True)))
-    swept = [a.param for a in automation]
-    if len(set(swept)) != len(swept):
-        c.fail(p + "automation", "a parameter is swept twice")
+    def bounds(label, field_name):
+        slider = param(label, field_name)
+        return slider.label, slider.lo, slider.hi
 
+    automation = c.automation(table, p, bounds)
     return FaustSound(
         dsp=dsp, voices=c.number(table, "voices", p, default=dsp_voices(source), lo=1, hi=64, integer=True),
-        params=tuple(params), automation=tuple(automation), sliders=sliders, drums="drums" in roles,
-        octave=c.number(table, "octave", p, default=0, lo=-4, hi=4, integer=True),
-        velocity_curve=c.number(table, "velocity_curve", p, default=1.0, lo=0.1, hi=4.0),
-        note_length=c.number(table, "note_length", p, default=1.0, lo=0.05, hi=4.0))
+        params=tuple(params), automation=automation, sliders=sliders, **c.shaping(table, p, roles))

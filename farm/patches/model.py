@@ -146,39 +146,13 @@ class Slider:
     hi: float
 
 
-@dataclass(frozen=True)
-class FaustSound:
-    """A polyphonic Faust instrument (``freq``/``gain``/``gate`` per voice) from a ``.dsp`` file,
-    compiled in-process by DawDreamer; ``params`` set its sliders by label, ``automation`` sweeps
-    them over the loop. The MIDI transforms are those of :class:`EmbeddedSound`."""
+@dataclass(frozen=True, kw_only=True)
+class Shaping:
+    """The MIDI transforms every kind of sound takes before playing: ``octave`` (12 semitones per
+    step), ``velocity_curve`` (an exponent: ``out = 127 * (in/127) ** curve``), ``note_length``
+    (a factor on every note's duration), ``cc`` (controllers swept over the loop: SoundFonts only;
+    a synthesizer's sliders are swept by its ``automation``)."""
 
-    dsp: Path
-    voices: int = 8
-    params: tuple[tuple[str, float], ...] = ()
-    automation: tuple[Automation, ...] = ()
-    sliders: tuple[Slider, ...] = ()
-    drums: bool = False
-    octave: int = 0
-    velocity_curve: float = 1.0
-    note_length: float = 1.0
-    cc: tuple[CCAutomation, ...] = ()  # MIDI controllers: none, the instrument has sliders
-
-    @property
-    def is_drum_kit(self) -> bool:
-        return self.drums
-
-
-@dataclass(frozen=True)
-class PluginSound:
-    """A hosted instrument plugin (VST2 ``.so``, VST3 or an LV2 URI) loaded by DawDreamer, with
-    its preset (kept beside the patch) and parameters set by name: ``params`` holds the preset's
-    values, then the patch's own, in the order they are set."""
-
-    plugin: str  # a path to a .so/.vst3, or an LV2 URI
-    preset: Path | None = None
-    params: tuple[tuple[str, float], ...] = ()
-    from_preset: int = 0  # how many of ``params`` (the first) come from the preset
-    automation: tuple[Automation, ...] = ()
     drums: bool = False
     octave: int = 0
     velocity_curve: float = 1.0
@@ -191,7 +165,33 @@ class PluginSound:
 
 
 @dataclass(frozen=True)
-class EmbeddedSound:
+class FaustSound(Shaping):
+    """A polyphonic Faust instrument (``freq``/``gain``/``gate`` per voice) from a ``.dsp`` file,
+    compiled in-process by DawDreamer; ``params`` set its sliders by label, ``automation`` sweeps
+    them over the loop. The MIDI transforms are those of :class:`EmbeddedSound`."""
+
+    dsp: Path
+    voices: int = 8
+    params: tuple[tuple[str, float], ...] = ()
+    automation: tuple[Automation, ...] = ()
+    sliders: tuple[Slider, ...] = ()
+
+
+@dataclass(frozen=True)
+class PluginSound(Shaping):
+    """A hosted instrument plugin (VST2 ``.so``, VST3 or an LV2 URI) loaded by DawDreamer, with
+    its preset (kept beside the patch) and parameters set by name: ``params`` holds the preset's
+    values, then the patch's own, in the order they are set."""
+
+    plugin: str  # a path to a .so/.vst3, or an LV2 URI
+    preset: Path | None = None
+    params: tuple[tuple[str, float], ...] = ()
+    from_preset: int = 0  # how many of ``params`` (the first) come from the preset
+    automation: tuple[Automation, ...] = ()
+
+
+@dataclass(frozen=True)
+class EmbeddedSound(Shaping):
     """The FluidSynth side of a patch, and the MIDI transforms applied before playing.
 
     ``octave`` shifts every note by 12 semitones per step; ``velocity_curve`` is an exponent
@@ -207,13 +207,9 @@ class EmbeddedSound:
     polyphony: int = 128
     reverb: Reverb | None = None
     chorus: Chorus | None = None
-    octave: int = 0
-    velocity_curve: float = 1.0
-    note_length: float = 1.0
-    cc: tuple[CCAutomation, ...] = ()
 
     @property
-    def is_drum_kit(self) -> bool:
+    def is_drum_kit(self) -> bool:  # a General MIDI drum kit is a program of bank 128
         return self.bank == DRUM_BANK
 
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from farm.errors import FarmError, unknown_name
 from farm.render import SAMPLE_RATES
 from farm.patches.model import (CC_SHAPES, DRUM_BANK, EFFECT_PLUGINS, EFFECT_RANGES, INTERPOLATIONS, NYQUIST_HZ,
-                                 ROLES, CCAutomation, Chorus, Effect, EmbeddedSound, Patch, Reverb)
+                                 ROLES, Automation, CCAutomation, Chorus, Effect, EmbeddedSound, Patch, Reverb)
 from farm.patches.soundfont import soundfont_presets
 
 
@@ -54,6 +54,43 @@ class _Checker:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             self.fail(name, f"{value!r} out of range {lo}..{hi}")
         return int(value) if integer else float(value)
+
+
+    def automation(self, table: dict, prefix: str, bounds) -> tuple[Automation, ...]:
+        """``[[<kind>.automation]]``: each sweep's parameter and range checked. ``bounds(name,
+        field)`` returns the parameter's ``(name, lo, hi)`` or fails naming ``field``."""
+        items = table.get("automation", [])
+        if not isinstance(items, list):
+            self.fail(prefix + "automation", f"expected an array of tables ([[{prefix}automation]])")
+        sweeps = []
+        for i, item in enumerate(items):
+            q = f"{prefix}automation[{i}]."
+            if not isinstance(item, dict):
+                self.fail(q[:-1], "expected a table")
+            self.unknown(item, {"param", "from", "to", "shape", "cycles"}, q)
+            if not isinstance(item.get("param"), str):
+                self.fail(q + "param", "expected a parameter name")
+            name, lo, hi = bounds(item["param"], q + "param")
+            shape = item.get("shape", "triangle")
+            if shape not in CC_SHAPES:
+                self.fail(q + "shape", f"{shape!r} is not one of {', '.join(CC_SHAPES)}")
+            ends = [self.number(item, key, q) for key in ("from", "to")]
+            for key, value in zip(("from", "to"), ends):
+                if not lo <= value <= hi:
+                    self.fail(q + key, f"{value!r} out of the parameter's range {lo:g}..{hi:g}")
+            sweeps.append(Automation(name, ends[0], ends[1], shape,
+                                     self.number(item, "cycles", q, default=1, lo=1, hi=64, integer=True)))
+        names = [s.param for s in sweeps]
+        if len(set(names)) != len(names):
+            self.fail(prefix + "automation", "a parameter is swept twice")
+        return tuple(sweeps)
+
+    def shaping(self, table: dict, prefix: str, roles) -> dict:
+        """The MIDI transforms every sound kind takes (octave, velocity curve, note length)."""
+        return {"drums": "drums" in roles,
+                "octave": self.number(table, "octave", prefix, default=0, lo=-4, hi=4, integer=True),
+                "velocity_curve": self.number(table, "velocity_curve", prefix, default=1.0, lo=0.1, hi=4.0),
+                "note_length": self.number(table, "note_length", prefix, default=1.0, lo=0.05, hi=4.0)}
 
 
 def _parse_patch(data: dict, path: Path) -> Patch:
@@ -180,11 +217,7 @@ def _parse_embedded(e: dict, c: _Checker, roles: Sequence[str]) -> EmbeddedSound
         gain=c.number(e, "gain", p, default=0.5, lo=0.0, hi=10.0),
         interpolation=interpolation,
         polyphony=c.number(e, "polyphony", p, default=128, lo=1, hi=1024, integer=True),
-        reverb=reverb, chorus=chorus,
-        octave=c.number(e, "octave", p, default=0, lo=-4, hi=4, integer=True),
-        velocity_curve=c.number(e, "velocity_curve", p, default=1.0, lo=0.1, hi=4.0),
-        note_length=c.number(e, "note_length", p, default=1.0, lo=0.05, hi=4.0),
-        cc=tuple(ccs))
+        reverb=reverb, chorus=chorus, cc=tuple(ccs), **c.shaping(e, p, roles))
 
 
 def _parse_fx_table(e: dict, key: str, cls, c: _Checker, ranges: dict):

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from farm.errors import FarmError
-from farm.patches.model import CC_SHAPES, Automation, PluginSound
+from farm.patches.model import PluginSound
 
 PLUGIN_KEYS = {"path", "lv2", "package", "preset", "params", "automation", "octave", "velocity_curve", "note_length"}
 PLUGIN_SUFFIXES = (".so", ".vst3")
@@ -95,25 +95,10 @@ def parse_plugin(table: dict, c, roles) -> PluginSound:
         c.fail(p + "params", "expected a table of parameter name = value (0-1)")
     params = preset_params + tuple((name, c.number(params_table, name, p + "params.", lo=0.0, hi=1.0))
                                    for name in params_table)
-    automation = []
-    for i, item in enumerate(table.get("automation", [])):
-        q = f"{p}automation[{i}]."
-        if not isinstance(item, dict):
-            c.fail(q[:-1], "expected a table")
-        c.unknown(item, {"param", "from", "to", "shape", "cycles"}, q)
-        if not isinstance(item.get("param"), str):
-            c.fail(q + "param", "expected a parameter name")
-        shape = item.get("shape", "triangle")
-        if shape not in CC_SHAPES:
-            c.fail(q + "shape", f"{shape!r} is not one of {', '.join(CC_SHAPES)}")
-        automation.append(Automation(item["param"], c.number(item, "from", q, lo=0.0, hi=1.0),
-                                     c.number(item, "to", q, lo=0.0, hi=1.0), shape,
-                                     c.number(item, "cycles", q, default=1, lo=1, hi=64, integer=True)))
+    automation = c.automation(table, p, lambda name, field_name: (name, 0.0, 1.0))  # names checked on load
     return PluginSound(
-        plugin=plugin, preset=preset, params=params, from_preset=len(preset_params), automation=tuple(automation), drums="drums" in roles,
-        octave=c.number(table, "octave", p, default=0, lo=-4, hi=4, integer=True),
-        velocity_curve=c.number(table, "velocity_curve", p, default=1.0, lo=0.1, hi=4.0),
-        note_length=c.number(table, "note_length", p, default=1.0, lo=0.05, hi=4.0))
+        plugin=plugin, preset=preset, params=params, from_preset=len(preset_params), automation=automation,
+        **c.shaping(table, p, roles))
 
 
 def read_preset(path: Path, c) -> tuple[tuple[str, float], ...]:
