@@ -1,7 +1,8 @@
 """``farm doctor``: what this machine can render, one line per check, each with its fix.
 
 Checks: REAPER (where it was found and its version), xvfb-run (REAPER needs a display on Linux),
-the FluidSynth library and a General MIDI SoundFont (the embedded renderer), reapy reaching a
+the FluidSynth library and a General MIDI SoundFont (the embedded renderer), DawDreamer (Faust and
+plugin patches) and the instruments the plugin patches name, reapy reaching a
 running REAPER (informational), and free disk space where the loops go.
 
 ``farm doctor`` exits 1 when the embedded renderer cannot run here (no FluidSynth library or no
@@ -90,6 +91,34 @@ def check_soundfont() -> Check:
                  "apt-get install fluid-soundfont-gm for the full General MIDI set")
 
 
+def check_dawdreamer() -> Check:
+    from farm.render.dawdreamer import dawdreamer_version
+
+    version = dawdreamer_version()
+    if version.endswith("absent"):
+        return Check("dawdreamer", MISSING, "DawDreamer not installed: Faust and plugin patches cannot play",
+                     "pip install 'dawdreamer==0.9.0' (the set-up installs it)")
+    return Check("dawdreamer", OK, f"{version} (Faust patches, hosted plugins)")
+
+
+def check_plugins(patches_dir: str | Path | None = None) -> Check:
+    """Whether the instruments the plugin patches name are installed here."""
+    from farm.patches import scan_patches
+    from farm.patches.plugin import PluginMissing
+
+    good, broken = scan_patches(patches_dir)
+    playable = [p.name for p in good if p.kind == "plugin"]
+    missing = [err for err in broken if isinstance(err, PluginMissing)]
+    if missing:
+        names = ", ".join(Path(err.file).stem for err in missing)
+        return Check("plugins", MISSING, f"not installed for {names}: {missing[0].message}"
+                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                     "install them, or nights over all patches skip those patches")
+    return Check("plugins", OK if playable else INFO,
+                 f"{len(playable)} plugin patches can play ({', '.join(playable)})" if playable
+                 else "no plugin patches")
+
+
 def check_reapy(api=None) -> Check:
     from farm.reaper_live import ReapySession
 
@@ -116,7 +145,8 @@ def check_disk(directory: str | Path = ".", min_free_gb: float = MIN_FREE_GB) ->
 def doctor(reaper: str | Path | None = None, directory: str | Path = ".", reapy_api=None,
            check_live: bool = True) -> list[Check]:
     """Every check, in the order ``farm doctor`` prints them."""
-    checks = [check_reaper(reaper), check_xvfb(), check_fluidsynth(), check_soundfont()]
+    checks = [check_reaper(reaper), check_xvfb(), check_fluidsynth(), check_soundfont(), check_dawdreamer(),
+              check_plugins()]
     if check_live:
         checks.append(check_reapy(reapy_api))
     checks.append(check_disk(directory))

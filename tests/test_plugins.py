@@ -191,3 +191,16 @@ def test_a_night_over_all_patches_skips_a_missing_plugin_with_one_line(tmp_path)
                        "(on Debian: apt-get install some-synth)"]
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "lib" / "loops").rglob("*.json")]
     assert sidecars and {s["patch"] for s in sidecars} == {"sub-bass"}
+
+
+def test_farm_doctor_names_the_plugins_a_patch_needs_and_how_to_install_them(tmp_path, monkeypatch):
+    from farm.doctor import check_plugins
+
+    patches = tmp_path / "patches"
+    _plugin_patch(patches, 'path = "/usr/lib/vst/no-such-synth.so"')
+    check = check_plugins(patches)
+    assert check.status == "missing" and check.detail.startswith("not installed for hosted: plugin not installed")
+    assert "apt-get install some-synth" in check.detail
+    shipped = check_plugins()
+    if AMSYNTH.exists() and lv2_installed(SYNTHV1):
+        assert shipped.status == "ok" and shipped.detail == "2 plugin patches can play (amsynth-bass, synthv1-pad)"

@@ -681,10 +681,13 @@ def test_doctor_reports_one_line_per_check_with_fixes(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FARM_REAPER", str(STANDIN))
     checks = doctor(directory=tmp_path, reapy_api=FakeReapy(reachable=False))
-    assert [c.name for c in checks] == ["reaper", "xvfb-run", "fluidsynth", "soundfont", "reapy", "disk"]
-    assert checks[0].status == "ok" and str(STANDIN.resolve()) in checks[0].detail
-    assert checks[2].status == "ok" and checks[5].status == "ok"
-    assert checks[4].status == "info" and "farm reaper setup" in checks[4].fix
+    assert [c.name for c in checks] == ["reaper", "xvfb-run", "fluidsynth", "soundfont", "dawdreamer", "plugins",
+                                        "reapy", "disk"]
+    named = {c.name: c for c in checks}
+    assert named["reaper"].status == "ok" and str(STANDIN.resolve()) in named["reaper"].detail
+    assert named["fluidsynth"].status == "ok" and named["disk"].status == "ok"
+    assert named["dawdreamer"].status == "ok" and "dawdreamer 0.9.0" in named["dawdreamer"].detail
+    assert named["reapy"].status == "info" and "farm reaper setup" in named["reapy"].fix
     assert len(report(checks).splitlines()) == len(checks) + 1  # one line each, then the summary
     monkeypatch.setenv("FARM_REAPER", str(tmp_path / "missing"))
     result = CliRunner().invoke(farm, ["doctor", "--no-live", "--dir", str(tmp_path)])
