@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS loops (
     tags TEXT NOT NULL DEFAULT '',      -- space separated words for full-text search
     created_at TEXT NOT NULL,
     batch_id TEXT,
-    machine_status TEXT                 -- the machine checks' verdict when catalogued: pending | rejected
+    machine_status TEXT,                -- the machine checks' verdict when catalogued: pending | rejected
+    fingerprint TEXT                    -- onset fingerprint (JSON): spectral flux in low/mid/high bands, 12 steps per beat, and band energy shares
 );
 CREATE INDEX IF NOT EXISTS loops_key_bpm ON loops(key, bpm);
 CREATE INDEX IF NOT EXISTS loops_camelot_bpm ON loops(camelot, bpm);

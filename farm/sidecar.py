@@ -50,7 +50,10 @@ FIELDS: dict[str, tuple] = {
     "onsets": (int, None), "centroid_hz": (int, float, None), "path": (str,), "midi": (str, None),
     "sha256": (str,), "status": (str,), "reject_reason": (str, None), "tags": (list,),
     "created_at": (str,), "batch_id": (str, None), "sidecar_version": (int,),
+    "fingerprint": (dict, None),
 }
+# Fields a sidecar written before they existed may lack (read as null).
+OPTIONAL_FIELDS = {"fingerprint"}
 CHORD_FIELDS = ("bar", "symbol", "roman", "root_pc", "pitch_classes", "bass_pc", "start_s", "end_s")
 
 
@@ -127,7 +130,7 @@ def make_sidecar(**fields) -> dict:
         "parent_id": None, "operation": "render", "params": {}, "patch_hash": None, "midi": None,
         "status": "pending", "reject_reason": None, "tags": [], "batch_id": None,
         "lufs": None, "true_peak_db": None, "rms_db": None, "onsets": None, "centroid_hz": None,
-        "created_at": utc_now(), "sidecar_version": SIDECAR_VERSION,
+        "created_at": utc_now(), "sidecar_version": SIDECAR_VERSION, "fingerprint": None,
     }
     data.update(fields)
     for name in ("lufs", "true_peak_db", "rms_db", "centroid_hz"):  # JSON has no -inf/NaN
@@ -143,6 +146,8 @@ def validate_sidecar(data: dict, file: str | Path | None = None) -> None:
     if not isinstance(data, dict):
         raise FarmError("a sidecar must be a JSON object", file=file)
     for name, types in FIELDS.items():
+        if name not in data and name in OPTIONAL_FIELDS:
+            continue
         if name not in data:
             raise FarmError("missing", file=file, field=name)
         value = data[name]
@@ -228,15 +233,18 @@ def write_loop(root: str | Path, path: str, audio, sample_rate: int, fmt: str, *
     """Write a loop's audio file, then its sidecar (each atomically); return the sidecar.
 
     ``path`` is relative to the catalog ``root``; the sidecar gets the file's measured features
-    (samples, level, onsets, centroid) and sha256 besides ``fields``. The sidecar is written last:
+    (samples, level, onsets, centroid, onset fingerprint) and sha256 besides ``fields``. The sidecar is written last:
     a sidecar on disk means its audio is complete, which ``--resume`` relies on. If the sidecar
     cannot be written the audio file goes too, so no file is ever left without its row.
     """
     from farm.audio import write_audio
+    from farm.fingerprint import loop_fingerprint
     from farm.qa import loop_features
 
     root = Path(root)
     features = loop_features(audio, sample_rate)
+    if "fingerprint" not in fields:
+        fields["fingerprint"] = loop_fingerprint(audio, sample_rate, fields["bpm"], fields["meter"], fields["bars"])
     write_audio(root / path, audio, sample_rate, fmt, labels=file_labels(fields))
     try:
         data = make_sidecar(

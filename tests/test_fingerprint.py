@@ -88,3 +88,45 @@ def test_a_rendered_drum_loop_shows_its_kicks_in_the_low_band(tmp_path):
     hits = {int(round(n.start / step_s)) % fp.steps for n in notes}
     quiet = np.delete(fp.onsets[2], sorted(hits))  # steps where nothing is struck
     assert np.median(fp.onsets[2, sorted(hats)]) > 4 * max(np.percentile(quiet, 90), 0.01)
+
+
+def test_every_loop_of_a_night_has_its_fingerprint_and_old_loops_get_one(tmp_path):
+    """A night fingerprints every loop it makes (renders and permutations), in its row and its
+    sidecar. A catalog from before fingerprints (rows and sidecars without one) is filled by
+    `farm fingerprint`, with exactly what a night would have stored, and stays clean for `farm check`."""
+    import json
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from farm.catalog import check_catalog
+    from farm.cli import main
+    from farm.sidecar import read_sidecar
+    from farm.batch import load_config, run_batch
+    from nights import write_night
+
+    root = tmp_path / "library"
+    config = write_night(tmp_path / "night.toml", root, parts=("chords", "bass"), patches=("warm-rhodes", "sub-bass"))
+    config.write_text(config.read_text() + '[permute]\nops = ["pitch"]\nwhere = "part = \'chords\'"\nsemitones = 1\n')
+    assert run_batch(load_config(config), progress=False).failed == 0
+    db = sqlite3.connect(root / "catalog.db")
+    rows = dict(db.execute("SELECT id, fingerprint FROM loops").fetchall())
+    ops = {r[0] for r in db.execute("SELECT operation FROM loops")}
+    assert ops == {"render", "pitch"} and all(rows.values())
+    for loop_id, sidecar in db.execute("SELECT id, sidecar FROM loops"):
+        fp = read_sidecar(root / sidecar)["fingerprint"]
+        assert fp == json.loads(rows[loop_id]) and len(fp["onsets"]) == 3 and fp["steps_per_beat"] == STEPS_PER_BEAT
+    # as an older Loop Farm left it: no fingerprint in rows or sidecars
+    with db:
+        db.execute("UPDATE loops SET fingerprint = NULL")
+    for (sidecar,) in db.execute("SELECT sidecar FROM loops"):
+        data = json.loads((root / sidecar).read_text())
+        del data["fingerprint"]
+        (root / sidecar).write_text(json.dumps(data))
+    assert check_catalog(root).ok
+    result = CliRunner().invoke(main, ["fingerprint", "--root", str(root), "--no-progress"])
+    assert result.exit_code == 0 and result.output.strip() == f"fingerprinted {len(rows)} loops"
+    assert dict(db.execute("SELECT id, fingerprint FROM loops").fetchall()) == rows
+    assert check_catalog(root).ok
+    again = CliRunner().invoke(main, ["fingerprint", "--root", str(root), "--no-progress"])
+    assert again.output.strip() == "fingerprinted 0 loops"

@@ -40,10 +40,10 @@ INDEXES_AFTER_COLUMNS = "\n".join(
     + ["CREATE INDEX IF NOT EXISTS loops_queue ON loops("
        "(CASE status WHEN 'pending' THEN 0 WHEN 'rejected' THEN 1 ELSE 2 END), created_at);"])
 CACHE_DIR = "cache"  # under the root: previews the review room makes on demand, never catalogued
-SCHEMA_VERSION = 2  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone)
+SCHEMA_VERSION = 3  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone; 3: fingerprints)
 # Columns added to a table after version 1: a catalog made before gets them on its next write open.
 ADDED_COLUMNS = {"reviews": {"previous_reason": "TEXT", "undone_by": "TEXT", "undone_at": "TEXT"},
-                 "loops": {"machine_status": "TEXT"}}
+                 "loops": {"machine_status": "TEXT", "fingerprint": "TEXT"}}
 # A loop's status when it was catalogued (before any person decided): the machine checks' verdict,
 # "rejected" or "pending". Kept in loops.machine_status; for a row catalogued before that column,
 # the first review row's previous status, or without one the status now.
@@ -308,6 +308,7 @@ class Catalog:
         data = {k: row[k] for k in FIELDS if k in row}
         data["params"] = json.loads(row["params"]) if row["params"] else {}
         data["tags"] = row["tags"].split()
+        data["fingerprint"] = json.loads(row["fingerprint"]) if row.get("fingerprint") else None
         data["chords"] = self.loop_chords(loop_id)
         data["sidecar_version"] = SIDECAR_VERSION
         return data
@@ -438,9 +439,10 @@ def _read_only_authorizer(action: int, *_args) -> int:
 
 def loop_row(sidecar: dict) -> dict:
     """The ``loops`` row of a sidecar (JSON fields as JSON text, tags space separated)."""
-    row = {k: sidecar[k] for k in LOOP_COLUMNS if k != "sidecar"}
+    row = {k: sidecar.get(k) for k in LOOP_COLUMNS if k != "sidecar"}
     row["params"] = json.dumps(sidecar["params"], sort_keys=True)
     row["tags"] = " ".join(sidecar["tags"])
+    row["fingerprint"] = json.dumps(sidecar["fingerprint"]) if sidecar.get("fingerprint") else None
     row["sidecar"] = sidecar_path(sidecar["path"]).as_posix()
     # The machine checks' verdict as catalogued (a sidecar adopted after a person's decision
     # no longer tells it: its loop counts as passed unless it is rejected).

@@ -164,12 +164,19 @@ def show(loop_id, as_json, root):
     Example: farm show 3c22309c
     """
     info = cat.show_loop(root, loop_id)
+    if isinstance(info.get("fingerprint"), str):
+        info["fingerprint"] = json.loads(info["fingerprint"])
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
     skip = {"chords", "reviews", "children", "params", "tags"}
     width = max(len(k) for k in info)
     for key, value in info.items():
+        if key == "fingerprint" and value:  # a summary: the whole grid is in --json and the sidecar
+            fp = value
+            steps, share = len(fp["onsets"][0]), fp["energy"]
+            value = (f"{steps} steps ({fp['steps_per_beat']} a beat); energy low {share[0]:.2f}, "
+                     f"mid {share[1]:.2f}, high {share[2]:.2f}")
         if key not in skip:
             if isinstance(value, float):  # measurements to 3 decimals (--json has every digit)
                 value = round(value, 3)
@@ -326,4 +333,20 @@ def datasette(root, host, port, metadata_out):
             pass
 
 
-commands = [batch, sql, query, show, stats, approve, reject, undo, check, datasette]
+@click.command()
+@root_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def fingerprint(root, no_progress):
+    """Give every loop catalogued before fingerprints existed its onset fingerprint (row and
+    sidecar); a night fingerprints every loop it makes. Running it again does nothing.
+
+    \b
+    Example: farm fingerprint --root library
+    """
+    from farm.catalog.backfill import backfill_fingerprints
+
+    done = backfill_fingerprints(root, progress=not no_progress)
+    click.echo(f"fingerprinted {done} loop{'' if done == 1 else 's'}")
+
+
+commands = [batch, sql, query, show, stats, approve, reject, undo, check, datasette, fingerprint]

@@ -79,3 +79,11 @@ def fingerprint(audio: np.ndarray, sample_rate: int, bpm: float, beats: float) -
     total = energy.sum()
     shares = energy.sum(axis=1) / total if total > 0 else np.zeros(len(BANDS_HZ))
     return Fingerprint(onsets.astype(np.float32), shares.astype(np.float32))
+
+
+def loop_fingerprint(audio: np.ndarray, sample_rate: int, bpm: float, meter: str, bars: int) -> dict:
+    """A catalogued loop's fingerprint as its sidecar and row keep it (``Fingerprint.to_dict``)."""
+    from farm.model import Meter
+
+    beats = float(bars * Meter.parse(meter).quarters_per_bar)
+    return fingerprint(audio, sample_rate, bpm, beats).to_dict()
