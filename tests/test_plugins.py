@@ -156,16 +156,21 @@ def test_a_refused_plugin_leaves_the_process_as_it_found_it(tmp_path, templates)
     assert "desc:" in faust_jsfx(load_patch("acid-303"))
 
 
+def _bass_night(tmp_path: Path, patches: Path, chosen: str) -> subprocess.CompletedProcess:
+    """`farm batch` of one 2-bar lofi-hiphop bass part over ``chosen`` (TOML), patches from ``patches``."""
+    config = tmp_path / "night.toml"
+    config.write_text(f'root = "{tmp_path / "lib"}"\nstyles = ["lofi-hiphop"]\ntemplates_per_style = 1\nbars = 2\n'
+                      f'parts = ["bass"]\npatches = {chosen}\nworkers = 1\n')
+    return subprocess.run([FARM, "batch", "--config", str(config), "--no-progress"],
+                          capture_output=True, text=True, env={**os.environ, "FARM_PATCHES_DIR": str(patches)},
+                          timeout=300)
+
+
 @needs_zyn
 def test_a_night_refuses_a_non_deterministic_plugin_before_writing(tmp_path):
     patches = tmp_path / "patches"
     _plugin_patch(patches, f'path = "{ZYN}"')
-    config = tmp_path / "night.toml"
-    config.write_text(f'root = "{tmp_path / "lib"}"\nstyles = ["lofi-hiphop"]\ntemplates_per_style = 1\nbars = 2\n'
-                      'parts = ["bass"]\npatches = ["hosted"]\nworkers = 1\n')
-    result = subprocess.run([FARM, "batch", "--config", str(config), "--no-progress"],
-                            capture_output=True, text=True, env={**os.environ, "FARM_PATCHES_DIR": str(patches)},
-                            timeout=300)
+    result = _bass_night(tmp_path, patches, '["hosted"]')
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {patches / 'hosted.toml'}: plugin: the embedded "
                                                              "backend cannot render patch 'hosted'")
@@ -179,12 +184,7 @@ def test_a_night_over_all_patches_skips_a_missing_plugin_with_one_line(tmp_path)
         src = ROOT / "patches" / (name if "." in name else f"{name}.toml")
         (patches / src.name).write_bytes(src.read_bytes())
     _plugin_patch(patches, 'path = "/usr/lib/vst/no-such-synth.so"')
-    config = tmp_path / "night.toml"
-    config.write_text(f'root = "{tmp_path / "lib"}"\nstyles = ["lofi-hiphop"]\ntemplates_per_style = 1\nbars = 2\n'
-                      'parts = ["bass"]\npatches = "all"\nworkers = 1\n')
-    result = subprocess.run([FARM, "batch", "--config", str(config), "--no-progress"],
-                            capture_output=True, text=True, env={**os.environ, "FARM_PATCHES_DIR": str(patches)},
-                            timeout=300)
+    result = _bass_night(tmp_path, patches, '"all"')
     assert result.returncode == 0, result.stderr
     skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped patch")]
     assert skipped == ["skipped patch hosted: plugin not installed: /usr/lib/vst/no-such-synth.so "
