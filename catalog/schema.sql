@@ -139,6 +139,53 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_batch_status ON tasks(batch_id, status);
 
+-- A construction kit: one loop per role, aligned, balanced and mixed (farm kit). Its folder
+-- (kits/<name>/ under the root) holds stems/, midi/, mix.wav, kit.json and kit.png.
+CREATE TABLE IF NOT EXISTS kits (
+    id TEXT PRIMARY KEY,                -- content address of its members, their transforms and gains
+    name TEXT NOT NULL,                 -- folder name: LFK_<bpm>_<key>_<id>
+    style TEXT,                         -- the style its loops share, or NULL when they mix styles
+    key TEXT NOT NULL,                  -- short key name (the harmonic stems' key after transforms)
+    bpm REAL NOT NULL,
+    meter TEXT NOT NULL,
+    bars INTEGER NOT NULL,
+    progression TEXT NOT NULL,          -- chord symbols bar by bar, space separated
+    roles TEXT NOT NULL,                -- JSON list, in the kit's order
+    seed INTEGER,                       -- farm kit --seed
+    anchor_id TEXT NOT NULL REFERENCES loops(id), -- the loop the others were matched to
+    path TEXT NOT NULL UNIQUE,          -- the kit folder, relative to the root
+    lufs REAL,                          -- the mix's integrated loudness
+    true_peak_db REAL,                  -- the mix's true peak, dBTP
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'rejected')),
+    reject_reason TEXT,
+    created_at TEXT NOT NULL
+);
+
+-- The stems of a kit: the loop each plays (a permutation made for the kit included).
+CREATE TABLE IF NOT EXISTS kit_members (
+    kit_id TEXT NOT NULL REFERENCES kits(id),
+    role TEXT NOT NULL,                 -- drums, bass, chords, arp, melody
+    loop_id TEXT NOT NULL REFERENCES loops(id),   -- the stem's loop, at the kit's key and tempo
+    source_id TEXT NOT NULL REFERENCES loops(id), -- the loop matched (its parent when transformed)
+    transform TEXT,                     -- JSON {"operation", "params"} or NULL
+    gain_db REAL NOT NULL,              -- applied to the loop in the stem (loudness balance)
+    stem TEXT NOT NULL,                 -- stems/<role>.wav in the kit folder
+    midi TEXT,                          -- midi/<role>.mid in the kit folder
+    PRIMARY KEY (kit_id, role)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kit_members_loop ON kit_members(loop_id);
+
+-- Every human decision on a kit, in order.
+CREATE TABLE IF NOT EXISTS kit_reviews (
+    id INTEGER PRIMARY KEY,
+    kit_id TEXT NOT NULL REFERENCES kits(id),
+    status TEXT NOT NULL CHECK (status IN ('approved', 'rejected')),
+    previous_status TEXT NOT NULL,
+    reason TEXT,
+    reviewer TEXT NOT NULL,
+    reviewed_at TEXT NOT NULL
+);
+
 -- Every human decision, in order.
 CREATE TABLE IF NOT EXISTS reviews (
     id INTEGER PRIMARY KEY,

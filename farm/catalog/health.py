@@ -12,7 +12,7 @@ from pathlib import Path
 import sqlite3
 from functools import lru_cache
 
-from farm.catalog.store import ADDED_COLUMNS, CACHE_DIR, SCHEMA_PATH, SCHEMA_VERSION, Catalog
+from farm.catalog.store import ADDED_COLUMNS, ADDED_TABLES, CACHE_DIR, SCHEMA_PATH, SCHEMA_VERSION, Catalog
 from farm.errors import FarmError
 from farm.files import is_temp_name
 from farm.sidecar import AUDIO_SUFFIXES, file_sha256, loop_path, read_sidecar, sidecar_path
@@ -72,9 +72,11 @@ def schema_problems(conn: sqlite3.Connection) -> list[str]:
     if version == 0 and not any(have.values()):
         return []  # a catalog still to be created
     for table, columns in schema_columns().items():
-        if not have[table]:
+        if not have[table] and not (version < ADDED_TABLES.get(table, 0)):
             return [f"not a Loop Farm catalog (no {table} table)"]
         later = set(ADDED_COLUMNS.get(table, {})) if version < SCHEMA_VERSION else set()
+        if not have[table]:
+            continue  # a table added since this catalog's version
         missing = [c for c in columns if c not in have[table] and c not in later]
         if missing:
             return [f"not a Loop Farm catalog ({table} has no {missing[0]} column)"]

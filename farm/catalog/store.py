@@ -40,10 +40,12 @@ INDEXES_AFTER_COLUMNS = "\n".join(
     + ["CREATE INDEX IF NOT EXISTS loops_queue ON loops("
        "(CASE status WHEN 'pending' THEN 0 WHEN 'rejected' THEN 1 ELSE 2 END), created_at);"])
 CACHE_DIR = "cache"  # under the root: previews the review room makes on demand, never catalogued
-SCHEMA_VERSION = 3  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone; 3: fingerprints)
+SCHEMA_VERSION = 4  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone; 3: fingerprints; 4: kits)
 # Columns added to a table after version 1: a catalog made before gets them on its next write open.
 ADDED_COLUMNS = {"reviews": {"previous_reason": "TEXT", "undone_by": "TEXT", "undone_at": "TEXT"},
                  "loops": {"machine_status": "TEXT", "fingerprint": "TEXT"}}
+# Tables added after version 1 (with the version that added them): made on the next write open.
+ADDED_TABLES = {"kits": 4, "kit_members": 4, "kit_reviews": 4}
 # A loop's status when it was catalogued (before any person decided): the machine checks' verdict,
 # "rejected" or "pending". Kept in loops.machine_status; for a row catalogued before that column,
 # the first review row's previous status, or without one the status now.
