@@ -15,7 +15,7 @@ the saved queries and the functions the catalog commands wrap. Everything is imp
 """
 from farm.catalog.health import CheckReport, audio_files, check, reconcile, temp_files  # noqa: F401
 from farm.catalog.queries import (SQL_TIMEOUT_S, SavedQuery, bind_params, catalog_stats, check_catalog,  # noqa: F401
-                                  format_rows, parse_value, review, run_query, run_sql, saved_queries,
+                                  format_rows, parse_value, review, review_kits, run_query, run_sql, saved_queries,
                                   show_loop, sql_params, undo)
 from farm.catalog.decisions import ReviewResult, default_reviewer  # noqa: F401
 from farm.catalog.store import (ADDED_COLUMNS, CACHE_DIR, CATALOG_FILE, INDEXES_AFTER_COLUMNS,  # noqa: F401

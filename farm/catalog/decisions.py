@@ -97,6 +97,40 @@ def undo(cat: Catalog, loop_id: str, *, reviewer: str) -> dict:
     sync_sidecars(cat, [loop_id])
     return {"id": loop_id, "status": previous, "reject_reason": previous_reason, "undone": review_id}
 
+def review_kits(cat: Catalog, ids: Sequence[str], *, status: str, reason: str | None = None,
+                reviewer: str) -> ReviewResult:
+    """Approve or reject kits by id (or unique prefix of at least 6 characters): each change is a
+    ``kit_reviews`` row; a kit already in that state is left alone. All or nothing."""
+    _check_decision(status, reason)
+    if not reviewer:
+        raise FarmError("who is reviewing? (--reviewer NAME)", field="reviewer")
+    if not ids:
+        raise FarmError("name kit ids", field="ids")
+    has_kits = cat.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'kits'").fetchone()
+    chosen = []
+    for given in ids:
+        found = [r[0] for r in cat.db.execute(
+            "SELECT id FROM kits WHERE id >= ? AND id < ? ORDER BY id LIMIT 2", [given, given + "\uffff"])
+        ] if has_kits and len(given) >= 6 else []
+        if len(found) != 1 and given not in found:
+            problem = ("give at least 6 characters of the id" if len(given) < 6 else
+                       "no kit has this id" if not found else "more than one kit starts with this id")
+            raise FarmError(problem, file=cat.path, field=given)
+        chosen.append(given if given in found else found[0])
+    chosen = list(dict.fromkeys(chosen))
+    reason = reason if status == "rejected" else None
+    before = {k: tuple(cat.db.execute("SELECT status, reject_reason FROM kits WHERE id = ?", [k]).fetchone())
+              for k in chosen}
+    changing = [k for k in chosen if before[k] != (status, reason)]
+    now = utc_now()
+    with writing(cat):
+        with cat.db.atomic():
+            for kit_id in changing:
+                cat.db.execute("UPDATE kits SET status = ?, reject_reason = ? WHERE id = ?", [status, reason, kit_id])
+                cat.db["kit_reviews"].insert({"kit_id": kit_id, "status": status, "previous_status": before[kit_id][0],
+                                              "reason": reason, "reviewer": reviewer, "reviewed_at": now})
+    return ReviewResult(changing, status=status, unchanged=len(chosen) - len(changing), noun="kit")
+
 @contextlib.contextmanager
 def writing(cat: Catalog):
     """A write the disk refuses (full, read-only) is one FarmError; SQLite has rolled it back."""
@@ -138,15 +172,17 @@ def _sync_sidecar(cat: Catalog, loop_id: str) -> None:
 class ReviewResult(list):
     """The loop ids a review changed (``list[str]``), with what it left alone."""
 
-    def __init__(self, changed=(), *, status: str, unchanged: int = 0, machine_rejected: Sequence[str] = ()):
+    def __init__(self, changed=(), *, status: str, unchanged: int = 0, machine_rejected: Sequence[str] = (),
+                 noun: str = "loop"):
         super().__init__(changed)
+        self.noun = noun
         self.status = status
         self.unchanged = unchanged  # chosen loops already in that state: no review row
         self.machine_rejected = list(machine_rejected)  # held back from an approve --where
 
     def lines(self) -> list[str]:
         """What ``farm approve`` / ``farm reject`` print."""
-        out = [f"{self.status} {len(self)} loop{'s' if len(self) != 1 else ''}"
+        out = [f"{self.status} {len(self)} {self.noun}{'s' if len(self) != 1 else ''}"
                + (f"; {self.unchanged} already {self.status}" if self.unchanged else "")]
         out += [f"  {loop_id}" for loop_id in self[:20]]
         if len(self) > 20:

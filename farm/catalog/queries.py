@@ -148,6 +148,15 @@ def review(root: str | Path, ids: Sequence[str] = (), where: str | None = None, 
                           include_machine_rejected=include_machine_rejected)
 
 
+def review_kits(root: str | Path, ids: Sequence[str], *, status: str, reason: str | None = None,
+                reviewer: str | None = None) -> ReviewResult:
+    """``farm approve --kits`` / ``farm reject --kits``: the kit ids changed."""
+    from farm.catalog.decisions import review_kits as decide
+
+    with Catalog(root, create=False) as cat:
+        return decide(cat, ids, status=status, reason=reason, reviewer=reviewer or default_reviewer())
+
+
 def undo(root: str | Path, loop_id: str, reviewer: str | None = None) -> dict:
     """``farm undo``: take back the latest decision on a loop (see ``Catalog.undo``)."""
     with Catalog(root, create=False) as cat:

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "farm.cli.render",
     "farm.cli.catalog",
     "farm.cli.permute",
+    "farm.cli.match",
     "farm.cli.review",
     "farm.cli.reaper",
 )

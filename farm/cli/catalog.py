@@ -219,7 +219,14 @@ def stats(as_json, root):
                    + (f", finished {b['finished_at']}" if b["finished_at"] else "") + f"; tasks: {tasks or 'none'}")
 
 
-def _review(status, ids, where, reason, reviewer, root, include_machine_rejected=False):
+def _review(status, ids, where, reason, reviewer, root, include_machine_rejected=False, kits=False):
+    if kits:
+        if where:
+            raise FarmError("--kits takes kit ids, not --where", field="where")
+        result = cat.review_kits(root, ids, status=status, reason=reason, reviewer=reviewer)
+        for line in result.lines():
+            click.echo(line)
+        return
     result = cat.review(root, ids, where, status=status, reason=reason, reviewer=reviewer,
                         include_machine_rejected=include_machine_rejected)
     for line in result.lines():
@@ -232,8 +239,9 @@ def _review(status, ids, where, reason, reviewer, root, include_machine_rejected
 @click.option("--reviewer", help="Who decides (default: $USER).")
 @click.option("--include-machine-rejected", is_flag=True,
               help="With --where: approve loops the machine checks rejected too.")
+@click.option("--kits", is_flag=True, help="IDS are kits (farm kits lists them), not loops.")
 @root_option
-def approve(ids, where, reviewer, include_machine_rejected, root):
+def approve(ids, where, reviewer, include_machine_rejected, kits, root):
     """Approve loops by id (or unique prefix) or --where; recorded in reviews.
 
     --where leaves loops the machine checks rejected as they are unless --include-machine-rejected;
@@ -242,7 +250,7 @@ def approve(ids, where, reviewer, include_machine_rejected, root):
     \b
     Example: farm approve --where "style = 'lofi-hiphop' AND part = 'bass'"
     """
-    _review("approved", ids, where, None, reviewer, root, include_machine_rejected)
+    _review("approved", ids, where, None, reviewer, root, include_machine_rejected, kits)
 
 
 @click.command()
@@ -250,14 +258,15 @@ def approve(ids, where, reviewer, include_machine_rejected, root):
 @click.option("--reason", help="Why (required; kept with the loop and the review).")
 @click.option("--where", help="SQL condition on loops.")
 @click.option("--reviewer", help="Who decides (default: $USER).")
+@click.option("--kits", is_flag=True, help="IDS are kits (farm kits lists them), not loops.")
 @root_option
-def reject(ids, reason, where, reviewer, root):
+def reject(ids, reason, where, reviewer, kits, root):
     """Reject loops by id (or unique prefix) or --where, with a reason; nothing is deleted.
 
     \b
     Example: farm reject 3c22309c --reason "muddy low end"
     """
-    _review("rejected", ids, where, reason, reviewer, root)
+    _review("rejected", ids, where, reason, reviewer, root, kits=kits)
 
 
 @click.command()

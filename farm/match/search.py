@@ -186,15 +186,26 @@ def candidates(cat, query: Query, role: str | None, exclude: set[str],
             row["transform"] = transform
             to_make[transform["id"]] = len(out)
         out.append((row, fit))
-    # A permutation already catalogued is a candidate itself (or was rejected): its parent's
-    # offer to make it again is dropped.
-    made = set()
+    # One sound, one entry: a pitch or stretch permutation already catalogued is offered as its
+    # parent's transform (scored from the parent, so a kit does not change once the permutation it
+    # made exists); one that was rejected is not offered again.
+    status = {}
     ids = list(to_make)
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        made |= {r[0] for r in cat.db.execute(
-            f"SELECT id FROM loops WHERE id IN ({','.join('?' * len(chunk))})", chunk)}
-    return [(row, fit) for row, fit in out if row.get("transform", {}).get("id") not in made]
+        status.update(cat.db.execute(f"SELECT id, status FROM loops WHERE id IN ({','.join('?' * len(chunk))})",
+                                     chunk).fetchall())
+    kept = []
+    for row, fit in out:
+        transform = row.get("transform")
+        if transform is not None:
+            if status.get(transform["id"]) == "rejected":
+                continue
+            transform["exists"] = transform["id"] in status
+        elif row["id"] in to_make:
+            continue  # offered by its parent
+        kept.append((row, fit))
+    return kept
 
 
 def _upper_bound(fit: Fit) -> float:
@@ -265,10 +276,11 @@ def explain(query: Query, row: dict, fit: Fit) -> list[str]:
         out.append(f"spectrum {fit.spectrum:.2f}: 1 - overlap of low/mid/high energy shares")
     transform = row.get("transform")
     if transform and transform["operation"] == "pitch":
-        out.append(f"transpose {fit.semitones:+d} semitones: pitch permutation {transform['id']} (made on demand)")
+        out.append(f"transpose {fit.semitones:+d} semitones: pitch permutation {transform['id']} "
+                   f"({'catalogued' if transform['exists'] else 'made on demand'})")
     elif transform:
         out.append(f"stretch {row['bpm']:g} -> {fit.bpm:g} BPM: stretch permutation {transform['id']} "
-                   f"(made on demand)")
+                   f"({'catalogued' if transform['exists'] else 'made on demand'})")
     elif row["operation"] != "render":
         out.append(f"plays as it is (a {row['operation']} permutation)")
     return out
