@@ -27,6 +27,7 @@ PARTS = ("chords", "bass", "arp", "melody", "drums")
 KIT_ROLES = ("drums", "bass", "chords", "melody")
 HARMONIC_FIRST = ("chords", "melody", "arp", "bass")  # which role anchors a kit picked by seed
 MAX_ANCHORS = 40  # anchors tried (in seeded order) before a kit is declared impossible
+MAX_SWAPS = 8  # members replaced by the next best before a kit whose mix fails its labels is given up
 SHORTLIST = 60  # candidates per role taken from the matcher
 
 
@@ -54,11 +55,19 @@ class Member:
 
 @dataclass
 class KitPlan:
+    """The members chosen, in the kit's role order, and each role's next best (``alternates``)."""
+
     anchor_id: str
     roles: tuple[str, ...]
     members: list[Member]
     style: str | None
     seed: int
+    alternates: dict[str, list[Member]]
+
+    def swap(self, role: str) -> None:
+        """Replace ``role``'s member by its next best."""
+        i = next(i for i, m in enumerate(self.members) if m.role == role)
+        self.members[i] = self.alternates[role].pop(0)
 
 
 def check_roles(roles: Sequence[str] | str) -> tuple[str, ...]:
@@ -113,6 +122,7 @@ def _plan_around(cat, anchor: str, roles: tuple[str, ...], style: str | None, se
     members = [Member(q["part"], q, None, None, *prints.get(anchor, (None, None)))]
     # the chords every harmonic stem must hold: the anchor's, or (drums anchor) the first chosen's
     reference = query.bars or None
+    alternates: dict[str, list[Member]] = {}
     for role in roles:
         if role == q["part"]:
             continue
@@ -127,11 +137,13 @@ def _plan_around(cat, anchor: str, roles: tuple[str, ...], style: str | None, se
         ranked = sorted(found, key=lambda m: (-_with_members(m, more.get(m.id), members), m.id))
         pick = ranked[rng.randrange(min(3, len(ranked)))] if rng is not None and seed else ranked[0]
         members.append(Member(role, pick.row, pick.transform, pick.fit, *more.get(pick.id, (None, None))))
+        alternates[role] = [Member(role, m.row, m.transform, m.fit, *more.get(m.id, (None, None)))
+                            for m in ranked if m is not pick]
         if reference is None and role != "drums":
             reference = tuple(_moved(b, pick.fit.semitones) for b in parse_bars(pick.row["harmony"]))
     order = {r: i for i, r in enumerate(roles)}
     members.sort(key=lambda m: order[m.role])
-    return KitPlan(anchor, roles, members, style, seed)
+    return KitPlan(anchor, roles, members, style, seed, alternates)
 
 
 def _moved(bar, semitones: int):
@@ -181,33 +193,55 @@ def _with_members(m: Match, prints, members: list[Member]) -> float:
 
 
 def build_kit(catalog_root: str | Path, *, roles: Sequence[str] | str = KIT_ROLES, style: str | None = None,
-              seed: int = 0, from_loop: str | None = None, out: str | Path | None = None):
-    """``farm kit``: plan a kit, make the permutations it needs, write its folder under ``out``
-    (default ``<root>/kits``) and catalogue it as pending. Returns its record
-    (``farm.match.kit_files.kit_record``, with ``new``): a kit already catalogued (same members,
-    same gains) is returned as it is, nothing rewritten."""
+              seed: int = 0, from_loop: str | None = None, out: str | Path | None = None) -> dict:
+    """``farm kit``: plan a kit, check its mix against its labels, make the permutations it
+    needs, write its folder under ``out`` (default ``<root>/kits``) and catalogue it as pending.
+
+    A member whose permutation fails the machine checks, or a mix that does not confirm the
+    labels (``kit_files.label_problem``), is replaced by the next best loop of its role (for the
+    labels: the drums, whose kick may cover the bass), up to ``MAX_SWAPS`` times; then KitUnmet.
+    Returns the kit's record (``kit_files.kit_record``, with ``new``): a kit already catalogued
+    (same members, same gains) is returned as it is, nothing rewritten.
+    """
     from farm.catalog import Catalog
     from farm.catalog.lock import writer_lock
-    from farm.match.kit_files import assemble, catalogue_kit, kit_folder, kit_record, write_kit
-    from farm.permute.on_demand import permute_one
+    from farm.match.kit_files import assemble, catalogue_kit, kit_folder, kit_record, label_problem, write_kit
+    from farm.permute.on_demand import commit
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise FarmError(f"must be a whole number of at least 0, got {seed!r}", field="seed")
     with Catalog(catalog_root, create=False) as cat, writer_lock(cat.root, "kit"):
         plan = plan_kit(cat, roles=roles, style=style, seed=seed, from_loop=from_loop)
         folder_parent = kit_folder(cat.root, out)
-        for m in plan.members:
-            if m.transform:
-                loop_id = permute_one(cat, m.source["id"], m.transform["operation"], m.transform["params"])
-                status, reason = cat.db.execute("SELECT status, reject_reason FROM loops WHERE id = ?",
-                                                [loop_id]).fetchone()
-                if status == "rejected":
-                    raise KitUnmet(f"the {m.transform['operation']} permutation {loop_id} the {m.role} stem needs "
-                                   f"is rejected ({reason or 'by a reviewer'})", file=cat.path, field=m.role)
-        kit = assemble(cat, plan)
+        prepared: dict[str, object] = {}
+        for _ in range(MAX_SWAPS + 1):
+            sources, failed = [], None
+            for m in plan.members:
+                row, audio, reason = _member_audio(cat, m, prepared)
+                if reason:
+                    failed = (m.role, f"the {m.transform['operation']} permutation {m.loop_id} the {m.role} "
+                                      f"stem needs is rejected ({reason})")
+                    break
+                sources.append((row, audio))
+            if failed is None:
+                kit = assemble(cat, plan, sources)
+                problem = label_problem(kit)
+                failed = None if problem is None else ("drums" if "drums" in plan.alternates else None, problem)
+            if failed is None:
+                break
+            role, why = failed
+            if role is None or not plan.alternates.get(role):
+                raise KitUnmet(f"no kit on {plan.anchor_id} holds its labels: {why}", file=cat.path, field="kit")
+            plan.swap(role)
+        else:
+            raise KitUnmet(f"no kit on {plan.anchor_id} holds its labels after {MAX_SWAPS} tries: {why}",
+                           file=cat.path, field="kit")
         found = kit_record(cat, kit.id)
         if found is not None:
             return dict(found, new=False)
+        for m in plan.members:
+            if m.transform and not cat.has_loop(m.loop_id):
+                commit(cat, prepared[m.loop_id])
         write_kit(kit, folder_parent)
         try:
             catalogue_kit(cat, kit, folder_parent)
@@ -217,3 +251,20 @@ def build_kit(catalog_root: str | Path, *, roles: Sequence[str] | str = KIT_ROLE
             shutil.rmtree(folder_parent / kit.name, ignore_errors=True)  # no folder without its row
             raise
         return dict(kit_record(cat, kit.id), new=True)
+
+
+def _member_audio(cat, m: Member, prepared: dict):
+    """``(row with chords, float32 audio, machine-check reason)`` of the loop a member plays;
+    a permutation not yet catalogued is computed in memory (kept in ``prepared`` by id)."""
+    from farm.catalog import read_loop_audio
+    from farm.permute.on_demand import prepare
+
+    if m.transform and not cat.has_loop(m.loop_id):
+        if m.loop_id not in prepared:
+            prepared[m.loop_id] = prepare(cat, m.source["id"], m.transform["operation"], m.transform["params"])
+        p = prepared[m.loop_id]
+        return p.row(), p.audio, p.reject_reason
+    row = next(cat.db.query("SELECT * FROM loops WHERE id = ?", [m.loop_id]))
+    row["chords"] = cat.loop_chords(m.loop_id)
+    audio, _sr = read_loop_audio(cat.root / row["path"], row["sha256"])
+    return row, audio, row["reject_reason"] if row["status"] == "rejected" else None

@@ -23,8 +23,12 @@ import numpy as np
 from farm.errors import FarmError
 
 KIT_VERSION = 1
-ROLE_LUFS = {"drums": -17.0, "bass": -19.0, "chords": -21.0, "arp": -22.0, "melody": -21.0}
+# The balance: integrated loudness per role in the mix. The drums sit lowest by this measure
+# (their peaks carry them) so a kick's pitch does not cover the bass note on the downbeat.
+ROLE_LUFS = {"drums": -21.0, "bass": -17.0, "chords": -19.0, "arp": -20.0, "melody": -20.0}
 MIX_CEILING_DBTP = -1.0
+CHORD_SHARE = 0.6  # a kit's mix must hold its chords: their tones' share of each bar's chroma
+PC_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _MARGIN_DB = 0.05  # under the ceiling, for the float32 rounding of the stems
 
 
@@ -107,18 +111,14 @@ def _stem_midi(cat, row: dict) -> bytes | None:
                          ticks_per_bar=ticks, what=str(path))
 
 
-def assemble(cat, plan) -> "Kit":
-    """Read every member's loop, balance, sum and label the kit (in memory)."""
+def assemble(cat, plan, sources: list[tuple[dict, np.ndarray]]) -> "Kit":
+    """Balance, sum and label the kit in memory. ``sources``: each member's loop row (with its
+    ``chords``) and float32 audio, in the plan's order (a permutation not yet catalogued included)."""
     from farm.audio import integrated_lufs, true_peak_dbtp
-    from farm.catalog import read_loop_audio
     from farm.model import canonical_json, content_id, format_bpm
 
-    rows, audios = [], []
-    for m in plan.members:
-        row = next(cat.db.query("SELECT * FROM loops WHERE id = ?", [m.loop_id]))
-        audio, sr = read_loop_audio(cat.root / row["path"], row["sha256"])
-        rows.append(row)
-        audios.append(audio if audio.shape[0] == 2 else np.repeat(audio[:1], 2, axis=0))
+    rows = [row for row, _ in sources]
+    audios = [a if a.shape[0] == 2 else np.repeat(a[:1], 2, axis=0) for _, a in sources]
     lengths = {a.shape[1] for a in audios}
     rates = {r["sample_rate"] for r in rows}
     if len(lengths) != 1 or len(rates) != 1:
@@ -133,7 +133,7 @@ def assemble(cat, plan) -> "Kit":
     gains = [round(g, 4) for g in gains]
     stems_audio = [(a.astype(np.float64) * 10 ** (g / 20)).astype(np.float32) for a, g in zip(audios, gains)]
     mix = np.sum([s.astype(np.float64) for s in stems_audio], axis=0).astype(np.float32)
-    labels = _labels(cat, plan, rows, sr, mix.shape[1])
+    labels = _labels(plan, rows, sr, mix.shape[1])
     stems = [Stem(m.role, row, m.source["id"], m.transform, g, s, _stem_midi(cat, row))
              for m, row, g, s in zip(plan.members, rows, gains, stems_audio)]
     kit_id = content_id(canonical_json({"kit_version": KIT_VERSION, "stems": [
@@ -146,12 +146,31 @@ def assemble(cat, plan) -> "Kit":
                float(true_peak_dbtp(mix, sr)))
 
 
-def _labels(cat, plan, rows: list[dict], sr: int, samples: int) -> dict:
+def label_problem(kit: Kit) -> str | None:
+    """What the mix says against the kit's labels, or None: in every bar the labelled chord's
+    tones hold at least ``CHORD_SHARE`` of the chroma, and on every downbeat (its first beat,
+    below 300 Hz) the strongest pitch class is the labelled bass."""
+    from farm.audio import chroma
+
+    sr, labels = kit.sample_rate, kit.labels
+    beat = round(60.0 / labels["bpm"] * 4 / int(labels["meter"].split("/")[1]) * sr)
+    for c in labels["chords"]:
+        start, end = round(c["start_s"] * sr), round(c["end_s"] * sr)
+        share = float(chroma(kit.mix, sr, start, end)[c["pitch_classes"]].sum())
+        if share < CHORD_SHARE:
+            return f"bar {c['bar']}: {c['symbol']}'s tones are {share:.0%} of the mix's chroma (under {CHORD_SHARE:.0%})"
+        low = int(np.argmax(chroma(kit.mix, sr, start, start + beat, fmax=300.0)))
+        if low != c["bass_pc"]:
+            return f"bar {c['bar']}: the lowest pitch class on the downbeat is {PC_NAMES[low]}, not {c['symbol']}'s bass"
+    return None
+
+
+def _labels(plan, rows: list[dict], sr: int, samples: int) -> dict:
     """The kit's labels: those of its first harmonic stem (every harmonic stem holds the same
     chords), the tempo and length every stem shares."""
     harmonic = next((r for m, r in zip(plan.members, rows) if m.role != "drums"), None)
     ref = harmonic or rows[0]
-    chords = cat.loop_chords(ref["id"]) if harmonic else []
+    chords = ref["chords"] if harmonic else []
     return {"key": ref["key"] if harmonic else None, "key_tonic": ref["key_tonic"] if harmonic else None,
             "key_mode": ref["key_mode"] if harmonic else None, "camelot": ref["camelot"] if harmonic else None,
             "bpm": ref["bpm"], "meter": ref["meter"], "bars": ref["bars"], "sample_rate": sr, "samples": samples,

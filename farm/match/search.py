@@ -25,7 +25,7 @@ _SAME_BPM = 1e-6
 _CHUNK = 256  # fingerprints read at a time
 
 # The columns a candidate needs; its chords as "[pcs]|bass;..." bar by bar, its band energies.
-_COLUMNS = ("id, name, part, role, patch, key, key_tonic, key_mode, bpm, meter, bars, operation, status, "
+_COLUMNS = ("id, name, part, role, patch, key, key_tonic, key_mode, bpm, meter, bars, operation, status, progression, "
             "style, sample_rate, lufs, parent_id, "
             "(SELECT group_concat(x, ';') FROM (SELECT pitch_classes || '|' || bass_pc AS x FROM chords "
             "WHERE loop_id = loops.id ORDER BY bar)) AS harmony, "
