@@ -78,11 +78,11 @@ def check_export_folder(catalog_root: str | Path, out: str | Path) -> Path:
     return out
 
 
-def read_manifest(out: Path) -> dict[str, str | None]:
+def read_manifest(out: Path, name: str = MANIFEST_NAME) -> dict[str, str | None]:
     """The files earlier exports wrote into ``out``: ``{path relative to out: sha256}`` (None: a
     write that was under way when an export stopped). A missing or unreadable manifest is empty:
     the export then owns nothing in the folder."""
-    data = _read_json(out / MANIFEST_NAME)
+    data = _read_json(out / name)
     files = data.get("files") if data else None
     if not isinstance(files, dict):
         return {}
@@ -90,8 +90,8 @@ def read_manifest(out: Path) -> dict[str, str | None]:
             if safe_relative_path(rel) and (sha is None or isinstance(sha, str))}
 
 
-def write_manifest(out: Path, files: dict[str, str | None]) -> None:
-    _write_if_changed(out / MANIFEST_NAME, canonical_json({"files": dict(sorted(files.items()))}))
+def write_manifest(out: Path, files: dict[str, str | None], name: str = MANIFEST_NAME) -> None:
+    _write_if_changed(out / name, canonical_json({"files": dict(sorted(files.items()))}))
 
 
 def _write_if_changed(path: Path, text: str) -> None:

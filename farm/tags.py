@@ -172,6 +172,7 @@ def encode(audio: np.ndarray, sample_rate: int, fmt: str, loop: dict | None = No
     container, subtype, _ = FORMATS[fmt]
     buffer = io.BytesIO()
     soundfile.write(buffer, file_frames(audio, fmt), int(sample_rate), format=container, subtype=subtype)
-    return buffer.getvalue()
+    # libsndfile's PEAK chunk (float WAV) holds a time stamp: dropped, so the same audio is the same bytes
+    return riff_bytes([(cid, body) for cid, body in riff_chunks(buffer.getvalue()) if cid != b"PEAK"])
 
 

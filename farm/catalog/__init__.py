@@ -18,6 +18,6 @@ from farm.catalog.queries import (SQL_TIMEOUT_S, SavedQuery, bind_params, catalo
                                   format_rows, parse_value, review, review_kits, run_query, run_sql, saved_queries,
                                   show_loop, sql_params, undo)
 from farm.catalog.decisions import ReviewResult, default_reviewer  # noqa: F401
-from farm.catalog.store import (ADDED_COLUMNS, CACHE_DIR, CATALOG_FILE, INDEXES_AFTER_COLUMNS,  # noqa: F401
+from farm.catalog.store import (ADDED_COLUMNS, CACHE_DIR, CATALOG_FILE, KITS_DIR, INDEXES_AFTER_COLUMNS,  # noqa: F401
                                 LOOP_COLUMNS, MACHINE_STATUS_SQL, PROJECT_DIR, QUERIES_DIR, SCHEMA_PATH,
                                 SCHEMA_VERSION, Catalog, chord_rows, loop_row, read_loop_audio)

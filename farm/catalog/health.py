@@ -12,7 +12,7 @@ from pathlib import Path
 import sqlite3
 from functools import lru_cache
 
-from farm.catalog.store import ADDED_COLUMNS, ADDED_TABLES, CACHE_DIR, SCHEMA_PATH, SCHEMA_VERSION, Catalog
+from farm.catalog.store import ADDED_COLUMNS, ADDED_TABLES, CACHE_DIR, KITS_DIR, SCHEMA_PATH, SCHEMA_VERSION, Catalog
 from farm.errors import FarmError
 from farm.files import is_temp_name
 from farm.sidecar import AUDIO_SUFFIXES, file_sha256, loop_path, read_sidecar, sidecar_path
@@ -98,12 +98,12 @@ def damage(conn: sqlite3.Connection, quick: bool = False, limit: int = 20) -> li
 
 
 def audio_files(cat: Catalog) -> list[Path]:
-    """Every audio file under the root (temporary files and the review room's ``cache/`` of
-    previews, which it makes again on demand, excluded), sorted."""
+    """Every loop's audio file under the root (temporary files, the review room's ``cache/`` of
+    previews, which it makes again on demand, and ``kits/``, the kits' stems, excluded), sorted."""
     out = []
     for dirpath, dirs, files in os.walk(cat.root):
-        if Path(dirpath) == cat.root and CACHE_DIR in dirs:
-            dirs.remove(CACHE_DIR)
+        if Path(dirpath) == cat.root:
+            dirs[:] = [d for d in dirs if d not in (CACHE_DIR, KITS_DIR)]
         for name in files:
             if os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES and not is_temp_name(name):
                 out.append(Path(dirpath) / name)
@@ -153,7 +153,23 @@ def check(cat: Catalog, progress: bool = False) -> "CheckReport":
     report.orphans = [str(f.relative_to(cat.root)) for f in files
                       if f.relative_to(cat.root).as_posix() not in known]
     report.temp_files = [str(f.relative_to(cat.root)) for f in cat.temp_files()]
+    report.broken_kits = _kit_problems(cat)
     return report
+
+
+def _kit_problems(cat: Catalog) -> list[str]:
+    """Kits whose folder lacks kit.json or a stem the catalog lists (a catalog from before kits has none)."""
+    if not cat.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'kits'").fetchone():
+        return []
+    out = []
+    for kit_id, path in cat.db.execute("SELECT id, path FROM kits ORDER BY id").fetchall():
+        folder = cat.root / path  # an absolute path (a kit written outside the root) stays itself
+        wanted = ["kit.json", "mix.wav"] + [r[0] for r in cat.db.execute(
+            "SELECT stem FROM kit_members WHERE kit_id = ? ORDER BY stem", [kit_id])]
+        gone = [w for w in wanted if not (folder / w).is_file()]
+        if gone:
+            out.append(f"{kit_id} {path} ({', '.join(gone)} missing)")
+    return out
 
 def reconcile(cat: Catalog, progress: bool = False) -> tuple[list[str], list[str]]:
     """Make files and rows agree after an interrupted batch: ``(adopted ids, removed paths)``.
@@ -223,11 +239,13 @@ class CheckReport:
     damage: list[str] = field(default_factory=list)  # SQLite's integrity check of catalog.db
     disagreeing: list[str] = field(default_factory=list)  # sidecars whose fields differ from the row
     duplicates: list[str] = field(default_factory=list)  # rows holding the same audio bytes: one sound, two ids
+    broken_kits: list[str] = field(default_factory=list)  # kits whose folder lacks a file
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.mismatched or self.missing_sidecars or self.broken_sidecars
-                    or self.orphans or self.temp_files or self.damage or self.disagreeing or self.duplicates)
+                    or self.orphans or self.temp_files or self.damage or self.disagreeing or self.duplicates
+                    or self.broken_kits)
 
     def lines(self) -> list[str]:
         if self.damage:
@@ -239,6 +257,7 @@ class CheckReport:
                              ("sidecar disagrees (farm check --repair rewrites it)", self.disagreeing),
                              ("file without a row", self.orphans),
                              ("same audio under two ids", self.duplicates),
+                             ("kit folder incomplete", self.broken_kits),
                              ("temporary file (run `farm batch --resume`)", self.temp_files)):
             out += [f"{title}: {item}" for item in items]
         out.append("ok" if self.ok else "FAILED")

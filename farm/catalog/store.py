@@ -6,6 +6,7 @@ Layout of a catalog root::
     templates/<template id>/template.json        + <part>.mid, all.mid
     loops/<style>/LF_<bpm>_<part>_<patch>_<key>_<loop id>.flac   + .json sidecar beside it
     logs/<batch id>/worker-<n>.log               what the batch workers printed
+    kits/LFK_<bpm>_<key>_<kit id>/               kits: stems/, midi/, mix.wav, kit.json, kit.png
 
 Every path stored in a row or a sidecar is relative to the root. ``catalog/schema.sql`` is the
 schema; ``catalog/queries/*.sql`` are the saved queries. Only the batch writer (or a person
@@ -40,6 +41,7 @@ INDEXES_AFTER_COLUMNS = "\n".join(
     + ["CREATE INDEX IF NOT EXISTS loops_queue ON loops("
        "(CASE status WHEN 'pending' THEN 0 WHEN 'rejected' THEN 1 ELSE 2 END), created_at);"])
 CACHE_DIR = "cache"  # under the root: previews the review room makes on demand, never catalogued
+KITS_DIR = "kits"  # under the root: kit folders (farm kit), catalogued in kits, not loops
 SCHEMA_VERSION = 4  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone; 3: fingerprints; 4: kits)
 # Columns added to a table after version 1: a catalog made before gets them on its next write open.
 ADDED_COLUMNS = {"reviews": {"previous_reason": "TEXT", "undone_by": "TEXT", "undone_at": "TEXT"},

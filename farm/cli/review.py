@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from farm.audio import FORMATS
+from farm.errors import FarmError
 from farm.export import GROUPINGS, STATUS_CHOICES
 
 root_option = click.option(
@@ -45,9 +46,11 @@ def plot(ids, where, out, root, no_progress):
               help="Export only loops with this status (any: every status).")
 @click.option("--group-by", type=click.Choice(GROUPINGS), default="style", show_default=True,
               help="Subfolders by style, by key (Camelot-ordered: 08A-Am), by part, or none.")
+@click.option("--kits", is_flag=True, help="Export kits (IDS are kit ids) as construction-kit folders: stems, mix, "
+                                          "MIDI, kit.json, kit.png.")
 @root_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def export(ids, where, out, fmt, status, group_by, root, no_progress):
+def export(ids, where, out, fmt, status, group_by, kits, root, no_progress):
     """Copy loops into a folder a producer drops into a DAW (default: every approved loop).
 
     Splice-style names, a JSON sidecar (and the MIDI) beside each file, a catalog.csv of the
@@ -55,10 +58,24 @@ def export(ids, where, out, fmt, status, group_by, root, no_progress):
     file (smpl). Running it again writes nothing new.
 
     \b
+    With --kits, kits instead of loops (default: every approved kit), one folder each.
+
+    \b
     Example: farm export --where "part = 'bass'" --group-by key --out export/bass
     """
     from farm.export import export as run_export
     from farm.export import export_summary
+
+    if kits:
+        from farm.kit_export import export_kits
+
+        if where:
+            raise FarmError("--kits takes kit ids or --status, not --where", field="where")
+        folders = export_kits(root, out, ids=ids, status=status, fmt=fmt)
+        click.echo(f"exported {len(folders)} kit{'s' if len(folders) != 1 else ''} to {out}")
+        for folder in folders:
+            click.echo(f"  {folder}")
+        return
 
     result = run_export(root, out, where, status, fmt, ids=ids, group_by=group_by, progress=not no_progress)
     for line in export_summary(result, out):

@@ -85,7 +85,9 @@ def kit_folder(root: Path, out: str | Path | None) -> Path:
     """The folder kits are written in: ``out``, or ``<root>/kits``; checked writable."""
     from farm.files import check_writable_dir
 
-    folder = Path(out) if out is not None else root / "kits"
+    from farm.catalog import KITS_DIR
+
+    folder = Path(out) if out is not None else root / KITS_DIR
     if folder.exists() and not folder.is_dir():
         raise FarmError("is not a folder", file=folder, field="out")
     check_writable_dir(folder, "out")
@@ -178,25 +180,37 @@ def _labels(plan, rows: list[dict], sr: int, samples: int) -> dict:
             "chords": chords}
 
 
+def stem_tags(kit: dict, name: str, role: str | None) -> dict:
+    """The labels a kit's audio file carries where DAWs read them (``farm.tags``): the kit's
+    (``kit.json``), its role as the part; the drums, and a kit without a key, carry no key."""
+    from farm.model import note_name_to_pc
+
+    keyed = bool(kit["key"]) and role != "drums"
+    return {"name": name, "style": kit["style"] or "", "part": (role or "mix") if keyed else "drums",
+            "key": kit["key"] or "", "key_mode": kit["key_mode"] or "major",
+            "tonic_pc": note_name_to_pc(kit["key_tonic"]) if kit["key_tonic"] else 0, "bpm": kit["bpm"],
+            "meter": kit["meter"], "bars": kit["bars"], "progression": kit["progression"], "id": kit["id"]}
+
+
 def write_kit(kit: Kit, parent: Path) -> Path:
     """The kit's folder under ``parent``, whole or not at all (a temporary folder renamed)."""
-    import soundfile
-
     from farm.files import atomic_dir
+    from farm.tags import encode
 
     target = parent / kit.name
+    labels = kit.to_json()
     with atomic_dir(target) as tmp:
         (tmp / "stems").mkdir()
         if any(s.midi is not None for s in kit.stems):
             (tmp / "midi").mkdir()
         for s in kit.stems:
-            soundfile.write(tmp / s.file, np.ascontiguousarray(s.audio.T), kit.sample_rate, subtype="FLOAT",
-                            format="WAV")
+            (tmp / s.file).write_bytes(encode(s.audio, kit.sample_rate, "wav32f",
+                                              stem_tags(labels, f"{kit.name}_{s.role}", s.role)))
             if s.midi is not None:
                 (tmp / s.midi_file).write_bytes(s.midi)
-        soundfile.write(tmp / "mix.wav", np.ascontiguousarray(kit.mix.T), kit.sample_rate, subtype="FLOAT",
-                        format="WAV")
-        (tmp / "kit.json").write_text(json.dumps(kit.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / "mix.wav").write_bytes(encode(kit.mix, kit.sample_rate, "wav32f",
+                                             stem_tags(labels, f"{kit.name}_mix", None)))
+        (tmp / "kit.json").write_text(json.dumps(labels, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         draw_kit(kit, tmp / "kit.png")
         for f in tmp.rglob("*"):
             if f.is_file():
