@@ -412,3 +412,43 @@ def test_skip_and_next_previous_write_nothing_and_the_picture_comes_on_demand(br
                       "&& img.naturalWidth > 0", 90)
     name = browser.execute_script("return room.detail.name")
     assert (library / "plots" / f"{name}.png").is_file()
+
+
+def test_a_loop_plays_with_its_best_matches_and_the_kits_dialog_plays_and_approves_a_kit(browser, room, library):
+    from farm.match import build_kit, match
+
+    record = build_kit(library, roles="drums,bass,chords", seed=0)
+    chords = next(m["loop_id"] for m in record["members"] if m["role"] == "chords")
+    samples = rows(library, "SELECT samples, sample_rate FROM loops WHERE id = ?", (chords,))[0]
+    open_room(browser, room)
+    browser.execute_script(f"jump('{chords}')")
+    wait_for(browser, f"return room.detail && room.detail.id === '{chords}' && room.matches "
+                      "&& document.querySelectorAll('#matches li[data-id]').length > 0")
+    # the page shows what farm match says, best first, each with its reasons
+    shown = browser.execute_script("return room.matches")
+    assert shown == json.loads(json.dumps([m.to_dict() for m in match(library, chords, limit=6)]))
+    titles = browser.execute_script("return [...document.querySelectorAll('#matches li')].map(li => li.title)")
+    assert all(t.startswith("harmony") and "rhythm" in t and "spectrum" in t for t in titles)
+    press(browser, "m")  # the loop with its best match, on the same sample
+    wait_for(browser, "return room.playing && room.sources.length === 2", 60)
+    sources = browser.execute_script("return room.sources.map(s => ({part: s.part, length: s.length}))")
+    assert [s["part"] for s in sources] == ["chords", shown[0]["part"]]
+    assert {s["length"] for s in sources} == {samples["samples"]}
+    # the kits the loop is in, and the kits dialog: hear the mix, see the picture, approve
+    wait_for(browser, f"return document.querySelector('#loop-kits li[data-kit=\"{record['id']}\"]') !== null")
+    browser.find_element("id", "kits-button").click()
+    wait_for(browser, f"return document.querySelector('#kit-rows tr[data-kit=\"{record['id']}\"]') !== null")
+    row = browser.find_element("css selector", f"#kit-rows tr[data-kit='{record['id']}']")
+    row.find_element("css selector", "td button").click()
+    wait_for(browser, "return room.playing && room.playingKit && room.sources.length === 1", 60)
+    assert browser.execute_script("return room.sources[0].length") == samples["samples"]
+    row.find_element("css selector", "a").click()
+    wait_for(browser, "const img = document.getElementById('kit-picture'); return img.complete && img.naturalWidth > 0")
+    row.find_element("css selector", "button.kit-approve").click()
+    wait_for(browser, f"return document.querySelector('#kit-rows tr[data-kit=\"{record['id']}\"] .kit-status')"
+                      ".textContent === 'approved'")
+    assert rows(library, "SELECT status FROM kits") == [{"status": "approved"}]
+    assert rows(library, "SELECT reviewer, status FROM kit_reviews") == [{"reviewer": "tester", "status": "approved"}]
+    # a kit's files are found by its id, never by a path from the request
+    for path in (f"/kits/{record['id']}/..%2Fcatalog.db", f"/kits/{record['id']}/kit.json", "/kits/..%2F..%2F/mix.wav"):
+        assert room.request(path)[0] == 404

@@ -16,13 +16,21 @@ from farm.match.kit import KIT_ROLES, PARTS, KitUnmet, build_kit, plan_kit  # no
 from farm.match.search import Match, find_matches, match  # noqa: F401
 
 
-def list_kits(catalog_root: str | Path, *, status: str | None = None) -> list[dict]:
-    """``farm kits``: every catalogued kit (newest first), with its members."""
+def list_kits(catalog_root: str | Path, *, status: str | None = None, loop_id: str | None = None,
+              kit_id: str | None = None) -> list[dict]:
+    """``farm kits``: every catalogued kit (newest first), with its members; only those with
+    ``status``, holding the loop ``loop_id``, or the kit ``kit_id`` when given."""
     from farm.catalog import Catalog
     from farm.match.kit_files import kit_record
 
-    with Catalog(catalog_root, readonly=True) as cat:
+    with Catalog(catalog_root, readonly=True, verify=False) as cat:
         if not cat.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'kits'").fetchone():
             return []  # a catalog from before kits
-        sql = "SELECT id FROM kits" + (" WHERE status = ?" if status else "") + " ORDER BY created_at DESC, id"
-        return [kit_record(cat, r[0]) for r in cat.db.execute(sql, [status] if status else [])]
+        where, params = [], []
+        for sql, value in (("status = ?", status), ("id = ?", kit_id),
+                           ("id IN (SELECT kit_id FROM kit_members WHERE loop_id = ?)", loop_id)):
+            if value is not None:
+                where.append(sql)
+                params.append(value)
+        sql = "SELECT id FROM kits" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY created_at DESC, id"
+        return [kit_record(cat, r[0]) for r in cat.db.execute(sql, params)]

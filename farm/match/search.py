@@ -57,6 +57,7 @@ class Match:
         fit = asdict(self.fit)
         return {"id": self.id, "name": self.name, "part": self.part, "role": self.role, "patch": self.patch,
                 "key": self.key, "bpm": self.bpm, "operation": self.operation, "score": round(self.score, 4),
+                "lufs": self.row.get("lufs") if self.row else None,
                 "harmony": _round(fit["harmony"]), "rhythm": _round(fit["rhythm"]),
                 "spectrum": _round(fit["spectrum"]), "semitones": fit["semitones"], "play_bpm": fit["bpm"],
                 "transform": self.transform, "why": fit["why"]}

@@ -40,6 +40,7 @@ LOOP_ID = re.compile(r"^[0-9a-f]{16}$")
 REJECT_REASONS = ("muddy", "thin", "clicks or pops", "out of tune", "wrong chord", "bleed", "boring", "too loud",
                   "too quiet", "other")
 MEDIA_TYPES = {".flac": "audio/flac", ".wav": "audio/wav"}
+KIT_FILES = {"mix.wav": "audio/wav", "kit.png": "image/png"}  # the files of a kit folder the room serves
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -189,6 +190,50 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
         path = preview.locked_file(root, rendered, as_row, target)
         return FileResponse(path, media_type="audio/wav")
 
+    def matches(request: Request) -> Response:
+        """The loops that fit this one (``farm match``), best first."""
+        from farm.match import find_matches
+
+        loop_id = _loop_id(request)
+        with catalog() as cat:
+            loop_row(cat, loop_id)
+            found = find_matches(cat, loop_id, limit=max(1, min(_int(request, "limit", 6), 50)))
+        return JSONResponse([m.to_dict() for m in found])
+
+    def kits(request: Request) -> Response:
+        """Catalogued kits (``farm kits``): all, or those holding ``?loop=ID``."""
+        from farm.match import list_kits
+
+        loop = request.query_params.get("loop")
+        if loop is not None and not LOOP_ID.match(loop):
+            raise FarmError("is not a loop id", field="loop")
+        return JSONResponse([_public_kit(k) for k in list_kits(root, loop_id=loop)])
+
+    def kit_file(request: Request) -> Response:
+        """A kit's mix or picture, found by the kit's id in the catalog."""
+        from farm.match import list_kits
+
+        kit_id, name = request.path_params["kit_id"], request.path_params["name"]
+        if not LOOP_ID.match(kit_id) or name not in KIT_FILES:
+            raise LookupError(kit_id)
+        found = list_kits(root, kit_id=kit_id)
+        if not found:
+            raise LookupError(kit_id)
+        path = Path(found[0]["folder"]) / name
+        if not path.is_file():
+            raise LookupError(kit_id)
+        return FileResponse(path, media_type=KIT_FILES[name])
+
+    async def decide_kit(request: Request) -> Response:
+        from farm.catalog import review_kits
+
+        body = await _json(request)
+        kit_id = str(body.get("id", ""))
+        if not LOOP_ID.match(kit_id):
+            raise FarmError("is not a kit id", field="id")
+        changed = review_kits(root, [kit_id], status=_decision(body), reason=body.get("reason"), reviewer=reviewer)
+        return JSONResponse({"id": kit_id, "status": _decision(body), "changed": list(changed)})
+
     def plot(request: Request) -> Response:
         from farm.review import plot_loop
 
@@ -251,11 +296,12 @@ def make_app(root: str | Path = "library", *, read_only: bool = False, token: st
         Route("/", page), Route("/static/{name}", static), Route("/api/config", config),
         Route("/api/queue", queue), Route("/api/bulk", bulk_preview), Route("/api/loops/{loop_id}", loop_detail),
         Route("/audio/{loop_id}", audio), Route("/audio/{loop_id}/context/{part}/{patch}", context),
-        Route("/plot/{loop_id}.png", plot),
+        Route("/plot/{loop_id}.png", plot), Route("/api/loops/{loop_id}/matches", matches),
+        Route("/api/kits", kits), Route("/kits/{kit_id}/{name}", kit_file),
     ]
     if not read_only:
         routes += [Route("/api/decide", decide, methods=["POST"]), Route("/api/undo", undo, methods=["POST"]),
-                   Route("/api/bulk", bulk, methods=["POST"])]
+                   Route("/api/bulk", bulk, methods=["POST"]), Route("/api/kits/decide", decide_kit, methods=["POST"])]
 
     async def farm_error(request: Request, err: FarmError) -> Response:
         return _error(err)
@@ -318,6 +364,11 @@ def _loop_key(info: dict):
     from farm.model import Key
 
     return Key(info["key_tonic"], info["key_mode"])
+
+
+def _public_kit(record: dict) -> dict:
+    """A kit record as the page gets it: no file system paths."""
+    return {k: v for k, v in record.items() if k not in ("folder", "path")}
 
 
 def _lineage(cat: Catalog, info: dict) -> dict:

@@ -173,6 +173,7 @@ function drawDetail() {
     `${r.reviewed_at.replace("T", " ").replace("Z", "")} ${r.reviewer}: ${r.previous_status} → ${r.status}${r.reason ? ` (${r.reason})` : ""}`))
     : [el("li", {}, "none yet")]));
   drawLineage();
+  drawMatches(d.id);
   drawMixer();
   $("plot").hidden = true;
   drawWave(null);
@@ -192,6 +193,67 @@ function drawLineage() {
   for (const s of d.lineage.siblings) items.push(hear(s, "sibling"));
   for (const c of d.lineage.children) items.push(hear(c, "child"));
   $("lineage").replaceChildren(...(items.length ? items : [el("li", {}, "a render with no permutations yet")]));
+}
+
+// -- loops that fit, and kits (farm match, farm kit) ------------------------------------------
+async function drawMatches(id) {
+  $("matches").replaceChildren(el("li", {}, "…"));
+  $("loop-kits").replaceChildren();
+  let found, kits;
+  try { [found, kits] = await Promise.all([api(`/api/loops/${id}/matches?limit=6`), api(`/api/kits?loop=${id}`)]); }
+  catch (e) { $("matches").replaceChildren(el("li", {}, e.message)); return; }
+  if (room.detail.id !== id) return;  // moved on meanwhile
+  room.matches = found;
+  $("matches").replaceChildren(...(found.length ? found.map((m, i) => el("li", { "data-id": m.id, title: m.why.join("\n") },
+    el("button", { type: "button", title: "play together", onclick: () => playWith(i) }, "▶"),
+    ` ${m.score.toFixed(2)} ${m.part} · ${m.patch}`, m.transform ? ` (${describe(m.transform.operation, m.transform.params)})` : ""))
+    : [el("li", {}, "nothing in the catalog fits yet")]));
+  $("loop-kits").replaceChildren(...(kits.length ? kits.map((k) => el("li", { "data-kit": k.id },
+    el("button", { type: "button", title: "hear the kit's mix", onclick: () => playKit(k) }, "▶"),
+    ` ${k.name} (${k.status})`)) : [el("li", {}, "none")]));
+}
+
+function matchUrl(m) {
+  // A match that needs a permutation not made yet is previewed at this loop's key and tempo.
+  const id = m.transform && m.transform.exists ? m.transform.id : m.id;
+  return withLock(`/audio/${id}`, lockTarget());
+}
+
+async function playWith(i) {
+  const m = room.matches && room.matches[i];
+  if (!m) return;
+  const d = room.detail;
+  await playTracks([{ part: d.part, url: mainUrl(), gain: balance(d.part, d.lufs) },
+                    { part: m.part, url: matchUrl(m), gain: balance(m.part, m.lufs) }], d.sample_rate);
+  say(`playing with ${m.part} ${m.patch} (${m.score.toFixed(2)}): ${m.why.join("; ")}`);
+}
+
+async function playKit(k) {
+  await playTracks([{ part: "kit", url: `/kits/${k.id}/mix.wav`, gain: 1 }], room.detail ? room.detail.sample_rate : 44100);
+  room.playingKit = k.id;
+  say(`playing kit ${k.name}: ${k.key || "no key"}, ${k.bpm} bpm, ${k.progression}`);
+}
+
+async function showKits() {
+  const kits = await api("/api/kits");
+  $("kit-rows").replaceChildren(...(kits.length ? kits.map((k) => el("tr", { "data-kit": k.id },
+    el("td", {}, el("button", { type: "button", title: "hear the mix", onclick: () => playKit(k) }, "▶")),
+    el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); $("kit-picture").src = `/kits/${k.id}/kit.png`;
+      $("kit-picture").hidden = false; } }, k.name)),
+    el("td", {}, k.key || "—"), el("td", {}, String(k.bpm)), el("td", {}, k.progression),
+    el("td", {}, k.members.map((m) => m.role).join(", ")), el("td", { class: "kit-status" }, k.status),
+    el("td", {}, ...(room.config.read_only ? [] : [
+      el("button", { type: "button", class: "kit-approve", onclick: () => decideKit(k.id, "approve") }, "approve"), " ",
+      el("button", { type: "button", class: "kit-reject", onclick: () => decideKit(k.id, "reject") }, "reject")]))))
+    : [el("tr", {}, el("td", { colspan: "8" }, "no kits yet: farm kit builds one"))]));
+  if (!$("kits").open) $("kits").showModal();
+}
+
+async function decideKit(id, decision) {
+  const reason = decision === "reject" ? (prompt("Reject the kit: why?") || "").trim() : null;
+  if (decision === "reject" && !reason) return;
+  try { await post("/api/kits/decide", { id, decision, reason }); await showKits(); }
+  catch (e) { say(e.message, true); }
 }
 
 function describe(operation, params) {
@@ -277,10 +339,18 @@ async function play() {
   const tracks = [{ part: d.part, url: mainUrl(), gain: $("in-context").checked ? balance(d.part, d.lufs) : 1 }];
   if ($("in-context").checked) tracks.push(...contextTracks());
   say(tracks.length > 1 ? "loading the other parts…" : "");
+  if (await playTracks(tracks, d.sample_rate) && tracks.length > 1) say(`playing ${tracks.map((t) => t.part).join(" + ")}`);
+}
+
+async function playTracks(tracks, sampleRate) {
+  // Every track loops seamlessly and starts on the same sample.
+  stop();
+  const ctx = context(sampleRate);
+  await ctx.resume();
   let buffers;
-  try { buffers = await Promise.all(tracks.map((t) => loadBuffer(t.url, d.sample_rate))); }
-  catch (e) { say(e.message, true); return; }
-  const when = ctx.currentTime + 0.05;  // every part starts on the same sample
+  try { buffers = await Promise.all(tracks.map((t) => loadBuffer(t.url, sampleRate))); }
+  catch (e) { say(e.message, true); return false; }
+  const when = ctx.currentTime + 0.05;
   room.sources = tracks.map((t, i) => {
     const source = ctx.createBufferSource(), gain = ctx.createGain();
     source.buffer = buffers[i]; source.loop = true; source.loopStart = 0; source.loopEnd = buffers[i].duration;
@@ -289,10 +359,10 @@ async function play() {
     source.start(when, 0);
     return { part: t.part, url: t.url, source, length: buffers[i].length, gain: t.gain };
   });
-  room.playing = true; room.startedAt = when; room.playingId = d.id;
+  room.playing = true; room.startedAt = when; room.playingId = room.detail ? room.detail.id : null;
   $("play").textContent = "■ stop";
-  if (tracks.length > 1) say(`playing ${tracks.map((t) => t.part).join(" + ")}`);
   requestAnimationFrame(tick);
+  return true;
 }
 
 function stop() {
@@ -472,7 +542,8 @@ function onKey(event) {
   if (event.target.closest("input, select, textarea") || document.querySelector("dialog[open]")) return;
   if (event.ctrlKey || event.metaKey || event.altKey || !room.detail) return;
   const actions = { " ": toggle, a: () => decide("approve"), r: askReason, s: () => move(1), u: undo,
-                    j: () => move(1), k: () => move(-1), c: () => { $("in-context").click(); }, p: showPlot };
+                    j: () => move(1), k: () => move(-1), c: () => { $("in-context").click(); }, p: showPlot,
+                    m: () => playWith(0) };
   const action = actions[event.key];
   if (action) { event.preventDefault(); Promise.resolve(action()).catch((e) => say(e.message, true)); }
 }
@@ -514,6 +585,7 @@ async function start() {
   $("next-page").addEventListener("click", () => { if (room.offset + room.limit < room.page.total) { room.offset += room.limit; loadQueue(); } });
   $("show-plot").addEventListener("click", showPlot);
   $("help-button").addEventListener("click", () => $("help").showModal());
+  $("kits-button").addEventListener("click", () => { $("kits-button").blur(); showKits().catch((e) => say(e.message, true)); });
   // Controls hand the keyboard back to the page once used: space and the letters keep working.
   $("in-context").addEventListener("change", () => { $("in-context").blur(); drawMixer(); replay(); });
   $("wave").addEventListener("click", toggle);
