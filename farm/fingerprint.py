@@ -87,3 +87,31 @@ def loop_fingerprint(audio: np.ndarray, sample_rate: int, bpm: float, meter: str
 
     beats = float(bars * Meter.parse(meter).quarters_per_bar)
     return fingerprint(audio, sample_rate, bpm, beats).to_dict()
+
+
+PACK_VERSION = 1
+
+
+def pack(data: dict) -> bytes:
+    """A fingerprint (``Fingerprint.to_dict``) as the catalog's match index keeps it
+    (``loops.fp_packed``): a version byte, the steps per beat, the three band energy shares as
+    little-endian float32, then the onsets band by band as bytes (255 = 1)."""
+    energy = np.asarray(data["energy"], dtype="<f4")
+    onsets = np.rint(np.clip(np.asarray(data["onsets"], dtype=np.float64), 0.0, 1.0) * 255).astype(np.uint8)
+    return bytes([PACK_VERSION, int(data["steps_per_beat"])]) + energy.tobytes() + onsets.tobytes()
+
+
+def unpack(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """``(onsets float32 (3, steps), energy float32 (3,))`` of a packed fingerprint."""
+    if not blob or blob[0] != PACK_VERSION:
+        raise ValueError("not a packed fingerprint of this version")
+    energy = np.frombuffer(blob, dtype="<f4", count=3, offset=2)
+    onsets = np.frombuffer(blob, dtype=np.uint8, offset=14).reshape(len(BANDS_HZ), -1)
+    return onsets.astype(np.float32) / 255.0, energy.astype(np.float32)
+
+
+def pack_json(text: str | None) -> bytes | None:
+    """``pack`` of a fingerprint kept as JSON text (a catalog row's), None for none."""
+    import json
+
+    return pack(json.loads(text)) if text else None

@@ -15,7 +15,7 @@ from farm.catalog.store import Catalog, read_loop_audio
 
 def backfill_fingerprints(root: str | Path, progress: bool = False) -> int:
     """Fingerprint every loop of the catalog at ``root`` that has none; return how many were."""
-    from farm.fingerprint import loop_fingerprint
+    from farm.fingerprint import loop_fingerprint, pack
     from farm.progress import progress as progress_bar
     from farm.sidecar import sidecar_path, write_sidecar
 
@@ -26,7 +26,8 @@ def backfill_fingerprints(root: str | Path, progress: bool = False) -> int:
             audio, sample_rate = read_loop_audio(cat.root / row["path"], row["sha256"])
             data = loop_fingerprint(audio, sample_rate, row["bpm"], row["meter"], row["bars"])
             with cat.db.conn:
-                cat.db.execute("UPDATE loops SET fingerprint = ? WHERE id = ?", [json.dumps(data), row["id"]])
+                cat.db.execute("UPDATE loops SET fingerprint = ?, fp_packed = ? WHERE id = ?",
+                               [json.dumps(data), pack(data), row["id"]])
             sidecar = cat.row_sidecar(row["id"])
             write_sidecar(cat.root / sidecar_path(sidecar["path"]), sidecar)
         return len(rows)

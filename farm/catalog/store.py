@@ -27,6 +27,7 @@ from farm.errors import FarmError
 if TYPE_CHECKING:
     from farm.catalog.decisions import ReviewResult
 
+from farm.fingerprint import pack
 from farm.sidecar import FIELDS, file_sha256, read_sidecar, sidecar_path, utc_now, validate_sidecar
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
@@ -45,7 +46,7 @@ KITS_DIR = "kits"  # under the root: kit folders (farm kit), catalogued in kits,
 SCHEMA_VERSION = 4  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone; 3: fingerprints; 4: kits)
 # Columns added to a table after version 1: a catalog made before gets them on its next write open.
 ADDED_COLUMNS = {"reviews": {"previous_reason": "TEXT", "undone_by": "TEXT", "undone_at": "TEXT"},
-                 "loops": {"machine_status": "TEXT", "fingerprint": "TEXT"}}
+                 "loops": {"machine_status": "TEXT", "fingerprint": "TEXT", "fp_packed": "BLOB"}}
 # Tables added after version 1 (with the version that added them): made on the next write open.
 ADDED_TABLES = {"kits": 4, "kit_members": 4, "kit_reviews": 4}
 # A loop's status when it was catalogued (before any person decided): the machine checks' verdict,
@@ -184,6 +185,11 @@ class Catalog:
                     if name not in have:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             conn.execute(f"UPDATE loops SET machine_status = {MACHINE_STATUS_SQL} WHERE machine_status IS NULL")
+            from farm.fingerprint import pack_json
+
+            conn.create_function("fp_pack", 1, pack_json, deterministic=True)
+            conn.execute("UPDATE loops SET fp_packed = fp_pack(fingerprint) WHERE fp_packed IS NULL "
+                         "AND fingerprint IS NOT NULL")
             self.db.executescript(INDEXES_AFTER_COLUMNS)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.commit()  # the UPDATE opened a transaction: the schema change is whole or not at all
@@ -447,6 +453,7 @@ def loop_row(sidecar: dict) -> dict:
     row["params"] = json.dumps(sidecar["params"], sort_keys=True)
     row["tags"] = " ".join(sidecar["tags"])
     row["fingerprint"] = json.dumps(sidecar["fingerprint"]) if sidecar.get("fingerprint") else None
+    row["fp_packed"] = pack(sidecar["fingerprint"]) if sidecar.get("fingerprint") else None
     row["sidecar"] = sidecar_path(sidecar["path"]).as_posix()
     # The machine checks' verdict as catalogued (a sidecar adopted after a person's decision
     # no longer tells it: its loop counts as passed unless it is rejected).

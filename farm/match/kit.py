@@ -13,7 +13,6 @@ cannot be built is one line and no file. :mod:`farm.match.kit_files` writes the 
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,16 +165,16 @@ def _unmet(q: dict, role: str, style: str | None) -> str:
 
 
 def _prints(cat, ids: list[str]) -> dict:
-    import numpy as np
+    """``{loop id: (onsets, energy)}`` from the packed fingerprints (as ``farm match`` scores them)."""
+    from farm.fingerprint import unpack
 
     out = {}
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        for loop_id, text in cat.db.execute(
-                f"SELECT id, fingerprint FROM loops WHERE id IN ({','.join('?' * len(chunk))}) "
-                "AND fingerprint IS NOT NULL", chunk):
-            fp = json.loads(text)
-            out[loop_id] = (np.asarray(fp["onsets"], dtype=np.float32), np.asarray(fp["energy"], dtype=np.float32))
+        for loop_id, blob in cat.db.execute(
+                f"SELECT id, fp_packed FROM loops WHERE id IN ({','.join('?' * len(chunk))}) "
+                "AND fp_packed IS NOT NULL", chunk):
+            out[loop_id] = unpack(blob)
     return out
 
 

@@ -3,9 +3,9 @@
 A candidate has the query's meter and bar count, is not rejected, and plays at the query's key
 and tempo either as it is or after one permutation of a rendered loop that exists or can be made:
 a transposition of up to ``MAX_SEMITONES`` (``pitch``) or a tempo change of up to ``MAX_BPM_CHANGE``
-(``stretch``). Scores are :mod:`farm.match.fit`'s. The SQL picks the candidates; harmony is scored
-once per distinct progression; fingerprints are read only for the candidates that can still reach
-the top ``limit`` (harmony and spectrum are known first, rhythm is at most 1).
+(``stretch``). Scores are :mod:`farm.match.fit`'s. The SQL picks the candidates with their chords
+and packed fingerprints (``loops.fp_packed``); harmony is scored once per distinct progression,
+rhythm and spectrum for all candidates at once in numpy; only the top ``limit`` are explained.
 """
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from farm.errors import FarmError
-from farm.match.fit import WEIGHTS, Bar, Fit, best_transposition, locks, mask, rhythm, same_chords, spectrum
+from farm.match.fit import UNSCORED, WEIGHTS, Bar, Fit, best_transposition, locks, mask, same_chords
 
 MAX_SEMITONES = 2
 MAX_BPM_CHANGE = 5.0
 _SAME_BPM = 1e-6
-_CHUNK = 256  # fingerprints read at a time
 
 # The columns a candidate needs; its chords as "[pcs]|bass;..." bar by bar, its band energies.
 _COLUMNS = ("id, name, part, role, patch, key, key_tonic, key_mode, bpm, meter, bars, operation, status, progression, "
@@ -94,11 +93,10 @@ def load_query(cat, loop_id: str) -> Query:
     from farm.theory import scale_pcs
 
     (loop_id,) = cat.resolve_ids([loop_id])
-    row = next(cat.db.query(f"SELECT {_COLUMNS}, fingerprint FROM loops WHERE id = ?", [loop_id]))
-    onsets = energy = None
-    if row["fingerprint"]:
-        fp = json.loads(row["fingerprint"])
-        onsets, energy = np.asarray(fp["onsets"], dtype=np.float32), np.asarray(fp["energy"], dtype=np.float32)
+    from farm.fingerprint import unpack
+
+    row = next(cat.db.query(f"SELECT {_COLUMNS}, fp_packed FROM loops WHERE id = ?", [loop_id]))
+    onsets, energy = unpack(row["fp_packed"]) if row["fp_packed"] else (None, None)
     return Query(row, parse_bars(row["harmony"]), mask(scale_pcs(row["key_tonic"], row["key_mode"])), onsets, energy)
 
 
@@ -138,13 +136,13 @@ def _none_found(cat, loop_id: str, role: str | None) -> str:
 
 
 def candidates(cat, query: Query, role: str | None, exclude: set[str],
-               style: str | None = None) -> list[tuple[dict, Fit]]:
-    """Every candidate with its harmony and spectrum scored (rhythm still to come)."""
+               style: str | None = None) -> "Candidates":
+    """Every candidate with its three scores (numpy arrays, one entry per candidate)."""
     q = query.row
     where = ["meter = ?", "bars = ?", "sample_rate = ?", "bpm BETWEEN ? AND ?", "status != 'rejected'", "id != ?",
              "(operation = 'render' OR abs(bpm - ?) < ?)"]
-    params = [q["meter"], q["bars"], q["sample_rate"], q["bpm"] - MAX_BPM_CHANGE - _SAME_BPM, q["bpm"] + MAX_BPM_CHANGE + _SAME_BPM,
-              q["id"], q["bpm"], _SAME_BPM]
+    params = [q["meter"], q["bars"], q["sample_rate"], q["bpm"] - MAX_BPM_CHANGE - _SAME_BPM,
+              q["bpm"] + MAX_BPM_CHANGE + _SAME_BPM, q["id"], q["bpm"], _SAME_BPM]
     if style:
         where.append("style = ?")
         params.append(style)
@@ -154,100 +152,147 @@ def candidates(cat, query: Query, role: str | None, exclude: set[str],
     else:
         where.append("part != ?")
         params.append(q["part"])
-    rows = cat.db.execute(f"SELECT {_COLUMNS} FROM loops WHERE {' AND '.join(where)} ORDER BY id", params)
-    names = [d[0] for d in rows.description]
+    cursor = cat.db.execute(
+        "SELECT id, part, operation, bpm, parent_id, params, fp_packed, (SELECT group_concat(x, ';') FROM "
+        "(SELECT pitch_classes || '|' || bass_pc AS x FROM chords WHERE loop_id = loops.id ORDER BY bar)) "
+        f"FROM loops WHERE {' AND '.join(where)} ORDER BY id", params)
     q_drums = q["part"] == "drums" or not query.bars
-    out, to_make = [], {}
-    harmony_memo: dict[tuple[str, tuple[int, ...]], tuple[int, float]] = {}
-    for values in rows:
-        row = dict(zip(names, values))
-        if row["id"] in exclude:
+    shifts_all = tuple(range(-MAX_SEMITONES, MAX_SEMITONES + 1))
+    memo: dict[tuple[str, bool], tuple[int, float]] = {}
+    ids, parts, harmony, semitones, retempo, packed, perms = [], [], [], [], [], [], {}
+    for loop_id, part, operation, bpm, parent_id, op_params, blob, chords in cursor:
+        if loop_id in exclude:
             continue
-        bars = parse_bars(row["harmony"])
-        drums = row["part"] == "drums" or not bars
-        retempo = abs(row["bpm"] - q["bpm"]) > _SAME_BPM
-        shifts = (0,) if drums or retempo or row["operation"] != "render" else tuple(
-            range(-MAX_SEMITONES, MAX_SEMITONES + 1))
-        semitones, h = 0, None
+        bars = parse_bars(chords)
+        drums = part == "drums" or not bars
+        moved = abs(bpm - q["bpm"]) > _SAME_BPM
+        h, shift = float("nan"), 0
         if not (drums or q_drums):
             if len(bars) != len(query.bars):
                 continue
-            memo = (row["harmony"], shifts)
-            if memo not in harmony_memo:
-                harmony_memo[memo] = best_transposition(query.bars, bars, query.scale, shifts)
-            semitones, h = harmony_memo[memo]
-        energy = np.asarray(json.loads(row["energy"]), dtype=np.float32) if row["energy"] else None
-        s = spectrum(query.energy, energy) if energy is not None and query.energy is not None else None
-        fit = Fit(h, None, s, semitones, round(q["bpm"], 3))
-        if semitones or retempo:
-            op, op_params = ("pitch", {"semitones": semitones}) if semitones else ("stretch", {"bpm": round(q["bpm"], 3)})
-            from farm.permute import derived_id
+            key = (chords, drums or moved or operation != "render")
+            if key not in memo:
+                memo[key] = best_transposition(query.bars, bars, query.scale, (0,) if key[1] else shifts_all)
+            shift, h = memo[key]
+        if operation in ("pitch", "stretch") and not moved:
+            perms[(parent_id, operation, _param(operation, op_params))] = len(ids)
+        ids.append(loop_id)
+        parts.append(part)
+        harmony.append(h)
+        semitones.append(shift)
+        retempo.append(moved)
+        packed.append(blob)
+    found = Candidates(ids, parts, np.asarray(harmony), np.asarray(semitones, dtype=int), np.asarray(retempo, dtype=bool))
+    found.score_prints(query, packed)
+    found.drop_duplicate_sounds(cat, query, perms)
+    return found
 
-            transform = {"operation": op, "params": op_params, "id": derived_id(row["id"], op, op_params)}
-            row["transform"] = transform
-            to_make[transform["id"]] = len(out)
-        out.append((row, fit))
-    # One sound, one entry: a pitch or stretch permutation already catalogued is offered as its
-    # parent's transform (scored from the parent, so a kit does not change once the permutation it
-    # made exists); one that was rejected is not offered again.
-    status = {}
-    ids = list(to_make)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        status.update(cat.db.execute(f"SELECT id, status FROM loops WHERE id IN ({','.join('?' * len(chunk))})",
-                                     chunk).fetchall())
-    kept = []
-    for row, fit in out:
-        transform = row.get("transform")
-        if transform is not None:
-            if status.get(transform["id"]) == "rejected":
+
+def _param(operation: str, text: str | None):
+    """The value a pitch (semitones) or stretch (bpm, to 3 decimals) permutation's params hold."""
+    value = json.loads(text or "{}").get("semitones" if operation == "pitch" else "bpm")
+    return int(value) if operation == "pitch" else round(float(value), 3)
+
+
+class Candidates:
+    """Candidates as parallel arrays: ids, parts, harmony (NaN: not scored), the semitones each
+    needs, whether it needs a new tempo; ``rhythm`` and ``spectrum`` (NaN: no fingerprint)."""
+
+    def __init__(self, ids, parts, harmony, semitones, retempo):
+        self.ids, self.parts = ids, parts
+        self.harmony, self.semitones, self.retempo = harmony, semitones, retempo
+        self.rhythm = np.full(len(ids), np.nan)
+        self.spectrum = np.full(len(ids), np.nan)
+        self.keep = np.ones(len(ids), dtype=bool)
+        self.exists: dict[int, bool] = {}  # candidate index -> its transform is catalogued
+
+    def score_prints(self, query: Query, packed: list) -> None:
+        """Rhythm and spectrum of every candidate with a fingerprint on the query's grid, at once."""
+        if query.onsets is None:
+            return
+        size = 14 + query.onsets.size
+        rows = [i for i, b in enumerate(packed) if b is not None and len(b) == size]
+        if not rows:
+            return
+        raw = np.frombuffer(b"".join(packed[i] for i in rows), dtype=np.uint8).reshape(len(rows), size)
+        energy = raw[:, 2:14].copy().view("<f4").astype(np.float64)
+        onsets = raw[:, 14:].reshape(len(rows), 3, -1).astype(np.float64) / 255.0
+        q_onsets, q_energy = query.onsets.astype(np.float64), query.energy.astype(np.float64)
+        idx = np.asarray(rows)
+        self.spectrum[idx] = 1.0 - np.minimum(energy, q_energy).sum(axis=1)
+        low = _cosines(onsets[:, 0], q_onsets[0])
+        upper = 1.0 - _cosines(onsets[:, 1] + onsets[:, 2], q_onsets[1] + q_onsets[2])
+        lock = np.asarray([locks(query.row["part"], self.parts[i]) for i in rows])
+        self.rhythm[idx] = np.where(lock, low, upper)
+
+    def drop_duplicate_sounds(self, cat, query: Query, perms: dict) -> None:
+        """One sound, one entry: a catalogued pitch or stretch permutation is offered as its
+        parent's transform (scored from the parent, so a kit does not change once what it made
+        exists); one that was rejected is not offered again."""
+        q = query.row
+        rejected = {(p, op, _param(op, params)) for p, op, params in cat.db.execute(
+            "SELECT parent_id, operation, params FROM loops WHERE operation IN ('pitch', 'stretch') AND "
+            "status = 'rejected' AND meter = ? AND bars = ? AND abs(bpm - ?) < ?",
+            [q["meter"], q["bars"], q["bpm"], _SAME_BPM])}
+        for i, loop_id in enumerate(self.ids):
+            offer = self.offer(i, q["bpm"])
+            if offer is None:
                 continue
-            transform["exists"] = transform["id"] in status
-        elif row["id"] in to_make:
-            continue  # offered by its parent
-        kept.append((row, fit))
-    return kept
+            key = (loop_id, offer[0], next(iter(offer[1].values())))
+            if key in rejected:
+                self.keep[i] = False
+            elif key in perms:
+                self.keep[perms[key]] = False  # offered by its parent
+                self.exists[i] = True
+
+    def offer(self, i: int, bpm: float) -> tuple[str, dict] | None:
+        """The permutation candidate ``i`` needs: ``(operation, params)``, or None."""
+        if self.semitones[i]:
+            return "pitch", {"semitones": int(self.semitones[i])}
+        if self.retempo[i]:
+            return "stretch", {"bpm": round(bpm, 3)}
+        return None
+
+    def scores(self) -> np.ndarray:
+        """``Fit.score`` of every candidate (harmony left out for drums; unmeasured counts 0.5)."""
+        h = np.where(np.isnan(self.harmony), 0.0, self.harmony)
+        r = np.where(np.isnan(self.rhythm), UNSCORED, self.rhythm)
+        s = np.where(np.isnan(self.spectrum), UNSCORED, self.spectrum)
+        with_h = WEIGHTS["harmony"] * h + WEIGHTS["rhythm"] * r + WEIGHTS["spectrum"] * s
+        without = (WEIGHTS["rhythm"] * r + WEIGHTS["spectrum"] * s) / (WEIGHTS["rhythm"] + WEIGHTS["spectrum"])
+        return np.where(np.isnan(self.harmony), without, with_h)
 
 
-def _upper_bound(fit: Fit) -> float:
-    return Fit(fit.harmony, 1.0, fit.spectrum).score
+def _cosines(rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(vector)
+    dots = rows @ vector
+    return np.clip(np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0), 0.0, 1.0)
 
 
-def rank(cat, query: Query, scored: list[tuple[dict, Fit]], limit: int) -> list[Match]:
-    """The top ``limit`` by full score; fingerprints read best-first until no other can reach them."""
-    order = sorted(scored, key=lambda rf: (-_upper_bound(rf[1]), rf[0]["id"]))
-    done: list[tuple[dict, Fit]] = []
-    for start in range(0, len(order), _CHUNK):
-        chunk = order[start:start + _CHUNK]
-        if len(done) >= limit:
-            kth = sorted((f.score for _, f in done), reverse=True)[limit - 1]
-            if _upper_bound(chunk[0][1]) < kth - 1e-12:
-                break
-        prints = _onsets(cat, [r["id"] for r, _ in chunk])
-        for row, fit in chunk:
-            onsets = prints.get(row["id"])
-            if onsets is not None and query.onsets is not None and onsets.shape == query.onsets.shape:
-                fit.rhythm = rhythm(query.row["part"], query.onsets, row["part"], onsets)
-            done.append((row, fit))
-    done.sort(key=lambda rf: (-rf[1].score, rf[0]["id"]))
+def rank(cat, query: Query, found: Candidates, limit: int) -> list[Match]:
+    """The top ``limit`` candidates by score (ties by id), as Matches with their reasons."""
+    from farm.model import Key
+    from farm.permute import derived_id, transpose_key
+
+    scores = found.scores()
+    order = sorted(np.flatnonzero(found.keep), key=lambda i: (-round(float(scores[i]), 12), found.ids[i]))[:limit]
     out = []
-    for row, fit in done[:limit]:
+    for i in order:
+        row = next(cat.db.query(f"SELECT {_COLUMNS} FROM loops WHERE id = ?", [found.ids[i]]))
+        nan = lambda x: None if np.isnan(x) else float(x)  # noqa: E731
+        fit = Fit(nan(found.harmony[i]), nan(found.rhythm[i]), nan(found.spectrum[i]), int(found.semitones[i]),
+                  round(query.row["bpm"], 3))
+        offer = found.offer(i, query.row["bpm"])
+        if offer is not None:
+            row["transform"] = {"operation": offer[0], "params": offer[1], "id": derived_id(row["id"], *offer),
+                                "exists": found.exists.get(i, False)}
         fit.why = explain(query, row, fit)
         key = row["key"]
         if fit.semitones:
-            from farm.model import Key
-            from farm.permute import transpose_key
-
             key = transpose_key(Key(row["key_tonic"], row["key_mode"]), fit.semitones).short
         out.append(Match(row["id"], row["name"], row["part"], row["role"], row["patch"], key, fit.bpm,
                          row["operation"], fit, row.get("transform"), row))
     return out
-
-
-def _onsets(cat, ids: list[str]) -> dict[str, np.ndarray]:
-    rows = cat.db.execute(f"SELECT id, json_extract(fingerprint, '$.onsets') FROM loops "
-                          f"WHERE id IN ({','.join('?' * len(ids))}) AND fingerprint IS NOT NULL", ids)
-    return {i: np.asarray(json.loads(text), dtype=np.float32) for i, text in rows}
 
 
 def explain(query: Query, row: dict, fit: Fit) -> list[str]:
