@@ -125,6 +125,7 @@ def main() -> None:
         t0 = time.perf_counter()
         loops = grow(big, args.loops)
         grow_s = time.perf_counter() - t0
+        Catalog(big, create=False).close()  # a Loop Farm writer closes it: the next opens need no full check
         with Catalog(big, readonly=True) as cat:
             ids = [r[0] for r in cat.db.execute("SELECT id FROM loops ORDER BY id")]
             picks = random.Random(7).sample(ids, args.queries)
@@ -139,13 +140,18 @@ def main() -> None:
                 t0 = time.perf_counter()
                 naive(cat, loop_id)
                 naive_ms.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
-        subprocess.run([str(FARM), "match", picks[0], "--root", str(big)], check=True, capture_output=True)
-        cli_ms = (time.perf_counter() - t0) * 1000
+        cli = []
+        for loop_id in picks[:20]:
+            t0 = time.perf_counter()
+            subprocess.run([str(FARM), "match", loop_id, "--root", str(big)], check=True, capture_output=True)
+            cli.append((time.perf_counter() - t0) * 1000)
+        cli.sort()
+        cli_ms = statistics.median(cli)
     times.sort()
     result = {"loops": loops, "queries": len(times), "p50_ms": statistics.median(times),
               "p95_ms": times[int(0.95 * (len(times) - 1))], "max_ms": times[-1],
-              "naive_median_ms": statistics.median(naive_ms), "cli_ms": cli_ms, "grow_s": grow_s,
+              "naive_median_ms": statistics.median(naive_ms), "cli_median_ms": cli_ms,
+              "cli_p95_ms": cli[int(0.95 * (len(cli) - 1))], "grow_s": grow_s,
               "kit_median_s": statistics.median(kit_s), "kit_s": kit_s}
     result["speedup_over_naive"] = result["naive_median_ms"] / result["p50_ms"]
     (RESULTS / "bench_match.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -153,7 +159,8 @@ def main() -> None:
           f"p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms")
     print(f"  the naive scan of every fingerprint: {result['naive_median_ms']:.0f} ms "
           f"({result['speedup_over_naive']:.0f}x slower than p50)")
-    print(f"  as a command (Python start-up included): {cli_ms:.0f} ms")
+    print(f"  `farm match` as a command, Python start-up included: median {cli_ms:.0f} ms, "
+          f"p95 {result['cli_p95_ms']:.0f} ms ({len(cli)} runs)")
     print(f"farm kit on the default night: median {result['kit_median_s']:.2f} s "
           f"({', '.join(f'{s:.2f}' for s in kit_s)})")
 

@@ -187,8 +187,13 @@ def _interpolation_phases() -> np.ndarray:
 
 
 _TAPS = 16
-_PHASES = _interpolation_phases()
-_TAP_BOUND = np.abs(_PHASES).max(axis=0)  # sum(_TAP_BOUND * |x|) bounds every interpolated point
+@lru_cache(maxsize=1)
+def _filter() -> tuple[np.ndarray, np.ndarray]:
+    """The interpolation phases and their tap bound (sum(bound * |x|) bounds every interpolated
+    point); made on first use, so importing this module does not import scipy.signal."""
+    phases = _interpolation_phases()
+    return phases, np.abs(phases).max(axis=0)
+
 _NEAR = np.arange(_TAPS // 2 - 2, _TAPS // 2 + 2)  # the taps on x[n-1 .. n+2], which carry most weight
 _OFFSETS = np.arange(1 - _TAPS // 2, _TAPS // 2 + 1)  # tap k reads x[n + _OFFSETS[k]]
 
@@ -197,7 +202,7 @@ def _points_after(audio: np.ndarray, candidates: np.ndarray, taps: np.ndarray | 
     """Largest magnitude over channels and phases of the interpolated points between each of
     ``candidates`` and the sample after it, from only the ``taps`` given (all 16 by default)."""
     at = candidates[None, :] + _OFFSETS[taps, None]  # (taps, k); take() wraps round the loop
-    phases = _PHASES[:, taps]
+    phases = _filter()[0][:, taps]
     out = None
     for channel in audio:
         # einsum rather than BLAS: a small product that BLAS threads would only spin on
@@ -231,17 +236,17 @@ def oversampled_peak(audio: np.ndarray, floor: float | None = None) -> np.ndarra
     else:
         # bound on the points between n and n+1, from the magnitudes of x[n-7 .. n+8]
         floor *= 1.0 - 1e-5  # float rounding: a bound is never trusted to the last bit
-        bound = correlate1d(env, _TAP_BOUND, mode="wrap", origin=-1)
+        bound = correlate1d(env, _filter()[1], mode="wrap", origin=-1)
         candidates = np.nonzero(bound > floor)[0]
         if candidates.size > n // 20:
             near_env = env.take(candidates[None, :] + _OFFSETS[_NEAR, None], mode="wrap")  # (4, k)
-            far = bound[candidates] - np.einsum("t,tk->k", _TAP_BOUND[_NEAR], near_env)
+            far = bound[candidates] - np.einsum("t,tk->k", _filter()[1][_NEAR], near_env)
             candidates = candidates[_points_after(audio, candidates, _NEAR) + far > floor]
     if candidates.size == 0:
         return env
     if candidates.size > n // 4:  # dense: filter the whole loop, phase by phase (circularly)
         points = np.zeros(n, dtype=np.float32)
-        for phase in _PHASES:
+        for phase in _filter()[0]:
             y = correlate1d(audio, phase, axis=1, mode="wrap", origin=-1)
             np.maximum(points, np.abs(y).max(axis=0), out=points)
         env = np.maximum(env, points)
