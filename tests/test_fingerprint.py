@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from farm.fingerprint import pack, unpack
 from farm.match import STEPS_PER_BEAT, Fingerprint, fingerprint
 
 
@@ -58,6 +59,14 @@ def test_a_fingerprint_survives_json_and_is_the_same_every_time():
     again = Fingerprint.from_dict(fp.to_dict())
     assert np.allclose(again.onsets, fp.onsets, atol=5e-5) and again.steps_per_beat == STEPS_PER_BEAT
     assert fingerprint(loop, 44100, 120.0, beats=8).to_dict() == fp.to_dict()
+
+
+def test_a_packed_fingerprint_keeps_the_energies_and_the_onsets_to_a_255th():
+    fp = fingerprint(drum_loop(44100, 120.0), 44100, 120.0, beats=8)
+    onsets, energy = unpack(pack(fp.to_dict()))
+    assert onsets.shape == fp.onsets.shape and np.abs(onsets - fp.onsets).max() <= 0.5 / 255 + 1e-4
+    assert np.allclose(energy, np.round(fp.energy, 4))
+    assert len(pack(fp.to_dict())) == 2 + 12 + 3 * 8 * STEPS_PER_BEAT
 
 
 def test_a_too_short_loop_is_refused():
@@ -117,8 +126,10 @@ def test_every_loop_of_a_night_has_its_fingerprint_and_old_loops_get_one(tmp_pat
         fp = read_sidecar(root / sidecar)["fingerprint"]
         assert fp == json.loads(rows[loop_id]) and len(fp["onsets"]) == 3 and fp["steps_per_beat"] == STEPS_PER_BEAT
     # as an older Loop Farm left it: no fingerprint in rows or sidecars
+    packed = dict(db.execute("SELECT id, fp_packed FROM loops").fetchall())
+    assert all(packed[i] == pack(json.loads(rows[i])) for i in rows)  # farm match's copy of it
     with db:
-        db.execute("UPDATE loops SET fingerprint = NULL")
+        db.execute("UPDATE loops SET fingerprint = NULL, fp_packed = NULL")
     for (sidecar,) in db.execute("SELECT sidecar FROM loops"):
         data = json.loads((root / sidecar).read_text())
         del data["fingerprint"]
@@ -127,6 +138,7 @@ def test_every_loop_of_a_night_has_its_fingerprint_and_old_loops_get_one(tmp_pat
     result = CliRunner().invoke(main, ["fingerprint", "--root", str(root), "--no-progress"])
     assert result.exit_code == 0 and result.output.strip() == f"fingerprinted {len(rows)} loops"
     assert dict(db.execute("SELECT id, fingerprint FROM loops").fetchall()) == rows
+    assert dict(db.execute("SELECT id, fp_packed FROM loops").fetchall()) == packed
     assert check_catalog(root).ok
     again = CliRunner().invoke(main, ["fingerprint", "--root", str(root), "--no-progress"])
     assert again.output.strip() == "fingerprinted 0 loops"

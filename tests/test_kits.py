@@ -254,6 +254,17 @@ def test_kits_are_catalogued_reviewed_and_exported_as_construction_kit_folders(l
     assert rows(library, "SELECT status, reject_reason FROM kits") == [("rejected", "thin mix")]
 
 
+def test_a_kit_can_be_written_outside_the_catalog_root_but_not_among_its_loops(library, tmp_path):
+    record = build_kit(library, seed=2, out=tmp_path / "my kits")
+    folder = Path(record["folder"])
+    assert folder.parent == (tmp_path / "my kits").resolve() and (folder / "kit.json").is_file()
+    assert record["path"] == str(folder)  # outside the root: kept as an absolute path
+    assert farm("check", "--root", str(library), "--no-progress").stdout.strip().endswith("ok")
+    out = farm("kit", "--seed", "3", "--out", str(library / "loops"), "--root", str(library), check=False)
+    assert out.returncode == 2 and "is inside the catalog root; kits go in" in out.stderr
+    assert one(library, "SELECT count(*) FROM kits") == 1
+
+
 # -- bad input ----------------------------------------------------------------------------------
 def test_an_unknown_loop_is_one_line_and_exit_2(night):
     for args in (["match", "0123456789abcdef"], ["kit", "--from", "0123456789abcdef"]):

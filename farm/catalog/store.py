@@ -293,6 +293,7 @@ class Catalog:
         audio file (``file``) and sidecar (``sidecar_file``)."""
         (loop_id,) = self.resolve_ids([loop_id])
         row = next(self.db.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
+        row.pop("fp_packed", None)  # farm match's binary copy of the fingerprint, which the row holds as JSON
         row["params"] = json.loads(row["params"]) if row["params"] else {}
         row["chords"] = self.loop_chords(loop_id)
         row["reviews"] = list(self.db.query(

@@ -120,7 +120,7 @@ def _plan_around(cat, anchor: str, roles: tuple[str, ...], style: str | None, se
     prints = _prints(cat, [anchor])
     members = [Member(q["part"], q, None, None, *prints.get(anchor, (None, None)))]
     # the chords every harmonic stem must hold: the anchor's, or (drums anchor) the first chosen's
-    reference = query.bars or None
+    reference = query.bars if q["part"] != "drums" and query.bars else None  # a drum loop's chords are its template's, not heard
     alternates: dict[str, list[Member]] = {}
     for role in roles:
         if role == q["part"]:

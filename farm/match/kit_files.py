@@ -90,6 +90,11 @@ def kit_folder(root: Path, out: str | Path | None) -> Path:
     folder = Path(out) if out is not None else root / KITS_DIR
     if folder.exists() and not folder.is_dir():
         raise FarmError("is not a folder", file=folder, field="out")
+    mine, theirs = folder.resolve(), root.resolve()
+    if mine.is_relative_to(theirs) and not mine.is_relative_to(theirs / KITS_DIR):
+        # anywhere else under the root, `farm check` would take the stems for lost loops
+        raise FarmError(f"is inside the catalog root; kits go in {root / KITS_DIR} (the default) or outside "
+                        "the root", file=folder, field="out")
     check_writable_dir(folder, "out")
     return folder
 

@@ -89,15 +89,26 @@ def parse_bars(text: str | None) -> tuple[Bar, ...]:
     return tuple(out)
 
 
-def load_query(cat, loop_id: str) -> Query:
-    from farm.theory import scale_pcs
+# The scale of each mode in semitones from its tonic (what ``farm.theory.scale_pcs`` spells through
+# music21, kept here so that a match does not load music21).
+MODE_STEPS = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10),
+              "harmonic_minor": (0, 2, 3, 5, 7, 8, 11), "dorian": (0, 2, 3, 5, 7, 9, 10)}
 
+
+def scale_mask(tonic: str, mode: str) -> int:
+    """The key's scale as a 12-bit mask of pitch classes."""
+    from farm.model import note_name_to_pc
+
+    return mask((note_name_to_pc(tonic) + step) % 12 for step in MODE_STEPS[mode])
+
+
+def load_query(cat, loop_id: str) -> Query:
     (loop_id,) = cat.resolve_ids([loop_id])
     from farm.fingerprint import unpack
 
     row = next(cat.db.query(f"SELECT {_COLUMNS}, fp_packed FROM loops WHERE id = ?", [loop_id]))
     onsets, energy = unpack(row["fp_packed"]) if row["fp_packed"] else (None, None)
-    return Query(row, parse_bars(row["harmony"]), mask(scale_pcs(row["key_tonic"], row["key_mode"])), onsets, energy)
+    return Query(row, parse_bars(row["harmony"]), scale_mask(row["key_tonic"], row["key_mode"]), onsets, energy)
 
 
 def find_matches(cat, loop_id: str, *, role: str | None = None, limit: int = 10,
@@ -271,8 +282,7 @@ def _cosines(rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
 
 def rank(cat, query: Query, found: Candidates, limit: int) -> list[Match]:
     """The top ``limit`` candidates by score (ties by id), as Matches with their reasons."""
-    from farm.model import Key
-    from farm.permute import derived_id, transpose_key
+    from farm.model import Key, canonical_json, content_id
 
     scores = found.scores()
     order = sorted(np.flatnonzero(found.keep), key=lambda i: (-round(float(scores[i]), 12), found.ids[i]))[:limit]
@@ -284,11 +294,15 @@ def rank(cat, query: Query, found: Candidates, limit: int) -> list[Match]:
                   round(query.row["bpm"], 3))
         offer = found.offer(i, query.row["bpm"])
         if offer is not None:
-            row["transform"] = {"operation": offer[0], "params": offer[1], "id": derived_id(row["id"], *offer),
+            # the permutation's id, as farm.permute.derived_id makes it (without loading the permute stage)
+            row["transform"] = {"operation": offer[0], "params": offer[1],
+                                "id": content_id(row["id"], offer[0], canonical_json(offer[1])),
                                 "exists": found.exists.get(i, False)}
         fit.why = explain(query, row, fit)
         key = row["key"]
         if fit.semitones:
+            from farm.permute.shift import transpose_key
+
             key = transpose_key(Key(row["key_tonic"], row["key_mode"]), fit.semitones).short
         out.append(Match(row["id"], row["name"], row["part"], row["role"], row["patch"], key, fit.bpm,
                          row["operation"], fit, row.get("transform"), row))
