@@ -40,6 +40,7 @@ class BatchConfig:
     plugins: tuple[str, ...] = ()
     qa: QALimits = QALimits()
     stages: dict = field(default_factory=dict)  # TOML tables of later stages, by stage name
+    cluster: dict = field(default_factory=dict)  # [cluster]: address (Dask scheduler), shared_root
     source: str | None = None  # the TOML file it was read from
 
     def to_dict(self) -> dict:
@@ -128,6 +129,16 @@ def parse_config(data: dict, path: str | Path | None = None, **overrides) -> Bat
     options = data.get("backend_options", {})
     if not isinstance(options, dict):
         fail("backend_options", "expected a table")
+    cluster = data.get("cluster", {})
+    if not isinstance(cluster, dict):
+        fail("cluster", "expected a table")
+    for key, value in cluster.items():
+        if key == "address" and not (isinstance(value, str) and value.strip() and " " not in value):
+            fail("cluster.address", f"expected a scheduler address such as tcp://10.0.0.5:8786, got {value!r}")
+        elif key == "shared_root" and not isinstance(value, bool):
+            fail("cluster.shared_root", f"expected true or false, got {value!r}")
+        elif key not in ("address", "shared_root"):
+            fail(f"cluster.{key}", "unknown field (known: address, shared_root)")
     plugins = data.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         fail("plugins", "expected a list of module names")
@@ -156,7 +167,7 @@ def parse_config(data: dict, path: str | Path | None = None, **overrides) -> Bat
         sample_rate=sample_rate, format=fmt, workers=integer("workers", 1, 256, 2),
         timeout_s=float(timeout), max_attempts=integer("max_attempts", 1, 100, 3),
         backend=backend, backend_options=dict(options), plugins=tuple(plugins), qa=qa,
-        stages={name: data[name] for name in stage_tables if name in data},
+        stages={name: data[name] for name in stage_tables if name in data}, cluster=dict(cluster),
         source=str(path) if path is not None else None)
     if config.parts != "all":
         for part in config.parts:
@@ -169,6 +180,8 @@ def parse_config(data: dict, path: str | Path | None = None, **overrides) -> Bat
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "root" in overrides:
         overrides["root"] = Path(overrides["root"])
+    if "cluster" in overrides:  # --cluster ADDRESS: the address, the rest of [cluster] kept
+        overrides["cluster"] = {**config.cluster, "address": overrides["cluster"]}
     return dataclasses.replace(config, **overrides)
 
 

@@ -84,11 +84,12 @@ def last_batch_root() -> Path | None:
 
 
 def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: str | Path | None = None,
-              workers: int | None = None, progress: bool = True) -> BatchSummary:
+              workers: int | None = None, progress: bool = True, cluster: str | None = None) -> BatchSummary:
     """Run a batch (``farm batch``), or finish the unfinished one (``resume=True``).
 
     Everything is validated before anything is written. With ``resume``, the batch's own stored
-    configuration is used (``root`` picks the catalog; ``workers`` may change).
+    configuration is used (``root`` picks the catalog; ``workers`` may change). ``cluster``: the
+    Dask scheduler whose render nodes run the tasks (else ``[cluster] address``, else the local pool).
     """
     config = config or load_config()
     root = Path(root) if root is not None else config.root
@@ -121,6 +122,8 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
         config = dataclasses.replace(BatchConfig.from_dict(json.loads(unfinished[1])), root=root)
         catalog.close()
     config = dataclasses.replace(config, root=root, workers=workers or config.workers)
+    if cluster:
+        config = dataclasses.replace(config, cluster={**config.cluster, "address": cluster})
     for module in config.plugins:
         importlib.import_module(module)
 
@@ -206,7 +209,14 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
                 "SELECT id, output_id, params, attempts FROM tasks WHERE batch_id = ? AND stage = ? "
                 "AND status = 'pending' ORDER BY id", [batch_id, stage.name])]
             todo = _leave_out_catalogued(catalog, todo)
-            if todo and pool is None:
+            if todo and pool is None and config.cluster.get("address"):
+                from farm.batch.cluster import ClusterPool
+
+                pool = ClusterPool(config.cluster["address"], root=catalog.root, backend=config.backend,
+                                   backend_options=config.backend_options, plugins=config.plugins,
+                                   qa=config.qa, timeout_s=config.timeout_s,
+                                   shared_root=bool(config.cluster.get("shared_root")))
+            elif todo and pool is None:
                 pool = WorkerPool(config.workers, root=catalog.root, backend=config.backend,
                                   backend_options=config.backend_options, plugins=config.plugins,
                                   qa=config.qa, log_dir=catalog.root / "logs" / batch_id,

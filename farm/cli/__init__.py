@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "farm.cli.match",
     "farm.cli.review",
     "farm.cli.reaper",
+    "farm.cli.nodes",
 )
 
 

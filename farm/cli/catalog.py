@@ -52,7 +52,10 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--rpp-only", type=click.Path(file_okay=False), metavar="DIR",
               help="REAPER backend: write the night's REAPER projects (and their templates) to DIR and "
                    "stop; nothing is rendered or catalogued.")
-def batch(config_path, resume, workers, backend, root, seed, no_progress, reaper_path, via, rpp_only):
+@click.option("--cluster", metavar="ADDRESS", help="Run the tasks on the render nodes of this Dask scheduler "
+                                                   "(farm node ADDRESS starts one); default: [cluster] address, "
+                                                   "else the local worker pool.")
+def batch(config_path, resume, workers, backend, root, seed, no_progress, reaper_path, via, rpp_only, cluster):
     """Run the nightly batch: templates -> rendered loops -> checks, sidecars, catalog.
 
     Kill it at any moment; `farm batch --resume` finishes it without duplicating or losing a
@@ -90,7 +93,7 @@ def batch(config_path, resume, workers, backend, root, seed, no_progress, reaper
         config = dataclasses.replace(config, backend_options={**config.backend_options, **reaper_options})
     if resume and root is None:
         root = str(config.root) if config else str(load_config().root)
-    summary = run_batch(config, resume=resume, root=root, workers=workers, progress=not no_progress)
+    summary = run_batch(config, resume=resume, root=root, workers=workers, progress=not no_progress, cluster=cluster)
     if summary.batch_id == "(none)":
         click.echo("no unfinished batch to resume"
                    + (f"; adopted {summary.adopted} loops, removed {summary.removed} unfinished files"

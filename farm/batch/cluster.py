@@ -1,0 +1,162 @@
+"""A night on render nodes: the writer's side of Dask distributed (``farm batch --cluster``).
+
+``ClusterPool`` has the local pool's ``run`` and ``close``: the writer hands it the same tasks and
+gets the same callbacks, so it inserts rows exactly as in a local night and never knows where a
+task ran. Each task goes to a node (``farm.batch.node.run_on_node``) with the files it reads; what
+comes back is checked (every audio file against its sidecar's sha256) and written into the catalog
+root under temporary names, then renamed, before the writer is told.
+
+Faults: a node that dies mid-task has its task run elsewhere by Dask; a task that fails (a hung
+render is killed on its node after its timeout) is retried on a node it has not failed on, up to
+``max_attempts``; a node that fails 3 tasks of a batch gets no more of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Callable, Iterable
+
+from farm.errors import FarmError
+
+NODE_FAILURES_ALLOWED = 3  # task failures on one node before a batch stops using it
+
+
+class ClusterPool:
+    """Tasks of one batch on the Dask cluster at ``address``."""
+
+    def __init__(self, address: str, *, root: Path, backend: str, backend_options: dict, plugins, qa,
+                 timeout_s: float, shared_root: bool = False, connect_timeout_s: float = 30.0):
+        from distributed import Client
+
+        self.root = Path(root)
+        self.backend = backend
+        self.shared_root = shared_root
+        self.spec = {"backend": backend, "backend_options": dict(backend_options), "plugins": list(plugins),
+                     "qa": dataclasses.asdict(qa), "timeout_s": float(timeout_s)}
+        try:
+            self.client = Client(address, timeout=connect_timeout_s, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise FarmError(f"cannot reach the scheduler at {address}: {err}", field="cluster.address") from None
+        self.nodes = self._nodes()
+        if not self.nodes:
+            self.client.close()
+            raise FarmError(f"no render node at {address} offers {backend!r} (start one: farm node {address})",
+                            field="cluster.address")
+        self._cache: dict[str, dict[str, bytes]] = {}
+        self.run_id = uuid.uuid4().hex[:8]
+
+    def _nodes(self) -> set[str]:
+        """The workers that advertise this backend as a resource."""
+        info = self.client.scheduler_info()["workers"]
+        return {address for address, w in info.items() if w.get("resources", {}).get(self.backend, 0) > 0}
+
+    # -- files going out ---------------------------------------------------------------------
+    def _folder(self, rel: str) -> dict[str, bytes]:
+        if rel not in self._cache:
+            folder = self.root / rel
+            self._cache[rel] = {f"{rel}/{p.name}": p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+        return self._cache[rel]
+
+    def _outgoing(self, task) -> tuple[dict, dict]:
+        """``(params for the node, files it needs)``: templates, patch files, a permutation's parent."""
+        params, files = json.loads(json.dumps(task.params)), {}
+        if self.shared_root:
+            return params, files
+        for spec in params.get("loops", ()):
+            files.update(self._folder(spec.get("template_dir", params.get("template_dir"))))
+            patch = Path(spec["patch_path"])
+            node_dir = f"patches/{spec['patch_hash']}"
+            for sibling in sorted(patch.parent.glob(patch.stem + ".*")):
+                files[f"{node_dir}/{sibling.name}"] = sibling.read_bytes()
+            spec["patch_path"] = f"{node_dir}/{patch.name}"  # relative: the node's own root
+        if "parent" in params:
+            files.update(self._folder(params["template_dir"]))
+            files[params["parent"]["path"]] = (self.root / params["parent"]["path"]).read_bytes()
+        return params, files
+
+    # -- files coming back -------------------------------------------------------------------
+    def _arrive(self, result: dict) -> None:
+        """Check and write what a node sent back; FarmError (the task failed) when it is not whole."""
+        from farm.files import atomic_write_bytes, inside
+        from farm.sidecar import file_sha256, sidecar_path
+
+        for sidecar in result["sidecars"]:
+            audio_rel, side_rel = sidecar["path"], sidecar_path(sidecar["path"]).as_posix()
+            if self.shared_root:
+                if file_sha256(self.root / audio_rel) != sidecar["sha256"]:
+                    raise FarmError("is not the audio its sidecar describes (sha256)", file=self.root / audio_rel)
+                continue
+            audio, side = result["files"].get(audio_rel), result["files"].get(side_rel)
+            if audio is None or side is None:
+                raise FarmError("the node sent a sidecar without its files", field=audio_rel)
+            if hashlib.sha256(audio).hexdigest() != sidecar["sha256"]:
+                raise FarmError("arrived damaged (sha256 differs from its sidecar's)", field=audio_rel)
+            if json.loads(side) != json.loads(json.dumps(sidecar)):
+                raise FarmError("arrived damaged (not the sidecar the node reported)", field=side_rel)
+            atomic_write_bytes(inside(self.root, audio_rel, "path"), audio)  # audio first: a sidecar means whole
+            atomic_write_bytes(inside(self.root, side_rel, "path"), side)
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, tasks: Iterable, *, max_attempts: int, on_start: Callable, on_done: Callable,
+            on_error: Callable) -> None:
+        """Run every task on the nodes; the callbacks (in this process) record what happens."""
+        from distributed import as_completed
+
+        from farm.batch.node import run_on_node
+
+        failed_on: dict[int, set[str]] = defaultdict(set)
+        node_failures: Counter = Counter()
+        banned: set[str] = set()
+        futures = {}
+
+        def submit(task):
+            nodes = self._nodes() - banned
+            allowed = sorted(nodes - failed_on[task.id]) or sorted(nodes)
+            if not allowed:
+                raise FarmError(f"no render node left for the batch ({len(banned)} failed "
+                                f"{NODE_FAILURES_ALLOWED} tasks each)", field="cluster")
+            task.attempts += 1
+            on_start(task, 0)
+            params, files = self._outgoing(task)
+            batch = dict(self.spec, task_id=task.id, stage=task.stage, files=files,
+                         shared_root=str(self.root.resolve()) if self.shared_root else None)
+            future = self.client.submit(run_on_node, task.function, params, batch, workers=allowed,
+                                        allow_other_workers=False, resources={self.backend: 1}, pure=False,
+                                        key=f"farm-{self.run_id}-{task.id}-{task.attempts}")
+            futures[future] = (task, time.monotonic())
+            return future
+
+        pending = as_completed([submit(task) for task in tasks], loop=self.client.loop)
+        for future in pending:
+            task, started = futures.pop(future)
+            try:
+                result = future.result()
+            except Exception as err:  # noqa: BLE001 - a node lost past Dask's own retries (KilledWorker), ...
+                result = {"status": "error", "node": None, "error": f"{type(err).__name__}: {err}", "log": "",
+                          "seconds": time.monotonic() - started}
+            if result["status"] == "done":
+                try:
+                    self._arrive(result)
+                except (FarmError, OSError) as err:
+                    result.update(status="error", error=err.line() if isinstance(err, FarmError) else str(err))
+            if result["status"] == "done":
+                on_done(task, result["sidecars"], result["log"], result["seconds"])
+                continue
+            node = result.get("node")
+            if node:
+                failed_on[task.id].add(node)
+                node_failures[node] += 1
+                if node_failures[node] >= NODE_FAILURES_ALLOWED:
+                    banned.add(node)
+            final = task.attempts >= max_attempts
+            on_error(task, f"{node or 'a node'}: {result['error']}", result.get("log", ""), result["seconds"], final)
+            if not final:
+                pending.add(submit(task))
+
+    def close(self) -> None:
+        self.client.close()
