@@ -26,11 +26,19 @@ from farm.errors import FarmError
 NODE_FAILURES_ALLOWED = 3  # task failures on one node before a batch stops using it
 
 
+def check_cluster(address: str, backend: str) -> None:
+    """FarmError (one line) unless the scheduler at ``address`` answers and has a node for ``backend``."""
+    from farm.qa import QALimits
+
+    ClusterPool(address, root=Path("."), backend=backend, backend_options={}, plugins=(), qa=QALimits(),
+                timeout_s=1.0).close()
+
+
 class ClusterPool:
     """Tasks of one batch on the Dask cluster at ``address``."""
 
     def __init__(self, address: str, *, root: Path, backend: str, backend_options: dict, plugins, qa,
-                 timeout_s: float, shared_root: bool = False, connect_timeout_s: float = 30.0):
+                 timeout_s: float, shared_root: bool = False, connect_timeout_s: float = 10.0):
         from distributed import Client
 
         self.root = Path(root)

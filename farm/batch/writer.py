@@ -141,6 +141,10 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
         with contextlib.suppress(Exception):
             backend.close()
 
+    if config.cluster.get("address"):  # the scheduler answers, with a node for this renderer
+        from farm.batch.cluster import check_cluster
+
+        check_cluster(config.cluster["address"], config.backend)
     catalog = Catalog(root)  # FarmError when the root cannot be written; nothing is created then
     remember_batch_root(root)
     try:

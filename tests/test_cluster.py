@@ -1,0 +1,192 @@
+"""Render nodes: a real `dask scheduler` and `farm node` processes on 127.0.0.1, started and
+stopped here. A night on the nodes equals a local night byte for byte; a node killed mid-night
+loses nothing; a hung render is killed on its node and retried on another; a task failing on
+every node fails for good with its log."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from farm.batch import load_config, run_batch
+from farm.catalog import Catalog
+from nights import write_night
+
+pytestmark = pytest.mark.cluster
+BIN = Path(sys.executable).parent
+TESTS = Path(__file__).parent
+
+
+class Cluster:
+    """A scheduler and its nodes, each in a process group of its own."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.nodes = tmp, {}
+        file = tmp / "scheduler.json"
+        self.scheduler = subprocess.Popen(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(file)], stdout=subprocess.DEVNULL, stderr=open(tmp / "scheduler.log", "w"),
+            start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        import json
+
+        time.sleep(0.2)
+        self.address = json.loads(file.read_text())["address"]
+
+    def add(self, name: str) -> None:
+        env = dict(os.environ, PYTHONPATH=str(TESTS))  # the test backends, for the nodes' renderers
+        self.nodes[name] = subprocess.Popen(
+            [str(BIN / "farm"), "node", self.address, "--name", name, "--resources", "embedded=1,hanging=1",
+             "--scratch", str(self.tmp / f"scratch-{name}")],
+            stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{name}.log", "w"), env=env, start_new_session=True)
+
+    def wait_for(self, count: int) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(count, timeout=60)
+
+    def kill(self, name: str) -> None:
+        os.killpg(self.nodes.pop(name).pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        for proc in [*self.nodes.values(), self.scheduler]:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    c.add("a")
+    c.add("b")
+    c.wait_for(2)
+    yield c
+    c.stop()
+
+
+def rows(root: Path, sql: str, params=()) -> list[tuple]:
+    with sqlite3.connect(f"file:{root / 'catalog.db'}?mode=ro", uri=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+MANY = {"style": "synthwave", "bars": 4, "templates_per_style": 2, "parts": ("chords", "bass", "arp", "melody", "drums"),
+        "patches": ("warm-rhodes", "analog-pad", "sub-bass", "fm-bass", "pluck-arp", "glass-arp", "pwm-lead",
+                    "saw-lead", "kit-808", "lofi-kit"), "patches_per_part": 2}
+
+
+def night(tmp: Path, name: str, **fields) -> Path:
+    import json
+
+    fields = {"parts": ("chords", "bass", "drums"), "patches": ("warm-rhodes", "sub-bass", "kit-808"), **fields}
+    options = fields.pop("backend_options", None)
+    config = write_night(tmp / f"{name}.toml", tmp / name, **fields)
+    if options:  # a TOML inline table
+        items = ", ".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
+        config.write_text(config.read_text() + f"backend_options = {{ {items} }}\n")
+    return config
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {path: (root / path).read_bytes() for (path,) in rows(root, "SELECT path FROM loops")}
+
+
+def test_a_night_on_two_nodes_equals_a_local_night_byte_for_byte(cluster, tmp_path):
+    config = load_config(night(tmp_path, "nodes", parts=("chords", "bass", "drums", "melody"),
+                               patches=("warm-rhodes", "analog-pad", "sub-bass", "kit-808", "pwm-lead")))
+    summary = run_batch(config, progress=False, cluster=cluster.address)
+    local = run_batch(load_config(night(tmp_path, "local", parts=("chords", "bass", "drums", "melody"),
+                                        patches=("warm-rhodes", "analog-pad", "sub-bass", "kit-808", "pwm-lead"))),
+                      progress=False)
+    assert summary.failed == local.failed == 0 and summary.new_loops == local.new_loops == 5
+    ours, theirs = tmp_path / "nodes", tmp_path / "local"
+    assert rows(ours, "SELECT id, sha256, path FROM loops ORDER BY id") == \
+        rows(theirs, "SELECT id, sha256, path FROM loops ORDER BY id")
+    assert files(ours) == files(theirs)
+    assert Catalog(ours, readonly=True).check().ok
+    # the nodes rendered in their own folders and kept nothing of it
+    for name in ("a", "b"):
+        assert not list((tmp_path / f"scratch-{name}" / "loops").rglob("*.flac"))
+
+
+def test_a_node_killed_mid_night_loses_nothing(cluster, tmp_path):
+    config = load_config(night(tmp_path, "night", **MANY))
+    done = {}
+    runner = threading.Thread(target=lambda: done.setdefault("summary", run_batch(
+        config, progress=False, cluster=cluster.address)))
+    runner.start()
+    root = tmp_path / "night"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill node a once the night is under way
+        if (root / "catalog.db").exists() and rows(root, "SELECT count(*) FROM loops")[0][0] >= 2:
+            break
+        time.sleep(0.05)
+    cluster.kill("a")
+    runner.join(300)
+    summary = done["summary"]
+    assert summary.failed == 0 and summary.new_loops == rows(root, "SELECT count(*) FROM tasks")[0][0]
+    assert rows(root, "SELECT status, count(*) FROM tasks GROUP BY status") == [("done", summary.new_loops)]
+    assert rows(root, "SELECT count(DISTINCT path), count(*) FROM loops") == [(summary.new_loops,) * 2]
+    assert Catalog(root, readonly=True).check().ok
+    local = run_batch(load_config(night(tmp_path, "local", **MANY)), progress=False)
+    assert files(root) == files(tmp_path / "local")
+
+
+def test_a_hung_render_is_killed_on_its_node_and_retried_on_another(cluster, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    config = load_config(night(tmp_path, "night", timeout_s=8, backend="hanging", plugins=["hanging_backend"],
+                               backend_options={"marker_dir": str(markers)}))
+    summary = run_batch(config, progress=False, cluster=cluster.address)
+    root = tmp_path / "night"
+    assert summary.failed == 0 and summary.new_loops == 3
+    ((attempts, status, error),) = rows(root, "SELECT attempts, status, error FROM tasks WHERE attempts > 1")
+    assert (attempts, status) == (2, "done")
+    assert error.startswith("tcp://127.0.0.1:") and "timed out after 8 s" in error
+    hung = int((markers / "hung").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(hung, 0)  # the hung renderer was killed on its node
+    assert Catalog(root, readonly=True).check().ok
+
+
+def test_a_task_failing_on_every_node_fails_for_good_with_its_log(cluster, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    cluster.add("c")
+    cluster.wait_for(3)
+    config = load_config(night(tmp_path, "night", parts=("bass",), patches=("sub-bass",), backend="hanging",
+                               plugins=["hanging_backend"], backend_options={"marker_dir": str(tmp_path / "none")}))
+    summary = run_batch(config, progress=False, cluster=cluster.address)
+    root = tmp_path / "night"
+    assert summary.failed == 1 and summary.new_loops == 0
+    ((attempts, status, error, log),) = rows(root, "SELECT attempts, status, error, log FROM tasks")
+    assert (attempts, status) == (3, "failed")
+    assert "No such file or directory" in error and "Traceback" in log
+    assert Catalog(root, readonly=True).check().ok
+
+
+def test_no_node_for_the_backend_is_one_line_before_anything_is_written(cluster, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    config = night(tmp_path, "night", backend="full-disk", plugins=["hanging_backend"],
+                   backend_options={"full_flag": str(tmp_path / "no-flag")})
+    out = subprocess.run([str(BIN / "farm"), "batch", "--config", str(config), "--cluster", cluster.address,
+                          "--no-progress"], capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert f"no render node at {cluster.address} offers 'full-disk' (start one: farm node" in out.stderr
+    assert not (tmp_path / "night").exists()
+    unreachable = subprocess.run([str(BIN / "farm"), "batch", "--config", str(night(tmp_path, "other")),
+                                  "--cluster", "tcp://127.0.0.1:9", "--no-progress"], capture_output=True, text=True)
+    assert unreachable.returncode == 2 and "cannot reach the scheduler at tcp://127.0.0.1:9" in unreachable.stderr
+    assert not (tmp_path / "other").exists()
