@@ -140,7 +140,7 @@ def test_a_node_killed_mid_night_loses_nothing(cluster, tmp_path):
     assert rows(root, "SELECT status, count(*) FROM tasks GROUP BY status") == [("done", summary.new_loops)]
     assert rows(root, "SELECT count(DISTINCT path), count(*) FROM loops") == [(summary.new_loops,) * 2]
     assert Catalog(root, readonly=True).check().ok
-    local = run_batch(load_config(night(tmp_path, "local", **MANY)), progress=False)
+    run_batch(load_config(night(tmp_path, "local", **MANY)), progress=False)
     assert files(root) == files(tmp_path / "local")
 
 
