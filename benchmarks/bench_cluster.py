@@ -7,8 +7,10 @@ The same night (2 styles x 2 templates, 4 bars, every part through 2 patches) ru
 with one and with two `farm node` processes (one task at a time each) on this machine. Runs
 alternate so all see the same load; medians. "Overhead per loop" is the one-node time per loop
 minus the local -j 1 time per loop (shipping templates and patches out, loops back, sha256
-checks, Dask's scheduling). "Writer CPU per loop" is the batch process's own CPU (it checks and
-writes what arrives and inserts the rows): the one thing that does not grow with nodes.
+checks, Dask's scheduling; warm nodes also save the local pool's worker start-up). "Writer CPU per
+loop" is the CPU of the `farm batch` process and its children: on nodes that is the writer alone
+(it checks and writes what arrives and inserts the rows: the one thing that does not grow with
+nodes); with the local pool it includes the workers that render.
 Results: benchmarks/results/bench_cluster.json.
 """
 from __future__ import annotations
