@@ -190,3 +190,29 @@ def test_no_node_for_the_backend_is_one_line_before_anything_is_written(cluster,
                                   "--cluster", "tcp://127.0.0.1:9", "--no-progress"], capture_output=True, text=True)
     assert unreachable.returncode == 2 and "cannot reach the scheduler at tcp://127.0.0.1:9" in unreachable.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_the_writer_killed_mid_night_resumes_on_the_same_cluster(cluster, tmp_path):
+    config = night(tmp_path, "night", **MANY)
+    text = config.read_text() + f'[cluster]\naddress = "{cluster.address}"\n'
+    config.write_text(text)
+    writer = subprocess.Popen([str(BIN / "farm"), "batch", "--config", str(config), "--no-progress"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    root = tmp_path / "night"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (root / "catalog.db").exists() and rows(root, "SELECT count(*) FROM loops")[0][0] >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(writer.pid, signal.SIGKILL)
+    writer.wait()
+    made = rows(root, "SELECT count(*) FROM loops")[0][0]
+    assert 2 <= made < rows(root, "SELECT count(*) FROM tasks")[0][0]  # killed mid-night
+    resumed = subprocess.run([str(BIN / "farm"), "batch", "--resume", "--root", str(root), "--no-progress"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert rows(root, "SELECT status, count(*) FROM tasks GROUP BY status") == \
+        [("done", rows(root, "SELECT count(*) FROM loops")[0][0])]
+    assert Catalog(root, readonly=True).check().ok
+    run_batch(load_config(night(tmp_path, "local", **MANY)), progress=False)
+    assert files(root) == files(tmp_path / "local")
