@@ -9,6 +9,7 @@ directory on ``sys.path``). Both render with the embedded renderer and misbehave
 * ``full-disk``: while the file ``full_flag`` exists, the disk is "full" for the worker: every
   atomic write of a file ending in ``full_suffix`` (the sidecar by default, written after its
   audio) fails with ENOSPC once its temporary file has been written, as a real full disk fails.
+* ``flaky-node``: fails every render on a machine whose environment has ``FARM_TEST_BAD_NODE``.
 """
 from __future__ import annotations
 
@@ -72,6 +73,26 @@ class FullDiskBackend:
         # Installed here, in the worker process only (the batch's writer also makes a backend).
         if not getattr(farm.files.atomic_path, "full_disk", False):
             farm.files.atomic_path = _full_disk(farm.files.atomic_path, self.full_flag, self.full_suffix)
+        return self.inner.render_raw(jobs)
+
+    def close(self):
+        self.inner.close()
+
+
+@register_backend("flaky-node")
+class FlakyNodeBackend:
+    """Renders as the embedded renderer, except on a machine whose environment has
+    ``FARM_TEST_BAD_NODE`` set: there every render fails at once (a node with a broken install)."""
+
+    name = "flaky-node"
+
+    def __init__(self, **options):
+        self.inner = get_backend("embedded", **options)
+        self.version = self.inner.version
+
+    def render_raw(self, jobs):
+        if os.environ.get("FARM_TEST_BAD_NODE"):
+            raise RuntimeError("this node's renderer is broken on purpose")
         return self.inner.render_raw(jobs)
 
     def close(self):

@@ -42,10 +42,11 @@ class Cluster:
         time.sleep(0.2)
         self.address = json.loads(file.read_text())["address"]
 
-    def add(self, name: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(TESTS))  # the test backends, for the nodes' renderers
+    def add(self, name: str, **env) -> None:
+        env = dict(os.environ, PYTHONPATH=str(TESTS), **env)  # the test backends, for the nodes' renderers
         self.nodes[name] = subprocess.Popen(
-            [str(BIN / "farm"), "node", self.address, "--name", name, "--resources", "embedded=1,hanging=1",
+            [str(BIN / "farm"), "node", self.address, "--name", name, "--resources",
+             "embedded=1,hanging=1,flaky-node=1",
              "--scratch", str(self.tmp / f"scratch-{name}")],
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{name}.log", "w"), env=env, start_new_session=True)
 
@@ -216,3 +217,20 @@ def test_the_writer_killed_mid_night_resumes_on_the_same_cluster(cluster, tmp_pa
     assert Catalog(root, readonly=True).check().ok
     run_batch(load_config(night(tmp_path, "local", **MANY)), progress=False)
     assert files(root) == files(tmp_path / "local")
+
+
+def test_a_node_that_fails_three_tasks_gets_no_more_of_the_batch(cluster, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    cluster.add("bad", FARM_TEST_BAD_NODE="1")
+    cluster.wait_for(3)
+    config = load_config(night(tmp_path, "night", **dict(MANY, backend="flaky-node", plugins=["hanging_backend"])))
+    summary = run_batch(config, progress=False, cluster=cluster.address)
+    root = tmp_path / "night"
+    assert summary.failed == 0 and summary.new_loops == rows(root, "SELECT count(*) FROM tasks")[0][0] > 6
+    from distributed import Client
+
+    with Client(cluster.address) as client:
+        bad = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "bad")
+    failed_there = rows(root, f"SELECT count(*) FROM tasks WHERE error LIKE '{bad}:%'")[0][0]
+    assert 1 <= failed_there <= 3  # the bad node grabs tasks fast; after 3 failures it is given none
+    assert rows(root, "SELECT max(attempts) FROM tasks")[0][0] <= 2  # each retried on a good node

@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -57,6 +57,12 @@ class ClusterPool:
                             field="cluster.address")
         self._cache: dict[str, dict[str, bytes]] = {}
         self.run_id = uuid.uuid4().hex[:8]
+
+    def _slots(self, banned: set[str]) -> int:
+        """Tasks in flight at most: the threads of the nodes still in use (at least 1)."""
+        info = self.client.scheduler_info()["workers"]
+        return max(1, sum(w.get("nthreads", 1) for a, w in info.items()
+                          if a not in banned and w.get("resources", {}).get(self.backend, 0) > 0))
 
     def _nodes(self) -> set[str]:
         """The workers that advertise this backend as a resource."""
@@ -139,7 +145,16 @@ class ClusterPool:
             futures[future] = (task, time.monotonic())
             return future
 
-        pending = as_completed([submit(task) for task in tasks], loop=self.client.loop)
+        # Tasks are handed out as slots free up (not all at once), so a node that starts failing
+        # is dropped before it is queued more of the batch.
+        queue = deque(tasks)
+        pending = as_completed([], loop=self.client.loop)
+
+        def top_up():
+            while queue and len(futures) < self._slots(banned):
+                pending.add(submit(queue.popleft()))
+
+        top_up()
         for future in pending:
             task, started = futures.pop(future)
             try:
@@ -154,6 +169,7 @@ class ClusterPool:
                     result.update(status="error", error=err.line() if isinstance(err, FarmError) else str(err))
             if result["status"] == "done":
                 on_done(task, result["sidecars"], result["log"], result["seconds"])
+                top_up()
                 continue
             node = result.get("node")
             if node:
@@ -164,7 +180,8 @@ class ClusterPool:
             final = task.attempts >= max_attempts
             on_error(task, f"{node or 'a node'}: {result['error']}", result.get("log", ""), result["seconds"], final)
             if not final:
-                pending.add(submit(task))
+                queue.appendleft(task)
+            top_up()
 
     def close(self) -> None:
         self.client.close()
