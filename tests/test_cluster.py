@@ -100,6 +100,14 @@ def night(tmp: Path, name: str, **fields) -> Path:
     return config
 
 
+def catalogued(root: Path) -> int:
+    """Loops in the catalog so far (0 while the writer is still creating it)."""
+    try:
+        return rows(root, "SELECT count(*) FROM loops")[0][0] if (root / "catalog.db").exists() else 0
+    except sqlite3.OperationalError:
+        return 0
+
+
 def files(root: Path) -> dict[str, bytes]:
     return {path: (root / path).read_bytes() for (path,) in rows(root, "SELECT path FROM loops")}
 
@@ -131,7 +139,7 @@ def test_a_node_killed_mid_night_loses_nothing(cluster, tmp_path):
     root = tmp_path / "night"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # kill node a once the night is under way
-        if (root / "catalog.db").exists() and rows(root, "SELECT count(*) FROM loops")[0][0] >= 2:
+        if catalogued(root) >= 2:
             break
         time.sleep(0.05)
     cluster.kill("a")
@@ -202,7 +210,7 @@ def test_the_writer_killed_mid_night_resumes_on_the_same_cluster(cluster, tmp_pa
     root = tmp_path / "night"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if (root / "catalog.db").exists() and rows(root, "SELECT count(*) FROM loops")[0][0] >= 2:
+        if catalogued(root) >= 2:
             break
         time.sleep(0.05)
     os.killpg(writer.pid, signal.SIGKILL)

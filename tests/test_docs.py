@@ -38,4 +38,6 @@ def test_every_example_in_the_manual_prints_what_the_page_says():
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     skipped = [line for line in result.stdout.splitlines() if ": skipped (" in line]
-    assert len(skipped) <= 7, skipped  # servers, machine reports, a timing-dependent kill: said why
+    # servers (review, datasette, a Dask scheduler and its nodes), machine reports, a timing-dependent
+    # kill, benchmark figures: each said why
+    assert len(skipped) <= 11, skipped

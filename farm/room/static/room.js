@@ -199,6 +199,7 @@ function drawLineage() {
 async function drawMatches(id) {
   $("matches").replaceChildren(el("li", {}, "…"));
   $("loop-kits").replaceChildren();
+  room.matches = null;  // until this loop's arrive
   let found, kits;
   try { [found, kits] = await Promise.all([api(`/api/loops/${id}/matches?limit=6`), api(`/api/kits?loop=${id}`)]); }
   catch (e) { $("matches").replaceChildren(el("li", {}, e.message)); return; }
