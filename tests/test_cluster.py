@@ -242,3 +242,15 @@ def test_a_node_that_fails_three_tasks_gets_no_more_of_the_batch(cluster, tmp_pa
     failed_there = rows(root, f"SELECT count(*) FROM tasks WHERE error LIKE '{bad}:%'")[0][0]
     assert 1 <= failed_there <= 3  # the bad node grabs tasks fast; after 3 failures it is given none
     assert rows(root, "SELECT max(attempts) FROM tasks")[0][0] <= 2  # each retried on a good node
+
+
+def test_nodes_sharing_the_catalog_folder_write_into_it_and_the_night_is_the_same(cluster, tmp_path):
+    config = night(tmp_path, "shared")
+    config.write_text(config.read_text() + "[cluster]\nshared_root = true\n")
+    summary = run_batch(load_config(config), progress=False, cluster=cluster.address)
+    local = run_batch(load_config(night(tmp_path, "local")), progress=False)
+    assert summary.failed == 0 and summary.new_loops == local.new_loops == 3
+    assert files(tmp_path / "shared") == files(tmp_path / "local")
+    assert Catalog(tmp_path / "shared", readonly=True).check().ok
+    for name in ("a", "b"):  # nothing went through the nodes' own folders
+        assert not list((tmp_path / f"scratch-{name}").rglob("*.flac"))
