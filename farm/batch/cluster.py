@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 from farm.errors import FarmError
 
 NODE_FAILURES_ALLOWED = 3  # task failures on one node before a batch stops using it
+NODE_WAIT_S = 60.0  # how long a night waits for a render node when none is there
 
 
 def check_cluster(address: str, backend: str) -> None:
@@ -130,6 +131,10 @@ class ClusterPool:
 
         def submit(task):
             nodes = self._nodes() - banned
+            deadline = time.monotonic() + NODE_WAIT_S
+            while not nodes and time.monotonic() < deadline:  # a node lost a moment ago; others joining
+                time.sleep(0.5)
+                nodes = self._nodes() - banned
             allowed = sorted(nodes - failed_on[task.id]) or sorted(nodes)
             if not allowed:
                 raise FarmError(f"no render node left for the batch ({len(banned)} failed "
