@@ -41,7 +41,7 @@ Modules: ``model`` (the data classes), ``load`` (finding and loading, content ha
 embedded rendering never reads it, and the REAPER backend says clearly when it is missing.
 """
 from farm.patches.describe import describe_patch, patch_summary, patch_table, preset_name  # noqa: F401
-from farm.patches.load import (build_effects, default_soundfont, list_patches, load_patch,  # noqa: F401
+from farm.patches.load import (apply_effects, build_effects, default_soundfont, list_patches, load_patch,  # noqa: F401
                                patch_digest, patch_path, patches_for_part, scan_patches)
 from farm.patches.model import (CC_SHAPES, DEFAULT_SOUNDFONTS, DRUM_BANK, EFFECT_PLUGINS,  # noqa: F401
                                 INTERPOLATIONS, NYQUIST_HZ, PATCHES_DIR, ROLES, CCAutomation, Chorus, Effect,

@@ -108,3 +108,11 @@ def build_effects(patch: Patch):
     return pedalboard.Pedalboard([effect.build() for effect in patch.effects])
 
 
+def apply_effects(patch: Patch, audio, sample_rate: int):
+    """``audio`` (float32 ``(channels, samples)``) through the patch's effect chain, from a reset
+    state; unchanged when the patch has none."""
+    if not patch.effects:
+        return audio
+    return build_effects(patch)(audio, sample_rate, reset=True)
+
+

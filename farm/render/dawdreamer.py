@@ -17,7 +17,7 @@ from importlib import metadata
 import numpy as np
 
 from farm.errors import FarmError
-from farm.patches import build_effects
+from farm.patches import apply_effects
 from farm.quiet import native_output_discarded
 from farm.render import RenderJob
 
@@ -140,6 +140,5 @@ def render_job_raw(job: RenderJob) -> np.ndarray:
         audio = render_plugin_raw(job, total)
     if audio.shape[0] == 1:
         audio = np.repeat(audio, 2, axis=0)
-    if patch.effects:
-        audio = build_effects(patch)(np.ascontiguousarray(audio), job.sample_rate, reset=True)
+    audio = apply_effects(patch, np.ascontiguousarray(audio), job.sample_rate)
     return np.ascontiguousarray(audio, dtype=np.float32)

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from farm.errors import FarmError
-from farm.patches import INTERPOLATIONS, Patch, build_effects, default_soundfont
+from farm.patches import INTERPOLATIONS, Patch, apply_effects, default_soundfont
 from farm.render import FINISHING, SAMPLE_RATES, RenderJob, register_backend
 from farm.quiet import import_quietly
 
@@ -355,6 +355,5 @@ def render_job_raw(job: RenderJob) -> np.ndarray:
         audio = play(synth, events, length, channel)
     finally:
         font.release(synth)
-    if patch.effects:
-        audio = build_effects(patch)(audio, job.sample_rate, reset=True)
+    audio = apply_effects(patch, audio, job.sample_rate)
     return np.ascontiguousarray(audio, dtype=np.float32)
