@@ -753,3 +753,32 @@ def test_the_default_night_renders_every_shipped_patch_of_every_kind():
     planned = {loop["patch"] for loop in plan_loops(run)}
     assert planned == {p.name for p in patches}
     assert {p.kind for p in patches} == {"faust", "plugin", "soundfont"}
+
+
+def test_a_free_worker_takes_the_queued_task_it_is_warm_for():
+    """A worker that compiled a patch (or decoded a parent) gets that patch's next task, from
+    anywhere in the first AFFINITY_WINDOW queued; a fresh worker takes what no other is warm for."""
+    from collections import deque
+
+    from farm.batch.pool import AFFINITY_WINDOW, Task, WorkerPool, _Slot
+
+    def render(i, patch):
+        return Task(i, "render", f"loop{i}", "farm.batch:render_task", {"loops": [{"patch_hash": patch}]})
+
+    def permutation(i, parent):
+        return Task(i, "permute", f"perm{i}", "farm.permute:permutation_task", {"parent": {"id": parent}})
+
+    pool = WorkerPool.__new__(WorkerPool)
+    a, b = (_Slot(process=None, conn=None, log_path=Path("unused")) for _ in range(2))
+    pool.slots = [a, b]
+    queue = deque([render(1, "pad"), render(2, "bass"), render(3, "pad"), render(4, "bass"), render(5, "pad"),
+                   permutation(6, "p1"), permutation(7, "p2"), permutation(8, "p1")])
+    order = [(slot, pool._next_task(queue, slot).id) for slot in (a, b, a, b, a, b)]
+    # a plays pad, b plays bass: neither compiles the other's instrument
+    assert [(s is a, i) for s, i in order] == [(True, 1), (False, 2), (True, 3), (False, 4), (True, 5), (False, 6)]
+    assert pool._next_task(queue, b).id == 8  # b holds parent p1: its other permutation comes first
+    assert pool._next_task(queue, a).id == 7
+    assert not queue
+    # beyond the window, order wins
+    far = deque([render(i, "other") for i in range(AFFINITY_WINDOW)] + [render(999, "pad")])
+    assert pool._next_task(far, a).id == 0

@@ -153,10 +153,20 @@ class Parent:
     template_dir: Path
     audio: np.ndarray | None = None
     sample_rate: int = 44100
+    _onsets: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
         return self.info["id"]
+
+    @property
+    def onsets(self) -> np.ndarray:
+        """Onset positions of the parent's audio, samples (kept: every splice of it needs them)."""
+        if self._onsets is None:
+            from farm.qa import onset_times
+
+            self._onsets = np.round(onset_times(self.audio, self.sample_rate) * self.sample_rate).astype(np.int64)
+        return self._onsets
 
 
 # Row fields a worker needs to permute a loop without the catalog.
@@ -248,7 +258,8 @@ def make_permutation(parent: Parent, perm: Permutation, *, target_lufs: float,
         out = splice_audio(audio, tpl, order, sr)
         new = splice_template(tpl, order)
         if parent.info["part"] != "drums":  # drums have no pitch classes to bleed
-            passed, why = bleed_verdict(measure_bleed(audio, out, tpl, order, sr), bleed_threshold)
+            passed, why = bleed_verdict(measure_bleed(audio, out, tpl, order, sr, source_onsets=parent.onsets),
+                                        bleed_threshold)
             if not passed:
                 reason = f"splice bleed: {why}"
     elif perm.operation == "pitch":

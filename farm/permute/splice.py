@@ -282,11 +282,13 @@ def measure_bleed(
     bar_order: Sequence[int],
     sample_rate: int,
     window_s: float = BLEED_WINDOW_S,
+    source_onsets: np.ndarray | None = None,
 ) -> list[CutBleed]:
     """The bleed at every cut of a splice (joints between bars that were not neighbours in the source).
 
     ``source``: the seamless parent loop; ``spliced``: ``splice_audio(source, template, bar_order, ...)``.
     Windows are ``window_s`` seconds (capped at a bar); chroma comes from ``farm.audio.chroma``.
+    ``source_onsets``: the source's onset positions in samples, when already known.
     """
     from farm.audio import chroma
 
@@ -295,7 +297,8 @@ def measure_bleed(
     order = _check_order(template, bar_order)
     window = min(int(round(window_s * sample_rate)), template.loop_samples(sample_rate) // template.bars)
     out_template = splice_template(template, order)
-    onsets = np.round(onset_times(source, sample_rate) * sample_rate).astype(np.int64)
+    onsets = (source_onsets if source_onsets is not None
+              else np.round(onset_times(source, sample_rate) * sample_rate).astype(np.int64))
     cuts = []
     for k, bar in enumerate(order):
         prev_bar = order[k - 1]
