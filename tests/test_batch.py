@@ -758,9 +758,7 @@ def test_the_default_night_renders_every_shipped_patch_of_every_kind():
 def test_a_free_worker_takes_the_queued_task_it_is_warm_for():
     """A worker that compiled a patch (or decoded a parent) gets that patch's next task, from
     anywhere in the first AFFINITY_WINDOW queued; a fresh worker takes what no other is warm for."""
-    from collections import deque
-
-    from farm.batch.pool import AFFINITY_WINDOW, Task, WorkerPool, _Slot
+    from farm.batch.pool import AFFINITY_WINDOW, Task, TaskQueue, WorkerPool, _Slot
 
     def render(i, patch):
         return Task(i, "render", f"loop{i}", "farm.batch:render_task", {"loops": [{"patch_hash": patch}]})
@@ -771,7 +769,7 @@ def test_a_free_worker_takes_the_queued_task_it_is_warm_for():
     pool = WorkerPool.__new__(WorkerPool)
     a, b = (_Slot(process=None, conn=None, log_path=Path("unused")) for _ in range(2))
     pool.slots = [a, b]
-    queue = deque([render(1, "pad"), render(2, "bass"), render(3, "pad"), render(4, "bass"), render(5, "pad"),
+    queue = TaskQueue([render(1, "pad"), render(2, "bass"), render(3, "pad"), render(4, "bass"), render(5, "pad"),
                    permutation(6, "p1"), permutation(7, "p2"), permutation(8, "p1")])
     order = [(slot, pool._next_task(queue, slot).id) for slot in (a, b, a, b, a, b)]
     # a plays pad, b plays bass: neither compiles the other's instrument
@@ -780,5 +778,25 @@ def test_a_free_worker_takes_the_queued_task_it_is_warm_for():
     assert pool._next_task(queue, a).id == 7
     assert not queue
     # beyond the window, order wins
-    far = deque([render(i, "other") for i in range(AFFINITY_WINDOW)] + [render(999, "pad")])
+    far = TaskQueue([render(i, "other") for i in range(AFFINITY_WINDOW)] + [render(999, "pad")])
     assert pool._next_task(far, a).id == 0
+
+
+def test_the_pool_reads_a_night_s_tasks_as_it_needs_them():
+    """A night of any length keeps a bounded window of its tasks in memory: the queue pulls from
+    the writer's reader a few at a time, and a retried task goes back in front."""
+    from farm.batch.pool import Task, TaskQueue
+
+    pulled = []
+
+    def night():
+        for i in range(100_000):
+            pulled.append(i)
+            yield Task(i, "render", f"loop{i}", "farm.batch:render_task", {})
+
+    queue = TaskQueue(night(), ahead=8)
+    first = queue.popleft()
+    assert first.id == 0 and len(pulled) == 8
+    queue.appendleft(first)  # a retry
+    assert [queue.popleft().id for _ in range(3)] == [0, 1, 2]
+    assert len(pulled) <= 11

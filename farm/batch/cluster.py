@@ -17,11 +17,12 @@ import hashlib
 import json
 import time
 import uuid
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Iterable
 
 from farm.errors import FarmError
+from farm.batch.pool import TaskQueue
 
 NODE_FAILURES_ALLOWED = 3  # task failures on one node before a batch stops using it
 NODE_WAIT_S = 60.0  # how long a night waits for a render node when none is there
@@ -152,7 +153,7 @@ class ClusterPool:
 
         # Tasks are handed out as slots free up (not all at once), so a node that starts failing
         # is dropped before it is queued more of the batch.
-        queue = deque(tasks)
+        queue = TaskQueue(tasks)
         pending = as_completed([], loop=self.client.loop)
 
         def top_up():

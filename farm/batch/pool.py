@@ -40,6 +40,34 @@ def affinity(task: "Task") -> str | None:
     return parent.get("id") if isinstance(parent, dict) else None
 
 
+class TaskQueue:
+    """Tasks waiting for a worker, read from ``tasks`` only as they are needed: a night of a
+    million tasks keeps ``ahead`` of them in memory (and any retries, put back in front)."""
+
+    def __init__(self, tasks: Iterable["Task"], ahead: int = 2 * AFFINITY_WINDOW):
+        self._source = iter(tasks)
+        self._ahead = ahead
+        self.items: deque = deque()
+
+    def fill(self) -> None:
+        while len(self.items) < self._ahead:
+            task = next(self._source, None)
+            if task is None:
+                return
+            self.items.append(task)
+
+    def __bool__(self) -> bool:
+        self.fill()
+        return bool(self.items)
+
+    def popleft(self) -> "Task":
+        self.fill()
+        return self.items.popleft()
+
+    def appendleft(self, task: "Task") -> None:
+        self.items.appendleft(task)
+
+
 # -- the pool ---------------------------------------------------------------------------------
 @dataclass
 class Task:
@@ -145,7 +173,7 @@ class WorkerPool:
         ``on_error(task, error, log, seconds, final)``: ``final`` when the task has used its
         ``max_attempts`` and is given up.
         """
-        queue = deque(tasks)
+        queue = TaskQueue(tasks)
         while queue or any(s.task for s in self.slots):
             now = time.monotonic()
             for slot in self.slots:
@@ -209,9 +237,11 @@ class WorkerPool:
                 if task is not None:
                     self._failed(task, problem, log, seconds, max_attempts, queue, on_error)
 
-    def _next_task(self, queue: deque, slot: _Slot) -> Task:
+    def _next_task(self, queue: TaskQueue, slot: _Slot) -> Task:
         """The first queued task (within ``AFFINITY_WINDOW``) this worker is warm for, else the
         first no other worker is warm for, else the first."""
+        queue.fill()
+        queue = queue.items
         others = [s.warm for s in self.slots if s is not slot]
         fallback = None
         for i, task in enumerate(itertools.islice(queue, AFFINITY_WINDOW)):

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from farm.batch.pool import Task
 
 
+TEMPLATES_KEPT = 64  # templates a worker keeps loaded: a night's memory does not grow with its length
+
 # -- the worker side --------------------------------------------------------------------------
 @dataclass
 class Worker:
@@ -45,8 +47,13 @@ class Worker:
         return self._backend
 
     def template(self, rel: str) -> Template:
-        if rel not in self._templates:
+        """The template at ``rel``, kept for the next tasks (the last ``TEMPLATES_KEPT``)."""
+        if rel in self._templates:
+            self._templates[rel] = self._templates.pop(rel)  # most recent last
+        else:
             self._templates[rel] = Template.load(self.root / rel)
+            if len(self._templates) > TEMPLATES_KEPT:
+                self._templates.pop(next(iter(self._templates)))
         return self._templates[rel]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import itertools
 import json
 import os
 import sqlite3
@@ -12,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 from farm.catalog import Catalog
 from farm.errors import FarmError
@@ -209,10 +210,9 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
                     continue
                 _add_tasks(catalog, batch_id, stage, specs)
             _skip_catalogued(catalog, batch_id, stage)
-            todo = [Task(r[0], stage.name, r[1], stage.task, json.loads(r[2]), r[3]) for r in db.execute(
-                "SELECT id, output_id, params, attempts FROM tasks WHERE batch_id = ? AND stage = ? "
-                "AND status = 'pending' ORDER BY id", [batch_id, stage.name])]
-            todo = _leave_out_catalogued(catalog, todo)
+            todo = _leave_out_catalogued(catalog, _pending(catalog, batch_id, stage))
+            first = next(todo, None)
+            todo = itertools.chain([first], todo) if first is not None else None
             if todo and pool is None and config.cluster.get("address"):
                 from farm.batch.cluster import ClusterPool
 
@@ -286,15 +286,29 @@ def _skip_catalogued(catalog: Catalog, batch_id: str, stage: Stage) -> None:
         [batch_id, utc_now(), batch_id, stage.name])
 
 
-def _leave_out_catalogued(catalog: Catalog, todo: list[Task]) -> list[Task]:
+def _pending(catalog: Catalog, batch_id: str, stage: Stage, page: int = 256) -> Iterator[Task]:
+    """The stage's pending tasks in plan order, read a page at a time as the pool needs them
+    (so a night's memory does not grow with its length)."""
+    last = 0
+    while True:
+        rows = catalog.db.execute(
+            "SELECT id, output_id, params, attempts FROM tasks WHERE batch_id = ? AND stage = ? "
+            "AND status = 'pending' AND id > ? ORDER BY id LIMIT ?", [batch_id, stage.name, last, page]).fetchall()
+        if not rows:
+            return
+        for r in rows:
+            yield Task(r[0], stage.name, r[1], stage.task, json.loads(r[2]), r[3])
+        last = rows[-1][0]
+
+
+def _leave_out_catalogued(catalog: Catalog, todo: Iterable[Task]) -> Iterator[Task]:
     """Tasks of several loops interrupted half-way (their finished loops adopted from their
     sidecars on resume) render only the loops still missing; one with none missing is done.
     The stored plan is unchanged: the task still names all its loops."""
-    out = []
     for task in todo:
         loops = task.params.get("loops") or []
         if len(loops) < 2:
-            out.append(task)
+            yield task
             continue
         missing = [loop for loop in loops if not catalog.has_loop(loop["id"])]
         if not missing:
@@ -303,12 +317,11 @@ def _leave_out_catalogued(catalog: Catalog, todo: list[Task]) -> list[Task]:
             continue
         if len(missing) < len(loops):
             task.params = {**task.params, "loops": missing}
-        out.append(task)
-    return out
+        yield task
 
 
 def _run_stage(catalog: Catalog, pool: WorkerPool | None, config: BatchConfig, batch_id: str, stage: Stage,
-               todo: list[Task], summary: BatchSummary, progress: bool) -> None:
+               todo: Iterable[Task] | None, summary: BatchSummary, progress: bool) -> None:
     from tqdm import tqdm
 
     db = catalog.db
