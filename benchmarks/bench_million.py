@@ -92,7 +92,7 @@ def run_sample(root: Path, templates: int) -> dict:
     worker_peaks = [v for pid, v in peaks.items() if pid != batch.pid]
     quarters = []
     for q in (0.25, 0.5, 0.75, 1.0):
-        seen = [t for t in timeline if t[1] >= q * loops]
+        seen = [t for t in timeline if t[1] >= q * loops] or timeline[-1:]  # the end: the last sample
         quarters.append(round(seen[0][2] / 2**20, 1) if seen else None)
     return {"templates_per_style": templates, "loops": loops, "by_operation": kinds, "rejected": rejected,
             "cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "loops_per_cpu_s": round(loops / cpu, 2),

@@ -4,6 +4,7 @@ commit, in one run.
     .venv/bin/python benchmarks/bench_night.py                      # profile table + baseline ratios
     .venv/bin/python benchmarks/bench_night.py --baseline 7329f85 --rounds 2
     .venv/bin/python benchmarks/bench_night.py --no-baseline        # the profile table only
+    .venv/bin/python benchmarks/bench_night.py --config benchmarks/million.toml --templates 2
 
 Every run is a real `farm batch` of `farm/nightly.toml` (its root moved into a temporary folder)
 in a fresh process: templates, renders, permutations, checks, FLAC, sidecars, catalog. CPU is
@@ -40,24 +41,30 @@ RESULTS = HERE / "results"
 BASELINE = "7329f85"  # main before the speed work of issue 15
 
 
-def night_config(code: Path, root: Path, plugins: list[str]) -> Path:
-    """``farm/nightly.toml`` of ``code`` with its root moved to ``root`` (and ``plugins`` set)."""
-    text = (code / "farm" / "nightly.toml").read_text()
+def night_config(code: Path, root: Path, plugins: list[str], config: Path | None = None,
+                 templates: int | None = None) -> Path:
+    """``farm/nightly.toml`` of ``code`` (or ``config``) with its root moved to ``root``, ``plugins``
+    set (and ``templates_per_style`` when given)."""
+    text = (config or code / "farm" / "nightly.toml").read_text()
     text = re.sub(r'(?m)^root = .*$', f'root = "{root}"', text)
-    text = re.sub(r'(?m)^plugins = .*$', f'plugins = {json.dumps(plugins)}', text)
+    text = re.sub(r'(?m)^plugins = .*\n', '', text)
+    text = f"plugins = {json.dumps(plugins)}\n" + text
+    if templates is not None:
+        text = re.sub(r'(?m)^templates_per_style = .*$', f'templates_per_style = {templates}', text)
     path = root.parent / f"{root.name}.toml"
     path.write_text(text)
     return path
 
 
-def run_night(code: Path, root: Path, workers: int, profile_dir: Path | None = None) -> dict:
+def run_night(code: Path, root: Path, workers: int, profile_dir: Path | None = None, config: Path | None = None,
+              templates: int | None = None) -> dict:
     """One `farm batch` by the code in ``code``; its CPU, wall time and catalogued loops."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), str(HERE)]))
     plugins = []
     if profile_dir is not None:
         env["FARM_NIGHT_PROFILE"] = str(profile_dir)
         plugins = ["night_profiler"]
-    config = night_config(code, root, plugins)
+    config = night_config(code, root, plugins, config, templates)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "from farm.cli import main; main()", "batch", "--config", str(config),
@@ -132,6 +139,9 @@ def main() -> None:
     ap.add_argument("--baseline", default=BASELINE, help=f"commit to compare against (default {BASELINE})")
     ap.add_argument("--no-baseline", action="store_true", help="profile only")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--config", type=Path, help="profile this batch config instead of farm/nightly.toml "
+                    "(e.g. benchmarks/million.toml); implies --no-baseline")
+    ap.add_argument("--templates", type=int, help="templates_per_style for the profiled night")
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start", flush=True)
@@ -140,12 +150,13 @@ def main() -> None:
         tmp = Path(tmp)
         profile_dir = tmp / "profile"
         profile_dir.mkdir()
-        night = run_night(PROJECT, tmp / "profiled", 2, profile_dir)
+        config = args.config.resolve() if args.config else None
+        night = run_night(PROJECT, tmp / "profiled", 2, profile_dir, config, args.templates)
         table = profile_table(profile_dir, night)
         print(f"profiled night, -j 2: {night['loops']} loops, {night['cpu_s']} CPU s, {night['wall_s']} s wall")
         print_table(table)
         out["profile"] = {"night": {k: v for k, v in night.items() if k != "_audio"}, **table}
-        if not args.no_baseline:
+        if not (args.no_baseline or args.config):
             base = tmp / "baseline"
             subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline], cwd=PROJECT,
                            check=True, capture_output=True)
@@ -177,8 +188,9 @@ def main() -> None:
                                "runs": {f"{n}_j{w}": [{k: v for k, v in x.items() if k != '_audio'} for x in xs]
                                         for (n, w), xs in runs.items()}}
     out["load_average_end"] = os.getloadavg()[0]
-    (RESULTS / "bench_night.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {RESULTS / 'bench_night.json'}")
+    name = "bench_night.json" if not args.config else f"bench_night-{args.config.stem}.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2))
+    print(f"wrote {RESULTS / name}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from farm.catalog import Catalog
 from farm.errors import FarmError
@@ -78,10 +78,14 @@ def plan_templates(run: BatchRun) -> list[TaskSpec]:
 def plan_loops(run: BatchRun) -> list[dict]:
     """The loops of the night, template by template: every (part, patch whose roles fit it), each
     a JSON-able spec with its content id, its template and its patch."""
+    return list(iter_loops(run))
+
+
+def iter_loops(run: BatchRun) -> Iterator[dict]:
+    """``plan_loops`` one loop at a time (a long night stores its plan as it is made)."""
     from farm.patches import patches_for_part
 
     config = run.config
-    loops = []
     for t_index, (template, rel) in enumerate(run.templates):
         for part in template.parts:
             if config.parts != "all" and part.name not in config.parts:
@@ -96,10 +100,9 @@ def plan_loops(run: BatchRun) -> list[dict]:
                 role = next(r for r in patch.roles if r in PART_ROLES[part.name])
                 loop_id = loop_content_id(template.id, part.name, patch.content_hash, run.renderer,
                                           run.renderer_version, config.sample_rate, config.format)
-                loops.append({"id": loop_id, "template_id": template.id, "template_dir": rel,
-                              "part": part.name, "patch": patch.name, "patch_path": str(patch.path),
-                              "patch_hash": patch.content_hash, "role": role})
-    return loops
+                yield {"id": loop_id, "template_id": template.id, "template_dir": rel,
+                       "part": part.name, "patch": patch.name, "patch_path": str(patch.path),
+                       "patch_hash": patch.content_hash, "role": role}
 
 
 def pack_loops(loops: Sequence[dict], loops_per_task: int, workers: int) -> list[list[dict]]:
@@ -119,7 +122,7 @@ def pack_loops(loops: Sequence[dict], loops_per_task: int, workers: int) -> list
     return runs
 
 
-def plan_renders(run: BatchRun) -> list[TaskSpec]:
+def plan_renders(run: BatchRun) -> Iterable[TaskSpec]:
     """Render tasks for every (template, part, patch whose roles fit the part).
 
     One loop per task; or, when the backend renders in chunks, tasks packing up to
@@ -135,9 +138,9 @@ def plan_renders(run: BatchRun) -> list[TaskSpec]:
         return TaskSpec(loop["id"], {**common, "template_id": loop["template_id"],
                                      "template_dir": loop["template_dir"], "loops": [loop]})
 
-    loops = plan_loops(run)
     if run.loops_per_task <= 1:
-        return [single(loop) for loop in loops]
+        return (single(loop) for loop in iter_loops(run))
+    loops = plan_loops(run)
     catalogued = [loop for loop in loops if run.catalog.has_loop(loop["id"])]
     todo = [loop for loop in loops if not run.catalog.has_loop(loop["id"])]
     specs = [single(loop) for loop in catalogued]

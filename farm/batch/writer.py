@@ -205,10 +205,11 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
             # exactly that plan, even if templates, patches or code changed since (a changed
             # patch fails its task, clearly).
             if not planned:
-                specs = list(stage.plan(run))
-                if not specs or stage.task is None:
+                specs = iter(stage.plan(run))  # stored as planned: a long night's plan is never held whole
+                first = next(specs, None)
+                if first is None or stage.task is None:
                     continue
-                _add_tasks(catalog, batch_id, stage, specs)
+                _add_tasks(catalog, batch_id, stage, itertools.chain([first], specs))
             _skip_catalogued(catalog, batch_id, stage)
             todo = _leave_out_catalogued(catalog, _pending(catalog, batch_id, stage))
             first = next(todo, None)
@@ -267,7 +268,7 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
     return summary
 
 
-def _add_tasks(catalog: Catalog, batch_id: str, stage: Stage, specs: Sequence[TaskSpec]) -> None:
+def _add_tasks(catalog: Catalog, batch_id: str, stage: Stage, specs: Iterable[TaskSpec]) -> None:
     """Insert the stage's whole plan in one transaction (so a stage is planned once or not at all)."""
     with catalog.db.atomic():
         for spec in specs:

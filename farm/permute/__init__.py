@@ -31,13 +31,14 @@ __all__ = [
 def _plan_batch(run):
     """The batch's permute stage: one task per permutation of the night's parents (``[permute]``)."""
     from farm.batch import TaskSpec
+    from farm.permute.pipeline import iter_tasks
 
     table = run.config.stages.get("permute")
     if table is None:  # no [permute] table in the batch config: the night makes no permutations
         return []
     settings = PermuteSettings.from_table(table, run.config.source)
-    return [TaskSpec(loop_id, params) for loop_id, params in plan_tasks(run.catalog, settings,
-                                                                          batch_id=run.batch_id)]
+    return (TaskSpec(loop_id, params) for loop_id, params in iter_tasks(run.catalog, settings,
+                                                                          batch_id=run.batch_id))
 
 
 def _check_table(table: dict, path) -> None:

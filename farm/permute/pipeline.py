@@ -12,6 +12,7 @@ from audio that was rendered from MIDI, and a second run never permutes the firs
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -302,12 +303,28 @@ def select_parents(cat, settings: PermuteSettings) -> list[dict]:
     """Rendered, not machine-rejected loops matching ``settings.where``, newest batch first and by
     id within a batch: which workers finished first must not choose a night's parents (ordering by
     insertion time did, so two runs of one config permuted different loops)."""
+    columns, rows = cat.sql(_parents_query(settings))
+    return [dict(zip(columns, r)) for r in rows]
+
+
+def _parents_query(settings: PermuteSettings) -> str:
     query = (f"SELECT * FROM loops WHERE ({settings.where}) AND operation = 'render' "
              f"AND status != 'rejected' ORDER BY batch_id DESC, id")
     if settings.limit is not None:
         query += f" LIMIT {int(settings.limit)}"
-    columns, rows = cat.sql(query)
-    return [dict(zip(columns, r)) for r in rows]
+    return query
+
+
+def _iter_parents(cat, settings: PermuteSettings, page: int = 256) -> Iterator[dict]:
+    """``select_parents``, a page at a time (only the fields a task needs): a night's plan does
+    not hold every parent's row at once."""
+    fields = ", ".join(PARENT_FIELDS)
+    query = f"SELECT {fields} FROM ({_parents_query(settings)})"
+    for offset in itertools.count(0, page):
+        _columns, rows = cat.sql(f"{query} LIMIT {page} OFFSET {offset}")
+        yield from (dict(zip(PARENT_FIELDS, r)) for r in rows)
+        if len(rows) < page:
+            return
 
 
 def _template_dir(cat, row: dict) -> str:
@@ -333,9 +350,14 @@ def plan_tasks(cat, settings: PermuteSettings, *, batch_id: str | None = None) -
     patches a repatch will use. Permutations already catalogued are included (the caller skips
     them); the params hold everything :func:`permutation_task` needs, as JSON.
     """
+    return list(iter_tasks(cat, settings, batch_id=batch_id))
+
+
+def iter_tasks(cat, settings: PermuteSettings, *, batch_id: str | None = None) -> Iterator[tuple[str, dict]]:
+    """``plan_tasks`` one task at a time, reading the parents a page at a time (a night's batch
+    stores them as they come)."""
     grammars: dict[str, object] = {}
-    tasks = []
-    for row in select_parents(cat, settings):
+    for row in _iter_parents(cat, settings):
         rel = _template_dir(cat, row)
         path = cat.root / rel / "template.json"
         if not path.is_file():
@@ -355,12 +377,11 @@ def plan_tasks(cat, settings: PermuteSettings, *, batch_id: str | None = None) -
                 from farm.patches import load_patch
 
                 cat.add_patch(load_patch(perm.params["patch"]))
-            tasks.append((perm.id, {
+            yield (perm.id, {
                 "parent": info, "template_dir": rel, "operation": perm.operation, "params": perm.params,
                 "target_lufs": float(target[0]) if target else row["lufs"],
                 "bleed_threshold": settings.bleed_threshold, "high_quality": settings.high_quality,
-                "batch_id": batch_id}))
-    return tasks
+                "batch_id": batch_id})
 
 
 # -- one task (anywhere: a batch worker or this process) ----------------------------------------
