@@ -241,10 +241,10 @@ class WorkerPool:
         """The first queued task (within ``AFFINITY_WINDOW``) this worker is warm for, else the
         first no other worker is warm for, else the first."""
         queue.fill()
-        queue = queue.items
+        items = queue.items
         others = [s.warm for s in self.slots if s is not slot]
         fallback = None
-        for i, task in enumerate(itertools.islice(queue, AFFINITY_WINDOW)):
+        for i, task in enumerate(itertools.islice(items, AFFINITY_WINDOW)):
             key = affinity(task)
             if key is not None and key in slot.warm:
                 fallback = i
@@ -252,8 +252,8 @@ class WorkerPool:
             if fallback is None and (key is None or not any(key in warm for warm in others)):
                 fallback = i
         i = fallback or 0
-        task = queue[i]
-        del queue[i]
+        task = items[i]
+        del items[i]
         key = affinity(task)
         if key is not None:
             slot.warm.pop(key, None)

@@ -205,15 +205,12 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
             # exactly that plan, even if templates, patches or code changed since (a changed
             # patch fails its task, clearly).
             if not planned:
-                specs = iter(stage.plan(run))  # stored as planned: a long night's plan is never held whole
-                first = next(specs, None)
-                if first is None or stage.task is None:
+                specs = _peek(stage.plan(run))  # stored as planned: a long night's plan is never held whole
+                if specs is None or stage.task is None:
                     continue
-                _add_tasks(catalog, batch_id, stage, itertools.chain([first], specs))
+                _add_tasks(catalog, batch_id, stage, specs)
             _skip_catalogued(catalog, batch_id, stage)
-            todo = _leave_out_catalogued(catalog, _pending(catalog, batch_id, stage))
-            first = next(todo, None)
-            todo = itertools.chain([first], todo) if first is not None else None
+            todo = _peek(_leave_out_catalogued(catalog, _pending(catalog, batch_id, stage)))
             if todo and pool is None and config.cluster.get("address"):
                 from farm.batch.cluster import ClusterPool
 
@@ -285,6 +282,16 @@ def _skip_catalogued(catalog: Catalog, batch_id: str, stage: Stage) -> None:
         "THEN 'done' ELSE 'skipped' END, finished_at = ? "
         "WHERE batch_id = ? AND stage = ? AND status = 'pending' AND output_id IN (SELECT id FROM loops)",
         [batch_id, utc_now(), batch_id, stage.name])
+
+
+def _peek(items: Iterable) -> Iterator | None:
+    """``items`` as an iterator, or None when there is none (the first is read to know)."""
+    items = iter(items)
+    first = next(items, _NONE)
+    return None if first is _NONE else itertools.chain([first], items)
+
+
+_NONE = object()
 
 
 def _pending(catalog: Catalog, batch_id: str, stage: Stage, page: int = 256) -> Iterator[Task]:

@@ -25,7 +25,8 @@ from farm.model import Template
 from farm.permute.shift import (DEFAULT_BPM_STEPS, DEFAULT_SEMITONES, pitch_shift, retempo_template,
                                 stretch_to_bpm, transpose_template)
 from farm.permute.splice import (DEFAULT_BLEED_THRESHOLD, DEFAULT_PATTERNS, bleed_verdict, check_pattern,
-                                 derived_id, measure_bleed, plan_splices, splice_audio, splice_template)
+                                 derived_id, measure_bleed, onset_samples, plan_splices, splice_audio,
+                                 splice_template)
 
 OPERATIONS = ("splice", "pitch", "stretch", "repatch")
 
@@ -164,9 +165,7 @@ class Parent:
     def onsets(self) -> np.ndarray:
         """Onset positions of the parent's audio, samples (kept: every splice of it needs them)."""
         if self._onsets is None:
-            from farm.qa import onset_times
-
-            self._onsets = np.round(onset_times(self.audio, self.sample_rate) * self.sample_rate).astype(np.int64)
+            self._onsets = onset_samples(self.audio, self.sample_rate)
         return self._onsets
 
 

@@ -275,6 +275,13 @@ def foreign_share(chroma: np.ndarray, chord_pcs: Iterable[int]) -> float:
     return max(0.0, (total - inside) / total)
 
 
+def onset_samples(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Onset positions of ``audio`` in samples (``farm.qa.onset_times``, rounded), int64."""
+    from farm.qa import onset_times
+
+    return np.round(onset_times(audio, sample_rate) * sample_rate).astype(np.int64)
+
+
 def measure_bleed(
     source: np.ndarray,
     spliced: np.ndarray,
@@ -288,17 +295,14 @@ def measure_bleed(
 
     ``source``: the seamless parent loop; ``spliced``: ``splice_audio(source, template, bar_order, ...)``.
     Windows are ``window_s`` seconds (capped at a bar); chroma comes from ``farm.audio.chroma``.
-    ``source_onsets``: the source's onset positions in samples, when already known.
+    ``source_onsets``: ``onset_samples(source, sample_rate)``, when already known.
     """
     from farm.audio import chroma
-
-    from farm.qa import onset_times
 
     order = _check_order(template, bar_order)
     window = min(int(round(window_s * sample_rate)), template.loop_samples(sample_rate) // template.bars)
     out_template = splice_template(template, order)
-    onsets = (source_onsets if source_onsets is not None
-              else np.round(onset_times(source, sample_rate) * sample_rate).astype(np.int64))
+    onsets = source_onsets if source_onsets is not None else onset_samples(source, sample_rate)
     cuts = []
     for k, bar in enumerate(order):
         prev_bar = order[k - 1]
