@@ -42,6 +42,38 @@ class Key:
         suffix = {"major": "", "minor": "m", "harmonic_minor": "m", "dorian": "dor"}[self.mode]
         return self.tonic + suffix
 
+    @property
+    def sharps(self) -> int:
+        """Sharps (negative: flats) in the key signature ("Eb" minor: -6); harmonic minor has
+        minor's signature."""
+        sharps = _LETTER_SHARPS[self.tonic[0]] + 7 * (self.tonic.count("#") - self.tonic.count("b"))
+        return sharps + _MODE_SHARPS[_SIGNATURE_MODE[self.mode]]
+
+    def transposed(self, semitones: int) -> "Key":
+        """This key moved by ``semitones``, its tonic spelled for the key signature with fewest
+        accidentals. Ties (six sharps or six flats) go to sharps in major and dorian (F#, G#dor)
+        and to flats in minor (Ebm), as most loop libraries name them. Arithmetic on the circle
+        of fifths (the tests check it against music21 for every key), so naming a transposed key
+        does not load music21."""
+        pc = (self.tonic_pc + semitones) % 12
+        names = [letter + accidental for letter, at in _LETTER_PC.items()
+                 for accidental, step in (("", 0), ("#", 1), ("b", -1)) if (at + step) % 12 == pc]
+        flats = _SIGNATURE_MODE[self.mode] == "minor"
+
+        def cost(name: str):
+            sharps = Key(name, self.mode).sharps
+            return abs(sharps), (sharps > 0) if flats else (sharps < 0), name
+
+        return Key(min(names, key=cost), self.mode)
+
+
+# Sharps in the signature of each tonic letter's major key (an accidental on the tonic moves it
+# by seven); the other modes sit a fixed number of fifths below major.
+_LETTER_SHARPS = {"F": -1, "C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5}
+_LETTER_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_SIGNATURE_MODE = {"major": "major", "minor": "minor", "harmonic_minor": "minor", "dorian": "dorian"}
+_MODE_SHARPS = {"major": 0, "minor": -3, "dorian": -2}
+
 
 @dataclass(frozen=True)
 class Meter:

@@ -456,3 +456,28 @@ def test_check_and_reconcile_on_the_catalog_files(library, tmp_path):
         adopted, removed = cat.reconcile()  # a stray file without a sidecar is not a loop
         assert adopted == [] and "loops/x/stray.wav" in removed
         assert cat.db.execute("SELECT count(*) FROM loops").fetchone()[0] == len(sidecars)
+
+
+def test_tables_of_plain_text_print_as_tabulate_prints_them():
+    """format_rows draws one-line ASCII tables itself (tabulate's import is a quarter of `farm
+    match`'s start-up); the result is tabulate's, character for character, and anything else
+    (numbers, None, wide or multi-line text) still goes through tabulate."""
+    import random
+    import string
+
+    from tabulate import tabulate
+
+    from farm.catalog import format_rows
+
+    rng = random.Random(1)
+    alphabet = string.ascii_letters + string.digits + " .-+>()|"
+    for _ in range(2000):
+        ncol, nrow = rng.randint(1, 6), rng.randint(0, 5)
+        text = lambda n: "".join(rng.choice(alphabet) for _ in range(rng.randint(0, n)))  # noqa: E731
+        columns = [text(8) for _ in range(ncol)]
+        rows = [[text(12) for _ in range(ncol)] for _ in range(nrow)]
+        assert format_rows(columns, rows) == tabulate(rows, headers=columns, tablefmt="simple",
+                                                      disable_numparse=True), (columns, rows)
+    for rows in ([[1, 2.5, None]], [["日本", "a\nb", "x"]]):
+        assert format_rows(["a", "b", "c"], rows) == tabulate(rows, headers=["a", "b", "c"], tablefmt="simple",
+                                                              disable_numparse=True)

@@ -20,6 +20,28 @@ def test_every_stage_contributes_its_commands():
         assert f"  {command} " in result.output or f"  {command}\n" in result.output, command
 
 
+def test_the_command_table_names_what_each_stage_module_defines():
+    """`farm` loads a command's module only when it runs, from a table: the table must say where
+    every command is, and a command must start without loading the other stages."""
+    import importlib
+    import subprocess
+    import sys
+
+    from farm.cli import COMMANDS
+
+    for module, names in COMMANDS.items():
+        assert tuple(c.name for c in importlib.import_module(module).commands) == names, module
+    code = ("import sys; from farm.cli import main; sys.argv = ['farm', 'match', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('farm.cli.', 'farm.render', 'farm.patches', "
+            "'music21', 'dawdreamer', 'pedalboard'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = eval(out.strip().splitlines()[-1])
+    assert "farm.cli.match" in loaded
+    assert not [m for m in loaded if m.split(".")[0] in ("music21", "dawdreamer", "pedalboard")], loaded
+    assert not [m for m in loaded if m.startswith(("farm.render", "farm.patches", "farm.cli.render"))], loaded
+
+
 @pytest.mark.parametrize("args, names", [
     (["patches", "--role", "vocals"], "--role"),
     (["generate", "--bogus"], "--bogus"),
@@ -41,7 +63,8 @@ def test_unknown_backend_names_every_built_in_one():
 
 
 def _commands(group, path=()):
-    for name, command in sorted(group.commands.items()):
+    for name in group.list_commands(None):
+        command = group.get_command(None, name)
         yield path + (name,), command
         if isinstance(command, click.Group):
             yield from _commands(command, path + (name,))

@@ -205,6 +205,25 @@ def test_transposed_key_is_spelled_with_fewest_accidentals(key, n, expected):
     assert transpose_key(key, n).short == expected
 
 
+def test_transposed_keys_agree_with_music21_for_every_key_and_shift():
+    """transpose_key counts key signatures on the circle of fifths; music21 counts them its own way."""
+    from music21 import pitch
+
+    from farm.theory import music21_key, spell_name
+
+    for mode in ("major", "minor", "harmonic_minor", "dorian"):
+        for tonic in ("C", "C#", "Db", "D", "Eb", "E", "F", "F#", "Gb", "G", "Ab", "A", "Bb", "B"):
+            assert Key(tonic, mode).sharps == music21_key(tonic, mode).sharps, (tonic, mode)
+            for n in range(-6, 7):
+                pc = (Key(tonic, mode).tonic_pc + n) % 12
+                first = pitch.Pitch(pc)
+                names = {spell_name(p.name) for p in [first, *first.getAllCommonEnharmonics()] if len(p.name) <= 2}
+                flats = mode in ("minor", "harmonic_minor")
+                expected = min(names, key=lambda name: (abs(s := music21_key(name, mode).sharps),
+                                                        (s > 0) if flats else (s < 0), name))
+                assert transpose_key(Key(tonic, mode), n).tonic == expected, (tonic, mode, n)
+
+
 def test_transposed_labels_move_every_chord_and_keep_romans():
     tpl = make_template(("Am7", "Dm7", "E7", "Cmaj7"))
     up = transpose_template(tpl, 1)

@@ -12,11 +12,9 @@ from pathlib import Path
 import click
 
 from farm import catalog as cat
+from farm.cli import root_option  # noqa: F401 (farm.cli.catalog.root_option, as before)
 from farm.errors import FarmError, unknown_name
 
-root_option = click.option(
-    "--root", type=click.Path(file_okay=False), default="library", show_default=True, envvar="FARM_ROOT",
-    help="Catalog root (holds catalog.db); also from $FARM_ROOT.")
 
 
 def _format_options(f):

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from farm.cli.catalog import root_option
+from farm.cli import root_option
 from farm.match.kit import KIT_ROLES, PARTS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from farm.cli.catalog import root_option
+from farm.cli import root_option
 
 
 @click.command()

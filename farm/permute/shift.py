@@ -109,25 +109,10 @@ _NOTE = re.compile(r"^[A-G](?:#+|b+)?$")
 
 
 def transpose_key(k: Key, semitones: int) -> Key:
-    """``k`` moved by ``semitones``, its tonic spelled for the key signature with fewest accidentals.
-
-    Ties (six sharps or six flats) go to sharps in major and dorian (F#, G#dor) and to flats in
-    minor (Ebm), as most loop libraries name them.
-    """
-    from music21 import pitch
-
+    """``k`` moved by ``semitones`` (:meth:`farm.model.Key.transposed`); FarmError for an unknown mode."""
     if k.mode not in _SIGNATURE_MODE:
         raise FarmError(f"unknown mode {k.mode!r}", field="key.mode")
-    pc = (k.tonic_pc + semitones) % 12
-    first = pitch.Pitch(pc)
-    names = {spell_name(p.name) for p in [first, *first.getAllCommonEnharmonics()] if len(p.name) <= 2}
-    prefer_flats = _SIGNATURE_MODE[k.mode] == "minor"
-
-    def cost(name: str):
-        sharps = music21_key(name, k.mode).sharps
-        return abs(sharps), (sharps > 0) if prefer_flats else (sharps < 0), name
-
-    return Key(min(names, key=cost), k.mode)
+    return k.transposed(semitones)
 
 
 def transpose_note_name(name: str, old_tonic: str, new_tonic: str) -> str:
