@@ -10,7 +10,8 @@ fingerprints kept. Fingerprints are precomputed, as in any catalog since they ex
 Timed in one process (the catalog opened once, as the review room does): ``find_matches`` for
 ``--queries`` loops picked at random, p50 and p95 in ms; against it, in the same run, the naive
 way (every loop's fingerprint read and scored) on a few queries. `farm match` as a command
-adds the start of a Python process. Kits: `farm kit --seed N` on copies of the night, seconds
+(``--cli-runs`` queries, a new process each, bytecode cached as in an installed Loop Farm) adds
+the start of a Python process and its imports. Kits: `farm kit --seed N` on copies of the night, seconds
 each (permutations it needs made and catalogued).
 Results: benchmarks/results/bench_match.json.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -73,6 +75,10 @@ def grow(root: Path, total: int, seed: int = 1) -> int:
                              batch_loops)
             conn.executemany("INSERT INTO chords (loop_id, bar, symbol, roman, root_pc, bass_pc, pitch_classes, "
                              "start_s, end_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch_chords)
+    from farm.catalog.store import HARMONY_SQL
+
+    with conn:  # the copies' loops.harmony, from their moved chords
+        conn.execute(f"UPDATE loops SET harmony = {HARMONY_SQL}")
     conn.execute("ANALYZE")
     conn.close()
     return n
@@ -105,6 +111,7 @@ def main() -> None:
     ap.add_argument("--loops", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--kits", type=int, default=5)
+    ap.add_argument("--cli-runs", type=int, default=50, help="`farm match` commands timed (each a new process)")
     args = ap.parse_args()
     from farm.catalog import Catalog
     from farm.match import build_kit, find_matches
@@ -140,10 +147,15 @@ def main() -> None:
                 t0 = time.perf_counter()
                 naive(cat, loop_id)
                 naive_ms.append((time.perf_counter() - t0) * 1000)
+        # The command as a user runs it: Python's bytecode cache in use (one run first writes it,
+        # whatever PYTHONDONTWRITEBYTECODE this shell has), a new process per query.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        subprocess.run([str(FARM), "match", picks[0], "--root", str(big)], check=True, capture_output=True, env=env)
         cli = []
-        for loop_id in picks[:20]:
+        for loop_id in picks[:args.cli_runs]:
             t0 = time.perf_counter()
-            subprocess.run([str(FARM), "match", loop_id, "--root", str(big)], check=True, capture_output=True)
+            subprocess.run([str(FARM), "match", loop_id, "--root", str(big)], check=True, capture_output=True,
+                           env=env)
             cli.append((time.perf_counter() - t0) * 1000)
         cli.sort()
         cli_ms = statistics.median(cli)
@@ -159,8 +171,9 @@ def main() -> None:
           f"p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms")
     print(f"  the naive scan of every fingerprint: {result['naive_median_ms']:.0f} ms "
           f"({result['speedup_over_naive']:.0f}x slower than p50)")
+    verdict = "meets" if result["cli_p95_ms"] < 200 else "misses"
     print(f"  `farm match` as a command, Python start-up included: median {cli_ms:.0f} ms, "
-          f"p95 {result['cli_p95_ms']:.0f} ms ({len(cli)} runs)")
+          f"p95 {result['cli_p95_ms']:.0f} ms ({len(cli)} runs; {verdict} the 200 ms target)")
     print(f"farm kit on the default night: median {result['kit_median_s']:.2f} s "
           f"({', '.join(f'{s:.2f}' for s in kit_s)})")
 

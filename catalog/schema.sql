@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS loops (
     batch_id TEXT,
     machine_status TEXT,                -- the machine checks' verdict when catalogued: pending | rejected
     fingerprint TEXT,                   -- onset fingerprint (JSON): spectral flux in low/mid/high bands, 12 steps per beat, and band energy shares
-    fp_packed BLOB                      -- the same fingerprint packed for farm match (farm.fingerprint.pack)
+    fp_packed BLOB,                     -- the same fingerprint packed for farm match (farm.fingerprint.pack)
+    harmony TEXT                        -- farm match's copy of the chords: "[pitch classes]|bass_pc" per bar, ";" between
 );
 CREATE INDEX IF NOT EXISTS loops_key_bpm ON loops(key, bpm);
 CREATE INDEX IF NOT EXISTS loops_camelot_bpm ON loops(camelot, bpm);
@@ -91,7 +92,6 @@ CREATE INDEX IF NOT EXISTS loops_status_created ON loops(status, created_at);
 CREATE INDEX IF NOT EXISTS loops_template ON loops(template_id);
 CREATE INDEX IF NOT EXISTS loops_parent ON loops(parent_id);
 CREATE INDEX IF NOT EXISTS loops_batch ON loops(batch_id);
-CREATE INDEX IF NOT EXISTS loops_match ON loops(meter, bars, sample_rate, bpm);  -- farm match's candidates
 
 -- The chord under each bar of each loop: "every loop with Dm7 in bar 3" is plain SQL.
 CREATE TABLE IF NOT EXISTS chords (

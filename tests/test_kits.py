@@ -103,6 +103,32 @@ def test_match_ranks_the_other_parts_and_says_why(night):
     assert cli == [m.to_dict() for m in found]
 
 
+def test_a_catalog_from_before_loops_harmony_matches_the_same_and_gains_it_on_its_next_write_open(library):
+    """loops.harmony (schema 5) copies each loop's chords for farm match; a schema 4 catalog read
+    as it is gives the same matches, and the next write open fills the column in from the chords."""
+    from farm.catalog import Catalog
+    from farm.catalog.store import harmony_text
+    from farm.sidecar import read_sidecar
+
+    query = chords_render(library)
+    before = [m.to_dict() for m in match(library, query)]
+    with sqlite3.connect(library / "catalog.db") as conn:  # as Loop Farm left catalogs at schema 4
+        conn.execute("DROP INDEX loops_candidates")
+        conn.execute("ALTER TABLE loops DROP COLUMN harmony")
+        conn.execute("CREATE INDEX loops_match ON loops(meter, bars, sample_rate, bpm)")
+        conn.execute("PRAGMA user_version = 4")
+    assert [m.to_dict() for m in match(library, query)] == before
+    Catalog(library).close()
+    assert one(library, "PRAGMA user_version") == 5
+    indexes = {r[0] for r in rows(library, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "loops_candidates" in indexes and "loops_match" not in indexes
+    for loop_id, harmony, sidecar in rows(library, "SELECT id, harmony, sidecar FROM loops"):
+        assert harmony == harmony_text(read_sidecar(library / sidecar)["chords"]), loop_id
+        bars = rows(library, "SELECT pitch_classes, bass_pc FROM chords WHERE loop_id = ? ORDER BY bar", [loop_id])
+        assert harmony == (";".join(f"{pcs}|{bass}" for pcs, bass in bars) or None)
+    assert [m.to_dict() for m in match(library, query)] == before
+
+
 def test_a_transposed_loop_is_matched_by_the_pitch_permutation_that_moves_the_others(night):
     up = chords_permutation(night, "pitch", "semitones", 1)
     key = one(night, "SELECT key FROM loops WHERE id = ?", (up,))

@@ -21,8 +21,6 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-import sqlite_utils
-
 from farm.errors import FarmError
 if TYPE_CHECKING:
     from farm.catalog.decisions import ReviewResult
@@ -40,13 +38,20 @@ INDEXES_AFTER_COLUMNS = "\n".join(
     [f"CREATE INDEX IF NOT EXISTS loops_facet_{c} ON loops({c}, status, bpm);"
      for c in ("style", "part", "role", "patch", "key", "operation", "batch_id", "machine_status")]
     + ["CREATE INDEX IF NOT EXISTS loops_queue ON loops("
-       "(CASE status WHEN 'pending' THEN 0 WHEN 'rejected' THEN 1 ELSE 2 END), created_at);"])
+       "(CASE status WHEN 'pending' THEN 0 WHEN 'rejected' THEN 1 ELSE 2 END), created_at);"]
+    # farm match's candidates: every column it reads is in the index, so a query reads the index's
+    # pages in order and never the rows (a row's fingerprint JSON spans overflow pages, and
+    # reaching fp_packed behind it walked them: 4x slower over 10,000 candidates).
+    + ["CREATE INDEX IF NOT EXISTS loops_candidates ON loops(meter, bars, sample_rate, bpm, id, part, role, "
+       "style, operation, status, parent_id, params, harmony, fp_packed);"])
 CACHE_DIR = "cache"  # under the root: previews the review room makes on demand, never catalogued
 KITS_DIR = "kits"  # under the root: kit folders (farm kit), catalogued in kits, not loops
-SCHEMA_VERSION = 4  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone; 3: fingerprints; 4: kits)
+SCHEMA_VERSION = 5  # PRAGMA user_version once schema.sql is applied (2: reviews can be undone; 3: fingerprints; 4: kits;
+# 5: loops.harmony and farm match's covering index)
 # Columns added to a table after version 1: a catalog made before gets them on its next write open.
 ADDED_COLUMNS = {"reviews": {"previous_reason": "TEXT", "undone_by": "TEXT", "undone_at": "TEXT"},
-                 "loops": {"machine_status": "TEXT", "fingerprint": "TEXT", "fp_packed": "BLOB"}}
+                 "loops": {"machine_status": "TEXT", "fingerprint": "TEXT", "fp_packed": "BLOB",
+                           "harmony": "TEXT"}}
 # Tables added after version 1 (with the version that added them): made on the next write open.
 ADDED_TABLES = {"kits": 4, "kit_members": 4, "kit_reviews": 4}
 # A loop's status when it was catalogued (before any person decided): the machine checks' verdict,
@@ -55,6 +60,11 @@ ADDED_TABLES = {"kits": 4, "kit_members": 4, "kit_reviews": 4}
 MACHINE_STATUS_SQL = ("coalesce(loops.machine_status, (SELECT r.previous_status FROM reviews r "
                       "WHERE r.loop_id = loops.id ORDER BY r.id LIMIT 1), loops.status)")
 
+# A loop's chords as one text ("[9, 0, 4]|9;[2, 5, 9]|2": pitch classes and bass, bar by bar), what
+# loops.harmony holds: farm match reads it with the candidates instead of a subquery per row.
+HARMONY_SQL = ("(SELECT group_concat(x, ';') FROM (SELECT pitch_classes || '|' || bass_pc AS x FROM chords "
+               "WHERE loop_id = loops.id ORDER BY bar))")
+
 # Sidecar fields that are not loops columns, and loops columns that are not sidecar fields.
 _SIDECAR_ONLY = {"chords", "sidecar_version"}
 LOOP_COLUMNS = tuple(k for k in FIELDS if k not in _SIDECAR_ONLY) + ("sidecar",)
@@ -62,7 +72,9 @@ LOOP_COLUMNS = tuple(k for k in FIELDS if k not in _SIDECAR_ONLY) + ("sidecar",)
 
 # -- opening ----------------------------------------------------------------------------------
 class Catalog:
-    """A catalog root and its open SQLite connection (``db``: a ``sqlite_utils.Database``).
+    """A catalog root and its open SQLite connection (``conn``; ``db``: the same connection as a
+    ``sqlite_utils.Database``, made on first use, so that a command that only reads, such as
+    ``farm match``, does not spend ~50 ms importing sqlite-utils).
 
     ``readonly=True`` opens ``catalog.db`` with ``mode=ro`` (no write is possible);
     ``create=False`` refuses to create a catalog that is not there yet; ``untouched=True`` (with
@@ -102,7 +114,7 @@ class Catalog:
                 # the catalog reads as well immutable.
                 self._open_readonly(True)
                 self._check_is_catalog(empty_ok=False)
-            conn = self.db.conn
+            conn = self.conn
             self._check_health()
             conn.execute("PRAGMA query_only = ON")
             # mode=ro keeps catalog.db unchanged, but ATTACH (and VACUUM INTO, which attaches)
@@ -113,9 +125,8 @@ class Catalog:
             raise _cannot_write(self.path, OSError(0, _why_not_writable(self.root)))
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path)
-            conn.execute("PRAGMA busy_timeout = 10000")
-            self.db = sqlite_utils.Database(conn)
+            self.conn = sqlite3.connect(self.path)
+            self.conn.execute("PRAGMA busy_timeout = 10000")
         except (OSError, sqlite3.Error) as err:
             raise _cannot_write(self.path, err) from None
         if exists:  # an existing file is written only once it reads as a catalog
@@ -124,16 +135,34 @@ class Catalog:
         try:
             self._setup()
         except (OSError, sqlite3.Error) as err:
-            self.db.close()
+            self.conn.close()
             if _disk_full(self.root):
                 err = OSError(0, "no space left on device")
             raise _cannot_write(self.path, err) from None
+
+    _db = None
+
+    @property
+    def db(self):
+        """The connection as a ``sqlite_utils.Database``."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
+    def query(self, sql: str, params: Sequence | dict = ()):
+        """Rows of ``sql`` as dicts (what ``sqlite_utils.Database.query`` gives)."""
+        cursor = self.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield dict(zip(names, row))
 
     def _open_readonly(self, immutable: bool) -> None:
         conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro" + ("&immutable=1" if immutable else ""),
                                uri=True)
         conn.execute("PRAGMA busy_timeout = 10000")
-        self.db = sqlite_utils.Database(conn)
+        self.conn, self._db = conn, None
 
     def _check_is_catalog(self, empty_ok: bool) -> None:
         """FarmError (the connection closed) unless ``catalog.db`` is SQLite with a ``loops`` table.
@@ -142,9 +171,9 @@ class Catalog:
         be created, which only a caller that creates catalogs may fill in.
         """
         try:
-            tables = {r[0] for r in self.db.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.OperationalError as err:  # "unable to open database file": not a verdict on the file
-            self.db.close()
+            self.conn.close()
             if _disk_full(self.root):
                 raise _cannot_write(self.path, OSError(0, "no space left on device")) from None
             raise FarmError(f"cannot open: {err}", file=self.path) from None
@@ -155,22 +184,22 @@ class Catalog:
                 return
             reason = ("an empty file" if self.path.stat().st_size == 0
                       else "an SQLite database without a loops table")
-        self.db.close()
+        self.conn.close()
         raise FarmError(f"not a Loop Farm catalog ({reason})", file=self.path)
 
     def _check_health(self) -> None:
         """FarmError (the connection closed) for a foreign schema, a newer version, or damage."""
         from farm.catalog.health import damage, schema_problems, stamp_matches
 
-        problems = schema_problems(self.db.conn)
+        problems = schema_problems(self.conn)
         if not problems and self.verify and (self.verify == "always" or not stamp_matches(self.path)):
-            problems = damage(self.db.conn, quick=True)
+            problems = damage(self.conn, quick=True)
         if problems:
-            self.db.close()
+            self.conn.close()
             raise FarmError(problems[0], file=self.path)
 
     def _setup(self) -> None:
-        conn = self.db.conn
+        conn = self.conn
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         # WAL + NORMAL survives any crash of the process; a power cut may lose the last commits,
@@ -178,7 +207,7 @@ class Catalog:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            self.db.executescript(SCHEMA_PATH.read_text(encoding="utf-8"))
+            conn.executescript(SCHEMA_PATH.read_text(encoding="utf-8"))
             for table, columns in ADDED_COLUMNS.items():
                 have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
                 for name, kind in columns.items():
@@ -190,12 +219,14 @@ class Catalog:
             conn.create_function("fp_pack", 1, pack_json, deterministic=True)
             conn.execute("UPDATE loops SET fp_packed = fp_pack(fingerprint) WHERE fp_packed IS NULL "
                          "AND fingerprint IS NOT NULL")
-            self.db.executescript(INDEXES_AFTER_COLUMNS)
+            conn.execute(f"UPDATE loops SET harmony = {HARMONY_SQL} WHERE harmony IS NULL")
+            conn.execute("DROP INDEX IF EXISTS loops_match")  # schema 4's, which the covering index replaces
+            conn.executescript(INDEXES_AFTER_COLUMNS)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.commit()  # the UPDATE opened a transaction: the schema change is whole or not at all
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
         if not self.readonly and self.path.is_file():
             from farm.catalog.health import write_stamp
 
@@ -217,12 +248,12 @@ class Catalog:
         """
         validate_sidecar(sidecar)
         with self.db.atomic():
-            inserted = self.db.execute("SELECT 1 FROM loops WHERE id = ?", [sidecar["id"]]).fetchone() is None
+            inserted = self.conn.execute("SELECT 1 FROM loops WHERE id = ?", [sidecar["id"]]).fetchone() is None
             if inserted:
                 self.db["loops"].insert(loop_row(sidecar))
                 self.db["chords"].insert_all(chord_rows(sidecar))
             if task_id is not None:
-                self.db.execute(
+                self.conn.execute(
                     "UPDATE tasks SET status = 'done', finished_at = ? WHERE id = ?",
                     [utc_now(), task_id])
         return inserted
@@ -251,13 +282,13 @@ class Catalog:
 
     # -- reading ------------------------------------------------------------------------------
     def has_loop(self, loop_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM loops WHERE id = ?", [loop_id]).fetchone() is not None
+        return self.conn.execute("SELECT 1 FROM loops WHERE id = ?", [loop_id]).fetchone() is not None
 
     def resolve_ids(self, ids: Iterable[str]) -> list[str]:
         """Full loop ids from ids or unique prefixes (at least 6 characters); FarmError otherwise."""
         out = []
         for given in ids:
-            found = [r[0] for r in self.db.execute(
+            found = [r[0] for r in self.conn.execute(
                 "SELECT id FROM loops WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
                 [given, given + "\uffff"])] if len(given) >= 6 else []
             if given in found:
@@ -275,7 +306,7 @@ class Catalog:
         """Run one SQL statement; ``(column names, rows)``. Errors become one FarmError line,
         which quotes the statement, or names ``source`` (the file it came from) when given."""
         try:
-            cursor = self.db.conn.execute(query, params or {})
+            cursor = self.conn.execute(query, params or {})
             rows = cursor.fetchall()
         except sqlite3.ProgrammingError as err:
             raise FarmError(str(err), file=self.path, field="sql") from None
@@ -292,14 +323,15 @@ class Catalog:
         """Everything about one loop: its row, chords, reviews, children, and the state of its
         audio file (``file``) and sidecar (``sidecar_file``)."""
         (loop_id,) = self.resolve_ids([loop_id])
-        row = next(self.db.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
+        row = next(self.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
         row.pop("fp_packed", None)  # farm match's binary copy of the fingerprint, which the row holds as JSON
+        row.pop("harmony", None)  # farm match's copy of the chords, shown as chords
         row["params"] = json.loads(row["params"]) if row["params"] else {}
         row["chords"] = self.loop_chords(loop_id)
-        row["reviews"] = list(self.db.query(
+        row["reviews"] = list(self.query(
             "SELECT status, previous_status, reason, reviewer, reviewed_at FROM reviews "
             "WHERE loop_id = ? ORDER BY id", [loop_id]))
-        row["children"] = [r["id"] for r in self.db.query(
+        row["children"] = [r["id"] for r in self.query(
             "SELECT id FROM loops WHERE parent_id = ? ORDER BY id", [loop_id])]
         audio = self.root / row["path"]
         row["file"] = ("missing" if not audio.is_file()
@@ -315,7 +347,7 @@ class Catalog:
         field from the row and its chord rows."""
         from farm.sidecar import SIDECAR_VERSION
 
-        row = next(self.db.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
+        row = next(self.query("SELECT * FROM loops WHERE id = ?", [loop_id]))
         data = {k: row[k] for k in FIELDS if k in row}
         data["params"] = json.loads(row["params"]) if row["params"] else {}
         data["tags"] = row["tags"].split()
@@ -326,14 +358,14 @@ class Catalog:
 
     def loop_chords(self, loop_id: str) -> list[dict]:
         """A loop's chord rows bar by bar, as its sidecar holds them (``pitch_classes`` a list)."""
-        return [dict(c, pitch_classes=json.loads(c["pitch_classes"])) for c in self.db.query(
+        return [dict(c, pitch_classes=json.loads(c["pitch_classes"])) for c in self.query(
             "SELECT bar, symbol, roman, root_pc, pitch_classes, bass_pc, start_s, end_s "
             "FROM chords WHERE loop_id = ? ORDER BY bar", [loop_id])]
 
     def stats(self) -> dict:
         """Counts a person wants before reviewing: loops by status, style, part, key; batches."""
-        one = lambda q: self.db.execute(q).fetchone()  # noqa: E731
-        groups = lambda col: dict(self.db.execute(  # noqa: E731
+        one = lambda q: self.conn.execute(q).fetchone()  # noqa: E731
+        groups = lambda col: dict(self.conn.execute(  # noqa: E731
             f"SELECT {col}, count(*) FROM loops GROUP BY {col} ORDER BY count(*) DESC, {col}").fetchall())
         total, seconds = one("SELECT count(*), coalesce(sum(duration_s), 0) FROM loops")
         out = {
@@ -346,16 +378,16 @@ class Catalog:
             "by_part": groups("part"),
             "by_operation": groups("operation"),
             "by_key": groups("key"),
-            "reject_reasons": dict(self.db.execute(
+            "reject_reasons": dict(self.conn.execute(
                 "SELECT substr(reject_reason, 1, instr(reject_reason || ':', ':') - 1) AS reason, "
                 "count(*) FROM loops WHERE status = 'rejected' GROUP BY reason "
                 "ORDER BY count(*) DESC").fetchall()),
             "reviews": one("SELECT count(*) FROM reviews")[0],
             "batches": [],
         }
-        for batch in self.db.query("SELECT id, status, started_at, finished_at FROM batches "
+        for batch in self.query("SELECT id, status, started_at, finished_at FROM batches "
                                    "ORDER BY started_at DESC, id DESC LIMIT 5"):
-            batch["tasks"] = dict(self.db.execute(
+            batch["tasks"] = dict(self.conn.execute(
                 "SELECT status, count(*) FROM tasks WHERE batch_id = ? GROUP BY status ORDER BY status",
                 [batch["id"]]).fetchall())
             out["batches"].append(batch)
@@ -381,7 +413,7 @@ class Catalog:
         """A loop's sidecar, read and validated; None when the file is missing (``farm check``
         reports that). A sidecar that cannot be read, is not a valid sidecar or names another
         loop is a FarmError naming the file."""
-        (sidecar,) = self.db.execute("SELECT sidecar FROM loops WHERE id = ?", [loop_id]).fetchone()
+        (sidecar,) = self.conn.execute("SELECT sidecar FROM loops WHERE id = ?", [loop_id]).fetchone()
         path = self.root / sidecar
         if not path.exists():
             return None
@@ -455,11 +487,18 @@ def loop_row(sidecar: dict) -> dict:
     row["tags"] = " ".join(sidecar["tags"])
     row["fingerprint"] = json.dumps(sidecar["fingerprint"]) if sidecar.get("fingerprint") else None
     row["fp_packed"] = pack(sidecar["fingerprint"]) if sidecar.get("fingerprint") else None
+    row["harmony"] = harmony_text(sidecar["chords"])
     row["sidecar"] = sidecar_path(sidecar["path"]).as_posix()
     # The machine checks' verdict as catalogued (a sidecar adopted after a person's decision
     # no longer tells it: its loop counts as passed unless it is rejected).
     row["machine_status"] = "rejected" if sidecar["status"] == "rejected" else "pending"
     return row
+
+
+def harmony_text(chords: Sequence[dict]) -> str | None:
+    """``loops.harmony`` of a sidecar's chords: what :data:`HARMONY_SQL` makes of its chord rows."""
+    bars = sorted(chords, key=lambda c: c["bar"])
+    return ";".join(f"{json.dumps(list(c['pitch_classes']))}|{c['bass_pc']}" for c in bars) or None
 
 
 def chord_rows(sidecar: dict) -> list[dict]:

@@ -25,10 +25,17 @@ _SAME_BPM = 1e-6
 
 # The columns a candidate needs; its chords as "[pcs]|bass;..." bar by bar, its band energies.
 _COLUMNS = ("id, name, part, role, patch, key, key_tonic, key_mode, bpm, meter, bars, operation, status, progression, "
-            "style, sample_rate, lufs, parent_id, "
-            "(SELECT group_concat(x, ';') FROM (SELECT pitch_classes || '|' || bass_pc AS x FROM chords "
-            "WHERE loop_id = loops.id ORDER BY bar)) AS harmony, "
+            "style, sample_rate, lufs, parent_id, {harmony} AS harmony, "
             "json_extract(fingerprint, '$.energy') AS energy")
+
+
+def harmony_column(cat) -> str:
+    """``loops.harmony``; in a catalog of schema 4 read before any write open has added it, the
+    subquery it is a copy of."""
+    from farm.catalog.store import HARMONY_SQL
+
+    have = {r[1] for r in cat.conn.execute("PRAGMA table_info(loops)")}
+    return "harmony" if "harmony" in have else HARMONY_SQL
 
 
 @dataclass
@@ -106,7 +113,8 @@ def load_query(cat, loop_id: str) -> Query:
     (loop_id,) = cat.resolve_ids([loop_id])
     from farm.fingerprint import unpack
 
-    row = next(cat.db.query(f"SELECT {_COLUMNS}, fp_packed FROM loops WHERE id = ?", [loop_id]))
+    columns = _COLUMNS.format(harmony=harmony_column(cat))
+    row = next(cat.query(f"SELECT {columns}, fp_packed FROM loops WHERE id = ?", [loop_id]))
     onsets, energy = unpack(row["fp_packed"]) if row["fp_packed"] else (None, None)
     return Query(row, parse_bars(row["harmony"]), scale_mask(row["key_tonic"], row["key_mode"]), onsets, energy)
 
@@ -138,7 +146,7 @@ def match(catalog_root: str | Path, loop_id: str, *, role: str | None = None, li
 
 
 def _none_found(cat, loop_id: str, role: str | None) -> str:
-    if role and not cat.db.execute("SELECT 1 FROM loops WHERE part = ? OR role = ? LIMIT 1", [role, role]).fetchone():
+    if role and not cat.conn.execute("SELECT 1 FROM loops WHERE part = ? OR role = ? LIMIT 1", [role, role]).fetchone():
         return f"no catalogued loop has the part or role {role!r}"
     row = cat.loop(loop_id)
     what = f"{role} loop" if role else "loop of another part"
@@ -163,36 +171,43 @@ def candidates(cat, query: Query, role: str | None, exclude: set[str],
     else:
         where.append("part != ?")
         params.append(q["part"])
-    cursor = cat.db.execute(
-        "SELECT id, part, operation, bpm, parent_id, params, fp_packed, (SELECT group_concat(x, ';') FROM "
-        "(SELECT pitch_classes || '|' || bass_pc AS x FROM chords WHERE loop_id = loops.id ORDER BY bar)) "
-        f"FROM loops WHERE {' AND '.join(where)} ORDER BY id", params)
+    cursor = cat.conn.execute(
+        f"SELECT id, part, operation, bpm, parent_id, params, fp_packed, {harmony_column(cat)} "
+        f"FROM loops WHERE {' AND '.join(where)}", params)  # in index order: rank() orders by score, then id
+    rows = [r for r in cursor if r[0] not in exclude] if exclude else cursor.fetchall()
+    if not rows:
+        return Candidates([], [], np.zeros(0), np.zeros(0, dtype=int), np.zeros(0, dtype=bool))
+    ids, parts, operations, bpms, parents, op_params, packed, chords = (list(c) for c in zip(*rows))
+    moved = (np.abs(np.asarray(bpms, dtype=np.float64) - q["bpm"]) > _SAME_BPM).tolist()
+    # Harmony is scored once per distinct (progression, may transpose) and shared by every loop
+    # that has it: a catalog has few progressions and many loops of each.
     q_drums = q["part"] == "drums" or not query.bars
     shifts_all = tuple(range(-MAX_SEMITONES, MAX_SEMITONES + 1))
-    memo: dict[tuple[str, bool], tuple[int, float]] = {}
-    ids, parts, harmony, semitones, retempo, packed, perms = [], [], [], [], [], [], {}
-    for loop_id, part, operation, bpm, parent_id, op_params, blob, chords in cursor:
-        if loop_id in exclude:
-            continue
-        bars = parse_bars(chords)
-        drums = part == "drums" or not bars
-        moved = abs(bpm - q["bpm"]) > _SAME_BPM
-        h, shift = float("nan"), 0
-        if not (drums or q_drums):
-            if len(bars) != len(query.bars):
-                continue
-            key = (chords, drums or moved or operation != "render")
-            if key not in memo:
-                memo[key] = best_transposition(query.bars, bars, query.scale, (0,) if key[1] else shifts_all)
-            shift, h = memo[key]
-        if operation in ("pitch", "stretch") and not moved:
-            perms[(parent_id, operation, _param(operation, op_params))] = len(ids)
-        ids.append(loop_id)
-        parts.append(part)
-        harmony.append(h)
-        semitones.append(shift)
-        retempo.append(moved)
-        packed.append(blob)
+    memo: dict[tuple, tuple[int, float] | None] = {}
+
+    def fit(key: tuple) -> tuple[int, float] | None:  # (semitones, harmony); None: a different length
+        if key not in memo:
+            is_drums, text, fixed = key
+            bars = parse_bars(text)
+            if is_drums or not bars or q_drums:
+                memo[key] = (0, float("nan"))
+            elif len(bars) != len(query.bars):
+                memo[key] = None
+            else:
+                memo[key] = best_transposition(query.bars, bars, query.scale, (0,) if fixed else shifts_all)
+        return memo[key]
+
+    fits = [fit((part == "drums", text, m or op != "render"))
+            for part, text, m, op in zip(parts, chords, moved, operations)]
+    keep = [i for i, f in enumerate(fits) if f is not None]
+    if len(keep) < len(rows):
+        ids, parts, operations, parents, op_params, packed, moved, fits = (
+            [col[i] for i in keep] for col in (ids, parts, operations, parents, op_params, packed, moved, fits))
+    perms = {(parents[i], op, _param(op, op_params[i])): i for i, op in enumerate(operations)
+             if op in ("pitch", "stretch") and not moved[i]}
+    semitones = [f[0] for f in fits]
+    harmony = [f[1] for f in fits]
+    retempo = moved
     found = Candidates(ids, parts, np.asarray(harmony), np.asarray(semitones, dtype=int), np.asarray(retempo, dtype=bool))
     found.score_prints(query, packed)
     found.drop_duplicate_sounds(cat, query, perms)
@@ -227,13 +242,17 @@ class Candidates:
             return
         raw = np.frombuffer(b"".join(packed[i] for i in rows), dtype=np.uint8).reshape(len(rows), size)
         energy = raw[:, 2:14].copy().view("<f4").astype(np.float64)
-        onsets = raw[:, 14:].reshape(len(rows), 3, -1).astype(np.float64) / 255.0
-        q_onsets, q_energy = query.onsets.astype(np.float64), query.energy.astype(np.float64)
+        # Onsets are bytes (0-255 for 0-1): dot products and norms of the bytes are exact integers,
+        # and a cosine does not see the /255.
+        onsets = raw[:, 14:].reshape(len(rows), 3, -1).astype(np.int32)
+        q_onsets = np.rint(query.onsets * 255.0).astype(np.int32)
+        q_energy = query.energy.astype(np.float64)
         idx = np.asarray(rows)
         self.spectrum[idx] = 1.0 - np.minimum(energy, q_energy).sum(axis=1)
         low = _cosines(onsets[:, 0], q_onsets[0])
         upper = 1.0 - _cosines(onsets[:, 1] + onsets[:, 2], q_onsets[1] + q_onsets[2])
-        lock = np.asarray([locks(query.row["part"], self.parts[i]) for i in rows])
+        lock_of = {part: locks(query.row["part"], part) for part in set(self.parts)}
+        lock = np.asarray([lock_of[self.parts[i]] for i in rows])
         self.rhythm[idx] = np.where(lock, low, upper)
 
     def drop_duplicate_sounds(self, cat, query: Query, perms: dict) -> None:
@@ -241,19 +260,26 @@ class Candidates:
         parent's transform (scored from the parent, so a kit does not change once what it made
         exists); one that was rejected is not offered again."""
         q = query.row
-        rejected = {(p, op, _param(op, params)) for p, op, params in cat.db.execute(
+        rejected = {(p, op, _param(op, params)) for p, op, params in cat.conn.execute(
             "SELECT parent_id, operation, params FROM loops WHERE operation IN ('pitch', 'stretch') AND "
-            "status = 'rejected' AND meter = ? AND bars = ? AND abs(bpm - ?) < ?",
-            [q["meter"], q["bars"], q["bpm"], _SAME_BPM])}
-        for i, loop_id in enumerate(self.ids):
-            offer = self.offer(i, q["bpm"])
-            if offer is None:
-                continue
-            key = (loop_id, offer[0], next(iter(offer[1].values())))
-            if key in rejected:
+            "status = 'rejected' AND bpm BETWEEN ? AND ? AND meter = ? AND bars = ?",  # a range: indexed
+            [q["bpm"] - _SAME_BPM, q["bpm"] + _SAME_BPM, q["meter"], q["bars"]])}
+        # Only a candidate named by a rejected or a catalogued permutation can change: look those up.
+        index = {loop_id: i for i, loop_id in enumerate(self.ids)}
+
+        def wants(key: tuple) -> int | None:  # the candidate whose offer is exactly ``key``
+            i = index.get(key[0])
+            offer = None if i is None else self.offer(i, q["bpm"])
+            return i if offer is not None and (offer[0], next(iter(offer[1].values()))) == key[1:] else None
+
+        for key in rejected:
+            i = wants(key)
+            if i is not None:
                 self.keep[i] = False
-            elif key in perms:
-                self.keep[perms[key]] = False  # offered by its parent
+        for key, j in perms.items():
+            i = wants(key)
+            if i is not None and key not in rejected:
+                self.keep[j] = False  # offered by its parent
                 self.exists[i] = True
 
     def offer(self, i: int, bpm: float) -> tuple[str, dict] | None:
@@ -275,8 +301,9 @@ class Candidates:
 
 
 def _cosines(rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(vector)
-    dots = rows @ vector
+    """Cosine of each of ``rows`` (integers) with ``vector``, clipped to 0-1 (0 for a silent row)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.int64) * float(np.dot(vector, vector)))
+    dots = (rows @ vector).astype(np.float64)
     return np.clip(np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0), 0.0, 1.0)
 
 
@@ -285,10 +312,15 @@ def rank(cat, query: Query, found: Candidates, limit: int) -> list[Match]:
     from farm.model import Key, canonical_json, content_id
 
     scores = found.scores()
-    order = sorted(np.flatnonzero(found.keep), key=lambda i: (-round(float(scores[i]), 12), found.ids[i]))[:limit]
+    kept = np.flatnonzero(found.keep)
+    if kept.size > limit:  # only those that can make the top: rounding moves a score by under 1e-12
+        floor = np.partition(scores[kept], kept.size - limit)[kept.size - limit]
+        kept = kept[scores[kept] >= floor - 1e-9]
+    order = sorted(kept, key=lambda i: (-round(float(scores[i]), 12), found.ids[i]))[:limit]
     out = []
+    columns = _COLUMNS.format(harmony=harmony_column(cat))
     for i in order:
-        row = next(cat.db.query(f"SELECT {_COLUMNS} FROM loops WHERE id = ?", [found.ids[i]]))
+        row = next(cat.query(f"SELECT {columns} FROM loops WHERE id = ?", [found.ids[i]]))
         nan = lambda x: None if np.isnan(x) else float(x)  # noqa: E731
         fit = Fit(nan(found.harmony[i]), nan(found.rhythm[i]), nan(found.spectrum[i]), int(found.semitones[i]),
                   round(query.row["bpm"], 3))
@@ -301,9 +333,7 @@ def rank(cat, query: Query, found: Candidates, limit: int) -> list[Match]:
         fit.why = explain(query, row, fit)
         key = row["key"]
         if fit.semitones:
-            from farm.permute.shift import transpose_key
-
-            key = transpose_key(Key(row["key_tonic"], row["key_mode"]), fit.semitones).short
+            key = Key(row["key_tonic"], row["key_mode"]).transposed(fit.semitones).short
         out.append(Match(row["id"], row["name"], row["part"], row["role"], row["patch"], key, fit.bpm,
                          row["operation"], fit, row.get("transform"), row))
     return out
