@@ -73,7 +73,7 @@ def run_night(code: Path, root: Path, workers: int, profile_dir: Path | None = N
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     conn = sqlite3.connect(f"file:{root / 'catalog.db'}?mode=ro", uri=True)
-    loops = dict(conn.execute("SELECT id, sha256 FROM loops").fetchall())
+    loops = {i: (sha, patch) for i, sha, patch in conn.execute("SELECT id, sha256, patch FROM loops")}
     conn.close()
     return {"workers": workers, "loops": len(loops), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "cpu_s_per_loop": round(cpu / len(loops), 4), "loops_per_min": round(len(loops) / wall * 60, 1),
@@ -171,7 +171,11 @@ def main() -> None:
                                   f"CPU s per loop, {result['loops_per_min']} loops/min", flush=True)
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=PROJECT, check=False)
-            same = runs[("baseline", 1)][0]["_audio"] == runs[("new", 1)][0]["_audio"]
+            old_audio, new_audio = runs[("baseline", 1)][0]["_audio"], runs[("new", 1)][0]["_audio"]
+            same = old_audio == new_audio
+            # Loops only one night has (a patch file changed: its loops are new loops, with new ids).
+            apart = {i: (old_audio.get(i) or new_audio.get(i))[1] for i in set(old_audio) ^ set(new_audio)}
+            changed = [i for i in set(old_audio) & set(new_audio) if old_audio[i] != new_audio[i]]
             med = {f"{n}_j{w}": {"cpu_s_per_loop": statistics.median(x["cpu_s_per_loop"] for x in v),
                                  "loops_per_min": statistics.median(x["loops_per_min"] for x in v),
                                  "loops": v[0]["loops"]} for (n, w), v in runs.items()}
@@ -181,10 +185,16 @@ def main() -> None:
             print(f"CPU per catalogued loop, -j 1: baseline {med['baseline_j1']['cpu_s_per_loop']:.3f} s, "
                   f"new {med['new_j1']['cpu_s_per_loop']:.3f} s: {cpu_ratio:.2f}x lower")
             print(f"-j 2 over -j 1, end to end: baseline {scale_old:.2f}x, new {scale_new:.2f}x")
-            print(f"same loop ids and audio sha256 as the baseline: {'yes' if same else 'NO'}")
+            if same:
+                print("same loop ids and audio sha256 as the baseline: yes")
+            else:
+                print(f"same loop ids and audio sha256 as the baseline: all but {len(apart)} loops that only one "
+                      f"night has (patches {', '.join(sorted(set(apart.values())))}), and {len(changed)} loops "
+                      f"with the same id and other audio")
             out["baseline"] = {"commit": args.baseline, "medians": med, "cpu_ratio": round(cpu_ratio, 2),
                                "scaling_new": round(scale_new, 2), "scaling_baseline": round(scale_old, 2),
-                               "same_audio": same,
+                               "same_audio": same, "loops_in_one_night_only": len(apart),
+                               "patches_of_those": sorted(set(apart.values())), "same_id_other_audio": len(changed),
                                "runs": {f"{n}_j{w}": [{k: v for k, v in x.items() if k != '_audio'} for x in xs]
                                         for (n, w), xs in runs.items()}}
     out["load_average_end"] = os.getloadavg()[0]
