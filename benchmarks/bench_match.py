@@ -75,7 +75,7 @@ def grow(root: Path, total: int, seed: int = 1) -> int:
                              batch_loops)
             conn.executemany("INSERT INTO chords (loop_id, bar, symbol, roman, root_pc, bass_pc, pitch_classes, "
                              "start_s, end_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch_chords)
-    from farm.catalog.store import HARMONY_SQL
+    from farm.catalog.rows import HARMONY_SQL
 
     with conn:  # the copies' loops.harmony, from their moved chords
         conn.execute(f"UPDATE loops SET harmony = {HARMONY_SQL}")

@@ -107,7 +107,7 @@ def test_a_catalog_from_before_loops_harmony_matches_the_same_and_gains_it_on_it
     """loops.harmony (schema 5) copies each loop's chords for farm match; a schema 4 catalog read
     as it is gives the same matches, and the next write open fills the column in from the chords."""
     from farm.catalog import Catalog
-    from farm.catalog.store import harmony_text
+    from farm.catalog.rows import harmony_text
     from farm.sidecar import read_sidecar
 
     query = chords_render(library)

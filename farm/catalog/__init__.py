@@ -8,7 +8,8 @@ Layout of a catalog root::
     logs/<batch id>/worker-<n>.log               what the batch workers printed
     cache/                                       previews the review room makes (never catalogued)
 
-``farm.catalog.store`` opens, migrates and writes it (the only writer's tools);
+``farm.catalog.store`` opens, migrates and writes it (the only writer's tools), with the rows
+``farm.catalog.rows`` makes of a sidecar;
 ``farm.catalog.decisions`` approves, rejects and undoes; ``farm.catalog.health`` checks and reconciles files and rows; ``farm.catalog.queries`` holds
 the saved queries and the functions the catalog commands wrap. Everything is importable from
 ``farm.catalog``; each module is loaded when one of its names is first asked for, so a command
@@ -23,8 +24,9 @@ _EXPORTS = {
                              "saved_queries", "show_loop", "sql_params", "undo"),
     "farm.catalog.decisions": ("ReviewResult", "default_reviewer"),
     "farm.catalog.store": ("ADDED_COLUMNS", "CACHE_DIR", "CATALOG_FILE", "KITS_DIR", "INDEXES_AFTER_COLUMNS",
-                           "LOOP_COLUMNS", "MACHINE_STATUS_SQL", "PROJECT_DIR", "QUERIES_DIR", "SCHEMA_PATH",
-                           "SCHEMA_VERSION", "Catalog", "chord_rows", "loop_row", "read_loop_audio"),
+                           "MACHINE_STATUS_SQL", "PROJECT_DIR", "QUERIES_DIR", "SCHEMA_PATH", "SCHEMA_VERSION",
+                           "Catalog", "read_loop_audio"),
+    "farm.catalog.rows": ("HARMONY_SQL", "LOOP_COLUMNS", "chord_rows", "harmony_text", "loop_row"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

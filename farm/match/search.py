@@ -32,7 +32,7 @@ _COLUMNS = ("id, name, part, role, patch, key, key_tonic, key_mode, bpm, meter, 
 def harmony_column(cat) -> str:
     """``loops.harmony``; in a catalog of schema 4 read before any write open has added it, the
     subquery it is a copy of."""
-    from farm.catalog.store import HARMONY_SQL
+    from farm.catalog.rows import HARMONY_SQL
 
     have = {r[1] for r in cat.conn.execute("PRAGMA table_info(loops)")}
     return "harmony" if "harmony" in have else HARMONY_SQL
