@@ -157,7 +157,9 @@ class ClusterPool:
         pending = as_completed([], loop=self.client.loop)
 
         def top_up():
-            while queue and len(futures) < self._slots(banned):
+            # Not while a result waits to be read: a failing node fails fast, and would be handed
+            # the next task before its third failure is counted. Reading the result tops up again.
+            while queue and len(futures) < self._slots(banned) and not any(f.done() for f in futures):
                 pending.add(submit(queue.popleft()))
 
         top_up()
