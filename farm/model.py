@@ -56,8 +56,8 @@ class Key:
         of fifths (the tests check it against music21 for every key), so naming a transposed key
         does not load music21."""
         pc = (self.tonic_pc + semitones) % 12
-        names = [letter + accidental for letter, at in _LETTER_PC.items()
-                 for accidental, step in (("", 0), ("#", 1), ("b", -1)) if (at + step) % 12 == pc]
+        names = [name for name in (letter + accidental for letter in "CDEFGAB" for accidental in ("", "#", "b"))
+                 if note_name_to_pc(name) == pc]
         flats = _SIGNATURE_MODE[self.mode] == "minor"
 
         def cost(name: str):
@@ -70,7 +70,6 @@ class Key:
 # Sharps in the signature of each tonic letter's major key (an accidental on the tonic moves it
 # by seven); the other modes sit a fixed number of fifths below major.
 _LETTER_SHARPS = {"F": -1, "C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5}
-_LETTER_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _SIGNATURE_MODE = {"major": "major", "minor": "minor", "harmonic_minor": "minor", "dorian": "dorian"}
 _MODE_SHARPS = {"major": 0, "minor": -3, "dorian": -2}
 

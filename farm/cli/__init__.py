@@ -29,7 +29,6 @@ COMMANDS = {
     "farm.cli.reaper": ("doctor", "reaper", "patch"),
     "farm.cli.nodes": ("node", "bundle", "import"),
 }
-COMMAND_MODULES = tuple(COMMANDS)
 _MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import click
 
 from farm import catalog as cat
-from farm.cli import root_option  # noqa: F401 (farm.cli.catalog.root_option, as before)
+from farm.cli import root_option
 from farm.errors import FarmError, unknown_name
-
 
 
 def _format_options(f):

@@ -75,13 +75,15 @@ def _round(x):
 
 @dataclass
 class Query:
-    """The loop matched against: its row fields, bars, key scale mask and fingerprint."""
+    """The loop matched against: its row fields, bars, key scale mask and fingerprint, and the
+    catalog's SQL for a loop's chords (:func:`harmony_column`)."""
 
     row: dict
     bars: tuple[Bar, ...]
     scale: int
     onsets: np.ndarray | None
     energy: np.ndarray | None
+    harmony_sql: str = "harmony"
 
 
 @lru_cache(maxsize=65536)
@@ -113,10 +115,11 @@ def load_query(cat, loop_id: str) -> Query:
     (loop_id,) = cat.resolve_ids([loop_id])
     from farm.fingerprint import unpack
 
-    columns = _COLUMNS.format(harmony=harmony_column(cat))
-    row = next(cat.query(f"SELECT {columns}, fp_packed FROM loops WHERE id = ?", [loop_id]))
+    harmony = harmony_column(cat)
+    row = next(cat.query(f"SELECT {_COLUMNS.format(harmony=harmony)}, fp_packed FROM loops WHERE id = ?", [loop_id]))
     onsets, energy = unpack(row["fp_packed"]) if row["fp_packed"] else (None, None)
-    return Query(row, parse_bars(row["harmony"]), scale_mask(row["key_tonic"], row["key_mode"]), onsets, energy)
+    return Query(row, parse_bars(row["harmony"]), scale_mask(row["key_tonic"], row["key_mode"]), onsets, energy,
+                 harmony)
 
 
 def find_matches(cat, loop_id: str, *, role: str | None = None, limit: int = 10,
@@ -172,7 +175,7 @@ def candidates(cat, query: Query, role: str | None, exclude: set[str],
         where.append("part != ?")
         params.append(q["part"])
     cursor = cat.conn.execute(
-        f"SELECT id, part, operation, bpm, parent_id, params, fp_packed, {harmony_column(cat)} "
+        f"SELECT id, part, operation, bpm, parent_id, params, fp_packed, {query.harmony_sql} "
         f"FROM loops WHERE {' AND '.join(where)}", params)  # in index order: rank() orders by score, then id
     rows = [r for r in cursor if r[0] not in exclude] if exclude else cursor.fetchall()
     if not rows:
@@ -244,8 +247,8 @@ class Candidates:
         energy = raw[:, 2:14].copy().view("<f4").astype(np.float64)
         # Onsets are bytes (0-255 for 0-1): dot products and norms of the bytes are exact integers,
         # and a cosine does not see the /255.
-        onsets = raw[:, 14:].reshape(len(rows), 3, -1).astype(np.int32)
-        q_onsets = np.rint(query.onsets * 255.0).astype(np.int32)
+        onsets = raw[:, 14:].reshape(len(rows), 3, -1).astype(np.int64)
+        q_onsets = np.rint(query.onsets * 255.0).astype(np.int64)
         q_energy = query.energy.astype(np.float64)
         idx = np.asarray(rows)
         self.spectrum[idx] = 1.0 - np.minimum(energy, q_energy).sum(axis=1)
@@ -318,7 +321,7 @@ def rank(cat, query: Query, found: Candidates, limit: int) -> list[Match]:
         kept = kept[scores[kept] >= floor - 1e-9]
     order = sorted(kept, key=lambda i: (-round(float(scores[i]), 12), found.ids[i]))[:limit]
     out = []
-    columns = _COLUMNS.format(harmony=harmony_column(cat))
+    columns = _COLUMNS.format(harmony=query.harmony_sql)
     for i in order:
         row = next(cat.query(f"SELECT {columns} FROM loops WHERE id = ?", [found.ids[i]]))
         nan = lambda x: None if np.isnan(x) else float(x)  # noqa: E731

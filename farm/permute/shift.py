@@ -18,8 +18,8 @@ from functools import lru_cache
 import numpy as np
 
 from farm.errors import FarmError
-from farm.model import ChordLabel, Key, Template, loop_samples
-from farm.theory import music21_key, music21_spelling, spell_name
+from farm.model import MODES, ChordLabel, Key, Template, loop_samples
+from farm.theory import music21_spelling, spell_name
 
 DEFAULT_SEMITONES = 2  # shifts of -2, -1, +1, +2
 DEFAULT_BPM_STEPS = 5  # stretches of -5 .. +5 BPM
@@ -104,13 +104,12 @@ def stretch_to_bpm(audio: np.ndarray, template: Template, bpm: float, sample_rat
 
 
 # -- labels -------------------------------------------------------------------------------------
-_SIGNATURE_MODE = {"major": "major", "minor": "minor", "harmonic_minor": "minor", "dorian": "dorian"}
 _NOTE = re.compile(r"^[A-G](?:#+|b+)?$")
 
 
 def transpose_key(k: Key, semitones: int) -> Key:
     """``k`` moved by ``semitones`` (:meth:`farm.model.Key.transposed`); FarmError for an unknown mode."""
-    if k.mode not in _SIGNATURE_MODE:
+    if k.mode not in MODES:
         raise FarmError(f"unknown mode {k.mode!r}", field="key.mode")
     return k.transposed(semitones)
 
