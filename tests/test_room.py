@@ -142,7 +142,11 @@ def wait_for(browser, script: str, timeout: float = 30.0):
             return value
         time.sleep(0.1)
     said = browser.execute_script("return document.getElementById('message').textContent")
-    raise AssertionError(f"timed out waiting for: {script}; the page says: {said!r}")
+    state = browser.execute_script(  # what a rare CI time-out would need to be understood
+        "return {playing: room.playing, sources: room.sources.length, error: room.lastError || null, "
+        "audio: Object.entries(room.contexts).map(([rate, c]) => rate + ':' + c.state), "
+        "detail: room.detail && room.detail.id, matches: room.matches && room.matches.length}")
+    raise AssertionError(f"timed out waiting for: {script}; the page says: {said!r}; the room: {state}")
 
 
 def press(browser, key: str):
