@@ -371,6 +371,24 @@ def test_a_token_guards_every_request_and_read_only_serves_no_write(library):
     assert code == 0 and "review room stopped" in out  # Ctrl-C stops it cleanly
 
 
+def test_the_room_imports_nothing_once_its_url_is_printed(library):
+    """A Ctrl-C that lands inside an import is swallowed by Python: everything serving needs is
+    imported before the URL is printed, so a Ctrl-C right after it stops the room."""
+    code = ("import os, signal, sys, threading, time\n"
+            "from farm.room import serve\n"
+            "def announce(line):\n"
+            "    if 'review room for' in line:\n"
+            "        known = set(sys.modules)\n"
+            "        def later():\n"
+            "            time.sleep(2)\n"
+            "            print('LATE', sorted(set(sys.modules) - known), flush=True)\n"
+            "            os.kill(os.getpid(), signal.SIGINT)\n"
+            "        threading.Thread(target=later, daemon=True).start()\n"
+            f"serve({str(library)!r}, port=0, announce=announce)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "LATE []" in out, out
+
+
 def test_a_host_beyond_loopback_gets_a_token_printed(library):
     server = Room(library, "--host", "0.0.0.0")
     try:

@@ -52,6 +52,14 @@ def serve(root: str | Path = "library", *, host: str = "127.0.0.1", port: int = 
     except OSError as err:  # the listening socket is made here: its failure is one line, not a log
         reason = str(err.strerror or err).split(" (while")[0]
         raise FarmError(f"cannot listen on {host}:{port}: {reason}", field="--port") from None
+    # What uvicorn would import once serving (its protocols, its event loop) is imported before the
+    # URL is printed: a Ctrl-C that lands inside an import is swallowed by Python, and one sent
+    # right after the URL appeared was lost that way now and then.
+    config.load()
+    if hasattr(config, "get_loop_factory"):  # uvicorn 0.36 and later
+        config.get_loop_factory()
+    else:
+        config.setup_event_loop()
     bound_port = sockets[0].getsockname()[1]
     if bound_port != port:  # --port 0: the system chose one
         app.hosts |= {h.replace(f":{port}", f":{bound_port}") for h in app.hosts}
