@@ -586,7 +586,7 @@ def test_farm_permute_catalogues_labelled_permutations_with_lineage_once(catalog
 
     from click.testing import CliRunner
 
-    from farm.audio import read_audio
+    from farm.audio import integrated_lufs, read_audio, true_peak_dbtp
     from farm.catalog import check_catalog
     from farm.cli import main
     from farm.model import loop_content_id
@@ -617,6 +617,9 @@ def test_farm_permute_catalogues_labelled_permutations_with_lineage_once(catalog
         chords = rows(root, "SELECT * FROM chords WHERE loop_id = ? ORDER BY bar", [child["id"]])
         audio, sr = read_audio(root / child["path"])
         assert audio.shape == (2, child["samples"]) and sr == parent["sample_rate"]
+        # the loudness and true peak the catalog keeps are the written file's
+        assert child["lufs"] == pytest.approx(integrated_lufs(audio, sr), abs=1e-3)
+        assert child["true_peak_db"] == pytest.approx(true_peak_dbtp(audio), abs=1e-3)
         # the words a loop is found by follow its own labels, not its parent's
         tags = child["tags"].split()
         assert {child["key"], f"{child['bpm']:g}bpm", child["patch"], child["operation"]} <= set(tags)

@@ -75,7 +75,8 @@ def prepare(cat, parent_id: str, operation: str, params: dict) -> Prepared:
     perm = Permutation(parent_id, operation, params, derived_id(parent_id, operation, params))
     made = make_permutation(parent, perm, target_lufs=target_lufs)
     reason = machine_check(made.audio, sr, expected_samples=made.template.loop_samples(sr), target_lufs=target_lufs,
-                           expected_channels=int(row["channels"]), limits=QALimits()) or made.reject_reason
+                           lufs=made.lufs, expected_channels=int(row["channels"]),
+                           limits=QALimits()) or made.reject_reason
     return Prepared(parent, perm, made, target_lufs, reason)
 
 

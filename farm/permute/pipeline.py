@@ -238,6 +238,8 @@ class Made:
     reject_reason: str | None = None
     patch: object = None  # repatch: the new farm.patches.Patch
     renderer: tuple[str, str] | None = None  # repatch: (name, version)
+    lufs: float | None = None  # integrated loudness of ``audio``, as finishing measured it
+    true_peak_db: float | None = None  # its true peak, dBTP
 
 
 def make_permutation(parent: Parent, perm: Permutation, *, target_lufs: float,
@@ -274,8 +276,8 @@ def make_permutation(parent: Parent, perm: Permutation, *, target_lufs: float,
         return _repatch(parent, perm, backend)
     else:
         raise FarmError(f"unknown operation {perm.operation!r}", field="ops")
-    out, _lufs, _tp = normalise_loudness(out, sr, target_lufs, ceiling_dbtp=TRUE_PEAK_CEILING_DBTP)
-    return Made(out, new, reason)
+    out, lufs, tp = normalise_loudness(out, sr, target_lufs, ceiling_dbtp=TRUE_PEAK_CEILING_DBTP)
+    return Made(out, new, reason, lufs=lufs, true_peak_db=tp)
 
 
 def _repatch(parent: Parent, perm: Permutation, backend) -> Made:
@@ -294,7 +296,8 @@ def _repatch(parent: Parent, perm: Permutation, backend) -> Made:
                         field="renderer")
     job = RenderJob(parent.template, parent.template_dir, parent.info["part"], patch, parent.sample_rate)
     [loop] = render_loops([job], backend)
-    return Made(loop.audio, parent.template, None, patch, (loop.renderer, loop.renderer_version))
+    return Made(loop.audio, parent.template, None, patch, (loop.renderer, loop.renderer_version),
+                loop.lufs, loop.true_peak_db)
 
 
 # -- planning (in the process holding the catalog) ----------------------------------------------
@@ -443,7 +446,10 @@ def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made,
         patch_name, patch_hash, target_lufs = made.patch.name, made.patch.content_hash, made.patch.target_lufs
         renderer, renderer_version = made.renderer
         midi = info["midi"]  # a repatch plays the same MIDI
-    lufs = integrated_lufs(made.audio, sr)
+    # The figures finishing measured (as a render's sidecar has them): measuring the written audio
+    # again cost a splice a fifth of its CPU and agrees to float rounding.
+    lufs = made.lufs if made.lufs is not None else integrated_lufs(made.audio, sr)
+    true_peak = made.true_peak_db if made.true_peak_db is not None else true_peak_dbtp(made.audio, sr)
     reason = machine_check(made.audio, sr, expected_samples=tpl.loop_samples(sr), target_lufs=target_lufs,
                            lufs=lufs, expected_channels=int(info["channels"]),
                            limits=limits or QALimits()) or made.reject_reason
@@ -456,7 +462,7 @@ def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made,
         id=perm.id, name=name, template_id=info["template_id"], parent_id=info["id"],
         operation=perm.operation, params=perm.params, part=info["part"], role=role, patch=patch_name,
         patch_hash=patch_hash, renderer=renderer, renderer_version=renderer_version, lufs=float(lufs),
-        true_peak_db=float(true_peak_dbtp(made.audio, sr)), midi=midi,
+        true_peak_db=float(true_peak), midi=midi,
         status="rejected" if reason else "pending", reject_reason=reason,
         tags=list(dict.fromkeys(tags)), batch_id=batch_id, **template_labels(tpl, sr))
 
