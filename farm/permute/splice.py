@@ -194,14 +194,15 @@ def splice_audio(
     out_starts = [loop_samples(k, template.meter, template.bpm, sample_rate) for k in range(len(order) + 1)]
     total = out_starts[-1]
 
-    # Source sample index for every output sample: each new bar reads its source bar from its start.
-    index = np.empty(total, dtype=np.int64)
+    # Each new bar is its source bar copied from the bar's start (round the loop end if need be).
+    # Slices, not one index array: audio[:, index] is also Fortran order, which made every later
+    # pass over the splice (loudness, peaks, features) several times slower.
+    out = np.empty((audio.shape[0], total), dtype=np.float32)
     for k, bar in enumerate(order):
-        lo, hi = out_starts[k], out_starts[k + 1]
-        index[lo:hi] = starts[bar - 1] + np.arange(hi - lo)
-    index %= n
-    out = audio.take(index, axis=1)  # C order: audio[:, index] is Fortran order, which made every later
-    #                                  pass over the splice (loudness, peaks, features) several times slower
+        lo, hi, at = out_starts[k], out_starts[k + 1], starts[bar - 1] % n
+        head = min(hi - lo, n - at)
+        out[:, lo:lo + head] = audio[:, at:at + head]
+        out[:, lo + head:hi] = audio[:, :hi - lo - head]
 
     fade_out, fade_in, offsets = equal_power_fades(crossfade_ms, sample_rate)
     for k, bar in enumerate(order):
