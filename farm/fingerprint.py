@@ -50,6 +50,8 @@ class Fingerprint:
 def fingerprint(audio: np.ndarray, sample_rate: int, bpm: float, beats: float) -> Fingerprint:
     """The onset fingerprint of a loop ``(channels, samples)`` that lasts ``beats`` quarter notes
     at ``bpm`` (its samples are exactly ``beats * 60 / bpm * sample_rate``, as every loop's are)."""
+    import scipy.fft  # here: `farm match` reads fingerprints and must start fast
+
     x = np.asarray(audio, dtype=np.float64)
     mono = x.mean(axis=0) if x.ndim == 2 else x
     n = mono.shape[0]
@@ -62,12 +64,13 @@ def fingerprint(audio: np.ndarray, sample_rate: int, bpm: float, beats: float) -
     size = 1 << max(8, math.ceil(math.log2(width)))
     window = np.hanning(width + 2)[1:-1]
     freqs = np.fft.rfftfreq(size, 1.0 / sample_rate)
-    masks = [(freqs >= lo) & (freqs < hi) for lo, hi in BANDS_HZ]
-    energy = np.zeros((len(BANDS_HZ), steps))
+    # every step windowed into one row (zero-padded to ``size``), all rows transformed at once
+    frames = np.zeros((steps, size))
     for k in range(steps):
         seg = mono[edges[k]:edges[k + 1]]
-        spectrum = np.abs(np.fft.rfft(seg * window[:seg.shape[0]], n=size)) ** 2
-        energy[:, k] = [spectrum[m].sum() for m in masks]
+        frames[k, :seg.shape[0]] = seg * window[:seg.shape[0]]
+    spectrum = np.abs(scipy.fft.rfft(frames, axis=1, workers=1)) ** 2
+    energy = np.stack([spectrum[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in BANDS_HZ])
     # levels in dB, floored 30 dB under each band's loudest step: a rise in a band that is nearly
     # silent there (a hat's faint low end between kicks) is not an onset of that band
     floor = np.maximum(energy.max(axis=1, keepdims=True) * 10 ** (-RANGE_DB / 10), _FLOOR)
