@@ -165,6 +165,12 @@ def run_batch(config: BatchConfig | None = None, *, resume: bool = False, root: 
     return summary
 
 
+def _local_pool(catalog: Catalog, config: BatchConfig, batch_id: str) -> WorkerPool:
+    return WorkerPool(config.workers, root=catalog.root, backend=config.backend,
+                      backend_options=config.backend_options, plugins=config.plugins, qa=config.qa,
+                      log_dir=catalog.root / "logs" / batch_id, timeout_s=config.timeout_s)
+
+
 def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, str, int],
          resume_id: str | None, progress: bool) -> BatchSummary:
     db = catalog.db
@@ -198,6 +204,10 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
             catalog.add_patch(patch)
     pool: WorkerPool | None = None
     try:
+        if resume_id is None and not config.cluster.get("address"):
+            # A new night has loops to make: the workers start (interpreter, imports, warm
+            # renderer) while this process writes the templates, not after.
+            pool = _local_pool(catalog, config, batch_id)
         for stage in stages():
             planned = stage.task is not None and db.execute(
                 "SELECT 1 FROM tasks WHERE batch_id = ? AND stage = ? LIMIT 1", [batch_id, stage.name]).fetchone()
@@ -219,10 +229,7 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
                                    qa=config.qa, timeout_s=config.timeout_s,
                                    shared_root=bool(config.cluster.get("shared_root")))
             elif todo and pool is None:
-                pool = WorkerPool(config.workers, root=catalog.root, backend=config.backend,
-                                  backend_options=config.backend_options, plugins=config.plugins,
-                                  qa=config.qa, log_dir=catalog.root / "logs" / batch_id,
-                                  timeout_s=config.timeout_s)
+                pool = _local_pool(catalog, config, batch_id)
             _run_stage(catalog, pool, config, batch_id, stage, todo, summary, progress)
     except KeyboardInterrupt:
         raise FarmError("interrupted; `farm batch --resume` finishes the batch", field="batch") from None
