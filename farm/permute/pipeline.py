@@ -156,6 +156,8 @@ class Parent:
     audio: np.ndarray | None = None
     sample_rate: int = 44100
     _onsets: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # each bar's chroma where its chord sounds alone (``measure_bleed``): the same for every splice
+    alone: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -260,7 +262,8 @@ def make_permutation(parent: Parent, perm: Permutation, *, target_lufs: float,
         out = splice_audio(audio, tpl, order, sr)
         new = splice_template(tpl, order)
         if parent.info["part"] != "drums":  # drums have no pitch classes to bleed
-            passed, why = bleed_verdict(measure_bleed(audio, out, tpl, order, sr, source_onsets=parent.onsets),
+            passed, why = bleed_verdict(measure_bleed(audio, out, tpl, order, sr, source_onsets=parent.onsets,
+                                                      alone=parent.alone),
                                         bleed_threshold)
             if not passed:
                 reason = f"splice bleed: {why}"

@@ -292,12 +292,14 @@ def measure_bleed(
     sample_rate: int,
     window_s: float = BLEED_WINDOW_S,
     source_onsets: np.ndarray | None = None,
+    alone: dict | None = None,
 ) -> list[CutBleed]:
     """The bleed at every cut of a splice (joints between bars that were not neighbours in the source).
 
     ``source``: the seamless parent loop; ``spliced``: ``splice_audio(source, template, bar_order, ...)``.
     Windows are ``window_s`` seconds (capped at a bar); chroma comes from ``farm.audio.chroma``.
-    ``source_onsets``: ``onset_samples(source, sample_rate)``, when already known.
+    ``source_onsets``: ``onset_samples(source, sample_rate)``, when already known. ``alone``: a
+    dict kept with ``source`` for all its splices, where each bar's chord-alone chroma is kept.
     """
     from farm.audio import chroma
 
@@ -313,9 +315,13 @@ def measure_bleed(
         chord = template.chords[bar - 1]
         at = out_template.bar_start_sample(k + 1, sample_rate)
         after = chroma(spliced, sample_rate, at, at + window)
-        alone = _chord_alone(source, template, bar, window, sample_rate, onsets)
+        alone_chroma = alone.get((bar, window)) if alone is not None else None
+        if alone_chroma is None:
+            alone_chroma = _chord_alone(source, template, bar, window, sample_rate, onsets)
+            if alone is not None:
+                alone[(bar, window)] = alone_chroma
         cuts.append(CutBleed(k + 1, prev_bar, bar, foreign_share(after, chord.pitch_classes),
-                             foreign_share(alone, chord.pitch_classes)))
+                             foreign_share(alone_chroma, chord.pitch_classes)))
     return cuts
 
 
