@@ -178,9 +178,10 @@ def test_drum_kits_strike_on_the_drum_notes_with_the_right_drum(templates, patch
 def test_each_drum_played_alone_is_the_same_through_the_kit_and_through_its_own_voice(templates, patch):
     """A kit is rendered one drum at a time (voice(N) as its own instrument, so a held voice
     computes one drum, not nine); every drum the kit maps, struck alone, gives what the whole kit
-    (its process, the instrument REAPER plays) gives, to within 1e-5 (-100 dBFS: libfaust
-    compiles the two in a different order), so playing drum by drum changes nothing but how
-    voices are shared between drums."""
+    (its process, the instrument REAPER plays) gives, to within 1e-4 (-80 dBFS), so playing drum
+    by drum changes nothing but how voices are shared between drums. libfaust's JIT orders the
+    arithmetic of the two differently, and for the host's CPU: most drums agree to 1e-7, but the
+    909's ringing rim shot carried one sample 1.1e-5 apart on an AVX-512 machine."""
     from farm.render import RenderJob
     from farm.render.dawdreamer import _play, drum_notes, faust_processor
     from farm.render.embedded import _Note
@@ -196,7 +197,7 @@ def test_each_drum_played_alone_is_the_same_through_the_kit_and_through_its_own_
         whole = _play(job, faust_processor(job), hits, total, strict=True)
         alone = _play(job, faust_processor(job, note), hits, total, strict=False)
         assert np.abs(whole).max() > 0.01, note
-        np.testing.assert_allclose(alone, whole, rtol=0, atol=1e-5, err_msg=f"note {note}")
+        np.testing.assert_allclose(alone, whole, rtol=0, atol=1e-4, err_msg=f"note {note}")
 
 
 # -- parameters ------------------------------------------------------------------------------------
