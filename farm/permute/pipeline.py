@@ -237,11 +237,11 @@ class Made:
 
     audio: np.ndarray
     template: Template
+    lufs: float  # integrated loudness of ``audio``, as finishing measured it
+    true_peak_db: float  # its true peak, dBTP
     reject_reason: str | None = None
     patch: object = None  # repatch: the new farm.patches.Patch
     renderer: tuple[str, str] | None = None  # repatch: (name, version)
-    lufs: float | None = None  # integrated loudness of ``audio``, as finishing measured it
-    true_peak_db: float | None = None  # its true peak, dBTP
 
 
 def make_permutation(parent: Parent, perm: Permutation, *, target_lufs: float,
@@ -280,7 +280,7 @@ def make_permutation(parent: Parent, perm: Permutation, *, target_lufs: float,
     else:
         raise FarmError(f"unknown operation {perm.operation!r}", field="ops")
     out, lufs, tp = normalise_loudness(out, sr, target_lufs, ceiling_dbtp=TRUE_PEAK_CEILING_DBTP)
-    return Made(out, new, reason, lufs=lufs, true_peak_db=tp)
+    return Made(out, new, lufs, tp, reason)
 
 
 def _repatch(parent: Parent, perm: Permutation, backend) -> Made:
@@ -299,8 +299,8 @@ def _repatch(parent: Parent, perm: Permutation, backend) -> Made:
                         field="renderer")
     job = RenderJob(parent.template, parent.template_dir, parent.info["part"], patch, parent.sample_rate)
     [loop] = render_loops([job], backend)
-    return Made(loop.audio, parent.template, None, patch, (loop.renderer, loop.renderer_version),
-                loop.lufs, loop.true_peak_db)
+    return Made(loop.audio, parent.template, loop.lufs, loop.true_peak_db, None, patch,
+                (loop.renderer, loop.renderer_version))
 
 
 # -- planning (in the process holding the catalog) ----------------------------------------------
@@ -435,7 +435,6 @@ def permutation_task(params: dict, worker=None, *, root: str | Path | None = Non
 def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made, *, target_lufs: float,
                       batch_id: str | None = None, limits=None) -> dict:
     """Machine-check a permutation, write its audio then its sidecar (each atomically); return the sidecar."""
-    from farm.audio import integrated_lufs, true_peak_dbtp
     from farm.model import loop_name
     from farm.patches import ROLES, load_patch
     from farm.qa import QALimits, machine_check
@@ -451,10 +450,8 @@ def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made,
         midi = info["midi"]  # a repatch plays the same MIDI
     # The figures finishing measured (as a render's sidecar has them): measuring the written audio
     # again cost a splice a fifth of its CPU and agrees to float rounding.
-    lufs = made.lufs if made.lufs is not None else integrated_lufs(made.audio, sr)
-    true_peak = made.true_peak_db if made.true_peak_db is not None else true_peak_dbtp(made.audio, sr)
     reason = machine_check(made.audio, sr, expected_samples=tpl.loop_samples(sr), target_lufs=target_lufs,
-                           lufs=lufs, expected_channels=int(info["channels"]),
+                           lufs=made.lufs, expected_channels=int(info["channels"]),
                            limits=limits or QALimits()) or made.reject_reason
     name = loop_name(tpl.bpm, info["part"], patch_name, tpl.key.short, perm.id)
     roles = load_patch(patch_name).roles if perm.operation == "repatch" else tuple(
@@ -464,8 +461,8 @@ def write_permutation(root: Path, parent: Parent, perm: Permutation, made: Made,
         root, loop_path(info["style"], name, info["format"]), made.audio, sr, info["format"],
         id=perm.id, name=name, template_id=info["template_id"], parent_id=info["id"],
         operation=perm.operation, params=perm.params, part=info["part"], role=role, patch=patch_name,
-        patch_hash=patch_hash, renderer=renderer, renderer_version=renderer_version, lufs=float(lufs),
-        true_peak_db=float(true_peak), midi=midi,
+        patch_hash=patch_hash, renderer=renderer, renderer_version=renderer_version, lufs=float(made.lufs),
+        true_peak_db=float(made.true_peak_db), midi=midi,
         status="rejected" if reason else "pending", reject_reason=reason,
         tags=list(dict.fromkeys(tags)), batch_id=batch_id, **template_labels(tpl, sr))
 

@@ -195,7 +195,7 @@ def splice_audio(
     total = out_starts[-1]
 
     # Each new bar is its source bar copied from the bar's start (round the loop end if need be).
-    # Slices, not one index array: audio[:, index] is also Fortran order, which made every later
+    # Slices, not one index array: audio[:, index] comes out in Fortran order, which made every later
     # pass over the splice (loudness, peaks, features) several times slower.
     out = np.empty((audio.shape[0], total), dtype=np.float32)
     for k, bar in enumerate(order):
