@@ -109,3 +109,10 @@ def _full_disk(atomic_path, flag: Path, suffix: str):
 
     full.full_disk = True
     return full
+
+
+def marking_task(params, worker):
+    """A task that only leaves ``<marker_dir>/began-<n>`` when a worker begins it."""
+    (Path(params["marker_dir"]) / f"began-{params['n']}").touch()
+    print(f"marking {params['n']}", flush=True)
+    return []

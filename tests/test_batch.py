@@ -800,3 +800,38 @@ def test_the_pool_reads_a_night_s_tasks_as_it_needs_them():
     queue.appendleft(first)  # a retry
     assert [queue.popleft().id for _ in range(3)] == [0, 1, 2]
     assert len(pulled) <= 11
+
+
+def test_a_worker_begins_its_next_task_while_the_writer_still_records_the_last(tmp_path, monkeypatch):
+    """The next task already waits in the worker's pipe: while the writer is still busy with one
+    result, the worker is running the next. Each task's log holds only its own lines, and every
+    task is begun (and counted) once."""
+    from farm.batch.pool import Task, WorkerPool
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    tasks = [Task(n, "render", f"out{n}", "hanging_backend:marking_task", {"marker_dir": str(marks), "n": n})
+             for n in range(1, 7)]
+    pool = WorkerPool(1, root=tmp_path, backend="embedded", backend_options={}, plugins=["hanging_backend"],
+                      qa=QALimits(), log_dir=tmp_path / "logs", timeout_s=60)
+    started, done, overlapped = [], {}, []
+
+    def on_done(task, result, log, seconds):
+        done[task.id] = log
+        if task.id < 6:  # the writer "busy" with this result until the worker begins the next
+            deadline = time.monotonic() + 30
+            while not (marks / f"began-{task.id + 1}").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            overlapped.append((marks / f"began-{task.id + 1}").exists())
+
+    try:
+        pool.run(tasks, max_attempts=1, on_start=lambda task, pid: started.append(task.id), on_done=on_done,
+                 on_error=lambda *a: pytest.fail(f"a task failed: {a}"))
+    finally:
+        pool.close()
+    assert started == [1, 2, 3, 4, 5, 6] and all(t.attempts == 1 for t in tasks)
+    # near the end of the queue a worker holds one task only: the last ones wait for nothing
+    assert overlapped[:3] == [True, True, True]
+    for n, log in done.items():
+        assert re.findall(r"\] task (\d+): ", log) == [str(n)] and f"marking {n}" in log

@@ -1,5 +1,6 @@
 """The worker pool: ``-j N`` worker processes, each task with its timeout, retries on a fresh
-worker, and the log excerpt of a failed one."""
+worker, and the log excerpt of a failed one. A worker holds its next task in its pipe while it
+runs one, so it never waits on the writer between tasks."""
 from __future__ import annotations
 
 import contextlib
@@ -27,6 +28,9 @@ WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOL
                  "MALLOC_TOP_PAD_": str(64 << 20)}
 AFFINITY_WINDOW = 256  # queued tasks a free worker looks through for one it is warm for
 WARM_KEYS = 64  # what a worker is remembered to have warm (its compiled patches, its parents)
+# Tasks a worker holds: the one it runs and the next, already in its pipe, so it starts that
+# the moment it finishes instead of idling while the writer catalogues its result and answers.
+AHEAD_PER_WORKER = 2
 
 
 def affinity(task: "Task") -> str | None:
@@ -92,7 +96,7 @@ class _Slot:
     conn: Any
     log_path: Path
     ready: bool = False
-    task: Task | None = None
+    tasks: deque = dataclasses.field(default_factory=deque)  # sent to it: the first runs, the rest wait
     timeout_s: float = 0.0
     started: float = 0.0
     deadline: float = math.inf
@@ -103,13 +107,19 @@ class _Slot:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def task(self) -> Task | None:
+        """The task the worker is running (its deadline, start and log are this one's)."""
+        return self.tasks[0] if self.tasks else None
+
 
 class WorkerPool:
     """``size`` worker processes with per-task deadlines (``timeout_s`` per loop of the task).
 
     concurrent.futures cannot kill one hung task; here each worker runs one task at a time over
     its own pipe, so a task past its deadline is stopped by killing exactly its worker (its
-    process group), and a fresh worker takes the slot.
+    process group), and a fresh worker takes the slot. The task waiting behind it in the pipe
+    goes back to the queue, never begun: no attempt counted.
     """
 
     def __init__(self, size: int, *, root: Path, backend: str, backend_options: dict,
@@ -155,14 +165,52 @@ class WorkerPool:
         slot.process.join(5)
         slot.conn.close()
 
-    def _log_excerpt(self, slot: _Slot) -> str:
+    def _log_excerpt(self, slot: _Slot, after: Task | None = None) -> str:
+        """What the worker logged since its running task began; with ``after`` (the task it
+        went on to), only up to that task's first line, and the log offset moves there."""
         try:
             with open(slot.log_path, "rb") as f:
                 f.seek(slot.log_offset)
-                text = f.read().decode("utf-8", "replace")
+                data = f.read()
         except OSError:
             return ""
-        return text[-LOG_EXCERPT_CHARS:]
+        end = len(data)
+        if after is not None:
+            at = data.find(f"] task {after.id}: ".encode())  # the worker's first line for a task
+            if at >= 0:
+                end = data.rfind(b"\n", 0, at) + 1
+            slot.log_offset += end
+        return data[:end].decode("utf-8", "replace")[-LOG_EXCERPT_CHARS:]
+
+    def _begin(self, slot: _Slot, task: Task, now: float, on_start: Callable[[Task, int], None]) -> None:
+        """``task``, first in the worker's pipe, is the one it runs now: an attempt, a deadline."""
+        task.attempts += 1
+        on_start(task, slot.pid)
+        slot.started = now
+        slot.timeout_s = self.timeout_s * task.size
+        slot.deadline = now + slot.timeout_s
+
+    def _hand_out(self, queue: TaskQueue, on_start: Callable[[Task, int], None]) -> None:
+        """Fill every ready worker's pipe: the task to run, and the next while plenty are queued
+        (near the end of a stage a second task would only wait behind the first)."""
+        for index, slot in enumerate(list(self.slots)):
+            while slot.ready and queue and (not slot.tasks or (
+                    len(slot.tasks) < AHEAD_PER_WORKER and len(queue.items) >= len(self.slots))):
+                task = self._next_task(queue, slot)
+                now = time.monotonic()
+                if not slot.tasks:
+                    slot.log_offset = slot.log_path.stat().st_size if slot.log_path.exists() else 0
+                try:
+                    slot.conn.send((task.id, task.function, task.params))
+                except OSError:  # the worker died: the task goes back, no attempt counted
+                    queue.appendleft(task)
+                    if not slot.tasks:  # an idle worker: a fresh one takes its place now
+                        self._kill(slot)
+                        self.slots[index] = self._spawn()
+                    break  # a busy one is reported dead by its process sentinel
+                slot.tasks.append(task)
+                if len(slot.tasks) == 1:
+                    self._begin(slot, task, now, on_start)
 
     def run(self, tasks: Iterable[Task], *, max_attempts: int,
             on_start: Callable[[Task, int], None],
@@ -170,29 +218,14 @@ class WorkerPool:
             on_error: Callable[[Task, str, str, float, bool], None]) -> None:
         """Run every task; the callbacks (in this process) record what happens.
 
-        ``on_error(task, error, log, seconds, final)``: ``final`` when the task has used its
-        ``max_attempts`` and is given up.
+        ``on_start(task, pid)`` when a worker begins a task (not when it is queued in the
+        worker's pipe behind another); ``on_error(task, error, log, seconds, final)``: ``final``
+        when the task has used its ``max_attempts`` and is given up.
         """
         queue = TaskQueue(tasks)
-        while queue or any(s.task for s in self.slots):
-            now = time.monotonic()
-            for slot in self.slots:
-                if slot.ready and slot.task is None and queue:
-                    task = self._next_task(queue, slot)
-                    task.attempts += 1
-                    on_start(task, slot.pid)
-                    slot.task, slot.started = task, now
-                    slot.timeout_s = self.timeout_s * task.size
-                    slot.deadline = now + slot.timeout_s
-                    slot.log_offset = slot.log_path.stat().st_size if slot.log_path.exists() else 0
-                    try:
-                        slot.conn.send((task.id, task.function, task.params))
-                    except OSError:  # the idle worker died: a fresh one takes the task, no attempt lost
-                        task.attempts -= 1
-                        queue.appendleft(task)
-                        self._kill(slot)
-                        self.slots[self.slots.index(slot)] = self._spawn()
-            busy = [s for s in self.slots if s.task or not s.ready]
+        while queue or any(s.tasks for s in self.slots):
+            self._hand_out(queue, on_start)
+            busy = [s for s in self.slots if s.tasks or not s.ready]
             timeout = max(0.0, min(s.deadline for s in busy) - time.monotonic()) if busy else None
             ready = wait_for([s.conn for s in busy] + [s.process.sentinel for s in busy], timeout)
             for index, slot in enumerate(list(self.slots)):
@@ -210,11 +243,15 @@ class WorkerPool:
                         self.close()
                         raise FarmError(f"a worker could not start: {payload}", field="backend")
                     if kind in ("done", "error", "stop") and slot.task and task_id == slot.task.id:
-                        task, seconds = slot.task, time.monotonic() - slot.started
-                        log = self._log_excerpt(slot)
-                        slot.task, slot.deadline = None, math.inf
-                        if kind == "stop":
+                        task, now = slot.tasks.popleft(), time.monotonic()
+                        seconds = now - slot.started
+                        log = self._log_excerpt(slot, after=slot.task)
+                        if kind == "stop":  # the next in its pipe stays pending, unbegun
                             raise RootNotWritable(task, payload, log, seconds)
+                        if slot.task:  # the worker went straight on to the next in its pipe
+                            self._begin(slot, slot.task, now, on_start)
+                        else:
+                            slot.deadline = math.inf
                         if kind == "done":
                             on_done(task, payload, log, seconds)
                         else:
@@ -234,6 +271,8 @@ class WorkerPool:
                 task, seconds, log = slot.task, time.monotonic() - slot.started, self._log_excerpt(slot)
                 self._kill(slot)
                 self.slots[index] = self._spawn()
+                for waiting in reversed(list(slot.tasks)[1:]):  # never begun: back in front, as they were
+                    queue.appendleft(waiting)
                 if task is not None:
                     self._failed(task, problem, log, seconds, max_attempts, queue, on_error)
 
