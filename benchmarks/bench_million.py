@@ -71,6 +71,8 @@ def run_sample(root: Path, templates: int) -> dict:
             workers = [c.memory_info().rss for c in writer.children(recursive=True)]
         except psutil.Error:
             break
+        if rss == 0:  # the writer has exited and not been reaped yet: nothing to measure
+            break
         peaks[batch.pid] = max(peaks.get(batch.pid, 0), rss)
         for child in writer.children(recursive=True):
             with_rss = child.memory_info().rss if child.is_running() else 0
