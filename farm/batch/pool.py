@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 from farm.errors import FarmError
 from farm.qa import QALimits
 from farm.batch.config import LOG_EXCERPT_CHARS, WORKER_START_TIMEOUT_S
-from farm.batch.worker import RootNotWritable, _worker_main
+from farm.batch.worker import TASK_MARK, RootNotWritable, _worker_main
 
 
 # glibc's allocator in workers: no mmap (and no trim) below 256 MB, 64 MB of heap to spare.
@@ -176,7 +176,7 @@ class WorkerPool:
             return ""
         end = len(data)
         if after is not None:
-            at = data.find(f"] task {after.id}: ".encode())  # the worker's first line for a task
+            at = data.find(TASK_MARK.format(after.id).encode())
             if at >= 0:
                 end = data.rfind(b"\n", 0, at) + 1
             slot.log_offset += end

@@ -149,6 +149,11 @@ def _worker_main(conn, parent_pid: int, log_path: str, root: str, backend: str, 
         print(f"worker {os.getpid()} stopped", flush=True)
 
 
+# A task's first line in the worker log, after its time stamp: the pool cuts each task's log
+# excerpt where the next task's begins.
+TASK_MARK = "] task {}: "
+
+
 def _serve(conn, worker: Worker) -> None:
     """Run tasks from ``conn`` until told to stop (``None``) or the writer is gone."""
     functions: dict[str, Callable] = {}
@@ -163,7 +168,7 @@ def _serve(conn, worker: Worker) -> None:
         loops = params.get("loops") or []
         what = (f"{loops[0].get('template_id', params.get('template_id', ''))} {loops[0]['part']} "
                 f"{loops[0]['patch']}" if len(loops) == 1 else f"{len(loops)} loops" if loops else "")
-        print(f"[{utc_now()}] task {task_id}: {task_fn} {what}", flush=True)
+        print(f"[{utc_now()}{TASK_MARK.format(task_id)}{task_fn} {what}", flush=True)
         try:
             if task_fn not in functions:
                 functions[task_fn] = _resolve(task_fn)
