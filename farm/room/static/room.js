@@ -13,6 +13,7 @@ const room = window.room = {
   config: null, filters: { status: "pending" }, offset: 0, limit: 50, page: null, index: -1, detail: null,
   contexts: {}, buffers: new Map(), sources: [], playing: false, startedAt: 0, undoStack: [], lastError: null,
   mixer: {},  // part -> {source: "loop:<id>" | "patch:<name>" | "", mute, solo}
+  loads: 0, matchesFor: null,  // the newest loop load wins; whose matches room.matches holds
 };
 
 async function api(path, options = {}) {
@@ -143,7 +144,10 @@ async function select(i) {
   const loop = room.page.loops[i];
   document.querySelectorAll("#rows li").forEach((li, j) => li.classList.toggle("current", j === i));
   document.querySelector("#rows li.current")?.scrollIntoView({ block: "nearest" });
-  room.detail = await api(withLock(`/api/loops/${loop.id}`));
+  const ticket = ++room.loads;
+  const detail = await api(withLock(`/api/loops/${loop.id}`));
+  if (ticket !== room.loads) return;  // a later selection won: show that one, not this
+  room.detail = detail;
   drawDetail();
   if (wasPlaying) play();
 }
@@ -197,12 +201,14 @@ function drawLineage() {
 
 // -- loops that fit, and kits (farm match, farm kit) ------------------------------------------
 async function drawMatches(id) {
-  $("matches").replaceChildren(el("li", {}, "…"));
-  $("loop-kits").replaceChildren();
-  room.matches = null;  // until this loop's arrive
+  if (room.matchesFor !== id) {  // another loop's matches go; the same loop's stay until the new ones arrive
+    $("matches").replaceChildren(el("li", {}, "…"));
+    $("loop-kits").replaceChildren();
+    room.matches = null; room.matchesFor = id;
+  }
   let found, kits;
   try { [found, kits] = await Promise.all([api(`/api/loops/${id}/matches?limit=6`), api(`/api/kits?loop=${id}`)]); }
-  catch (e) { $("matches").replaceChildren(el("li", {}, e.message)); return; }
+  catch (e) { $("matches").replaceChildren(el("li", {}, e.message)); room.matches = room.matchesFor = null; return; }
   if (room.detail.id !== id) return;  // moved on meanwhile
   room.matches = found;
   $("matches").replaceChildren(...(found.length ? found.map((m, i) => el("li", { "data-id": m.id, title: m.why.join("\n") },
@@ -268,10 +274,13 @@ function describe(operation, params) {
 }
 
 async function jump(id) {
+  if (room.detail && room.detail.id === id) return;  // already shown: keep it playing
   const i = room.page.loops.findIndex((l) => l.id === id);
   if (i >= 0) return select(i);
-  room.detail = await api(withLock(`/api/loops/${id}`));  // outside this page: show it anyway
-  room.index = -1; stop(); drawDetail();
+  const ticket = ++room.loads;
+  const detail = await api(withLock(`/api/loops/${id}`));  // outside this page: show it anyway
+  if (ticket !== room.loads) return;
+  room.detail = detail; room.index = -1; stop(); drawDetail();
 }
 
 // -- audio ------------------------------------------------------------------------------------
@@ -594,7 +603,12 @@ async function start() {
     $(id).addEventListener("change", async () => {
       $(id).blur();
       const wasPlaying = room.playing; stop();
-      try { room.detail = await api(withLock(`/api/loops/${room.detail.id}`)); drawDetail(); if (wasPlaying) play(); }
+      const ticket = ++room.loads;
+      try {
+        const detail = await api(withLock(`/api/loops/${room.detail.id}`));
+        if (ticket !== room.loads) return;
+        room.detail = detail; drawDetail(); if (wasPlaying) play();
+      }
       catch (e) { say(e.message, true); }
     });
   }
