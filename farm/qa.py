@@ -110,7 +110,7 @@ def onset_strength(audio: np.ndarray, sample_rate: int, n_fft: int = N_FFT, hop:
     not count. Circular: frame 0 follows the last frame.
     """
     mag = spectrogram if spectrogram is not None else magnitude_spectrogram(audio, n_fft, hop)
-    power = mag.astype(np.float64) ** 2
+    power = np.square(mag.astype(np.float64, copy=False))
     if power.shape[1] < 2:
         return np.zeros(power.shape[1])
     bands = mel_filterbank(sample_rate, n_fft) @ power
@@ -152,7 +152,7 @@ def spectral_centroid_hz(audio: np.ndarray, sample_rate: int, n_fft: int = N_FFT
                          spectrogram: np.ndarray | None = None) -> float:
     """Mean spectral centroid in Hz, each frame weighted by its magnitude (silence counts for nothing)."""
     spec = spectrogram if spectrogram is not None else magnitude_spectrogram(audio, n_fft, hop)
-    spec = spec.astype(np.float64)
+    spec = spec.astype(np.float64, copy=False)
     total = float(spec.sum())
     if total <= 0.0:
         return 0.0
@@ -163,8 +163,8 @@ def spectral_centroid_hz(audio: np.ndarray, sample_rate: int, n_fft: int = N_FFT
 def loop_features(audio: np.ndarray, sample_rate: int) -> LoopFeatures:
     """Level, onset count and brightness of a loop ``(channels, samples)`` at ``sample_rate`` Hz."""
     a = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-    finite = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-    spec = magnitude_spectrogram(finite)
+    finite = a if np.isfinite(a).all() else np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    spec = magnitude_spectrogram(finite).astype(np.float64)  # onsets and centroid both read it in float64
     return LoopFeatures(
         channels=int(a.shape[0]),
         samples=int(a.shape[1]),

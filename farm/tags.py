@@ -143,10 +143,10 @@ def flac_bytes(audio: np.ndarray, sample_rate: int, loop: dict | None = None) ->
     import soundfile
     from mutagen.flac import FLAC
 
-    from farm.audio import file_frames
+    from farm.audio import pcm24_frames
 
     buffer = io.BytesIO()
-    soundfile.write(buffer, file_frames(audio, "flac24"), int(sample_rate), format="FLAC", subtype="PCM_24")
+    soundfile.write(buffer, pcm24_frames(audio), int(sample_rate), format="FLAC", subtype="PCM_24")
     if loop is not None:
         buffer.seek(0)
         tagged = FLAC(buffer)

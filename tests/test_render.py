@@ -545,6 +545,43 @@ def test_integrated_lufs_agrees_with_pyloudnorm(rendered):
         assert integrated_lufs(sine, sr) == pytest.approx(-3.01, abs=0.1)
 
 
+def test_a_stereo_pair_is_k_weighted_bit_for_bit_as_each_channel_alone(rendered):
+    """The meter runs a stereo pair through its filter as one complex signal; each channel must
+    come out with exactly the bits of its own real filter, so loudness (and every gain set from
+    it) is what it was."""
+    from scipy.signal import sosfilt
+
+    from farm.audio import _k_weighted_power, _k_weighting
+
+    rng = np.random.default_rng(3)
+    loops = [read_audio(path) for path in rendered.values()]
+    loops.append((_pink(rng, 48000, 2.1), 48000))
+    for audio, sr in loops:
+        alone = [sosfilt(_k_weighting(sr), np.add(channel, 1e-20, dtype=np.float64)) ** 2 for channel in audio]
+        assert np.array_equal(_k_weighted_power(audio, sr), np.stack(alone))
+
+
+def test_a_24_bit_flac_holds_the_integers_libsndfile_would_make(rendered):
+    """Loops are quantised to 24 bits before libsndfile sees them: the file must be byte for byte
+    the one libsndfile writes from the floats itself, at full scale, past it, and on rounding ties."""
+    import io
+
+    from farm.audio import file_frames
+    from farm.tags import flac_bytes
+
+    def libsndfile_flac(audio):
+        buffer = io.BytesIO()
+        soundfile.write(buffer, file_frames(audio, "flac24"), 44100, format="FLAC", subtype="PCM_24")
+        return buffer.getvalue()
+
+    ties = (np.arange(-40, 40, dtype=np.float32) + np.float32(0.5)) / np.float32(1 << 23)
+    edges = np.array([1.0, -1.0, 0.99999994, -0.99999994, 1.7, -2.5, 0.0, -0.0, 1e-30], dtype=np.float32)
+    cases = [read_audio(path)[0] for path in rendered.values()]
+    cases += [np.stack([ties, ties[::-1]]), np.stack([edges, -edges]), cases[0] * np.float32(1.6), cases[0][:1]]
+    for audio in cases:
+        assert flac_bytes(audio, 44100) == libsndfile_flac(audio)
+
+
 def test_screened_true_peak_is_the_exhaustive_one(template_dir, backend, rendered):
     """Interpolated points are computed only where bounds say they could matter; the result is
     the same as computing every point, on raw renders (before any gain) and on finished loops."""
