@@ -30,6 +30,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -210,6 +211,15 @@ def key_spelling(tonic: str, mode: str) -> str:
 
 @lru_cache(maxsize=256)
 def _key_spelling(tonic: str, mode: str) -> str:
+    key = f"key\t{tonic}\t{mode}"
+    known = _spellings().get(key)
+    if known is None:
+        known = _music21_key_spelling(tonic, mode)
+        _spellings().put(key, known)
+    return known
+
+
+def _music21_key_spelling(tonic: str, mode: str) -> str:
     from music21 import pitch as m21pitch
 
     sharps = music21_key(tonic, mode).sharps
@@ -223,6 +233,17 @@ def _key_spelling(tonic: str, mode: str) -> str:
     return tonic
 
 
+@lru_cache(maxsize=1)
+def _spellings():
+    """music21's answers kept between runs (``farm.memo``), for this theory code and this music21."""
+    from pathlib import Path
+
+    from farm.memo import DiskMemo, version_of
+
+    here = Path(__file__).resolve().parent
+    return DiskMemo("spellings", version_of(here / "theory.py", here / "model.py", packages=("music21",)))
+
+
 @lru_cache(maxsize=8192)
 def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
     """Realise ``roman`` in the key ``tonic`` ``mode`` with music21 and label it.
@@ -233,6 +254,17 @@ def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
     music21 cannot read the figure, when the chord's intervals are not a quality this project can
     name with a symbol, or when a ``maj`` roman's chord has no major seventh.
     """
+    key = f"{roman}\t{tonic}\t{mode}"
+    known = _spellings().get(key)
+    if known is not None:
+        return ChordSpelling(**{**known, "pitch_classes": tuple(known["pitch_classes"]),
+                                "names": tuple(known["names"])})
+    spelling = _spell_chord(roman, tonic, mode)
+    _spellings().put(key, dataclasses.asdict(spelling))
+    return spelling
+
+
+def _spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
     from music21 import roman as m21roman
 
     figure = music21_figure(roman)
@@ -277,6 +309,15 @@ def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
 @lru_cache(maxsize=256)
 def scale_names(tonic: str, mode: str) -> tuple[str, ...]:
     """The seven spelled notes of the scale of ``mode`` on ``tonic`` (music21 scales)."""
+    key = f"scale\t{tonic}\t{mode}"
+    known = _spellings().get(key)
+    if known is None:
+        known = _music21_scale_names(tonic, mode)
+        _spellings().put(key, list(known))
+    return tuple(known)
+
+
+def _music21_scale_names(tonic: str, mode: str) -> tuple[str, ...]:
     from music21 import scale as m21scale
 
     cls = {

@@ -767,6 +767,29 @@ def test_same_rules_and_seed_give_the_same_bytes_in_a_fresh_process(tmp_path):
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
 
 
+def test_music21_answers_kept_on_disk_make_the_same_templates_and_labels(tmp_path):
+    """music21's spellings are kept between runs (farm.memo). A fresh process reading them makes
+    the very templates music21 makes (a template's id hashes every label: symbol, roman, pitch
+    classes, bass) without importing music21; a damaged cache file is passed over."""
+    script = DIGEST + "print('music21', 'music21' in sys.modules)\n"
+
+    def run(cache) -> tuple[list[str], bool]:
+        env = dict(os.environ, FARM_CACHE_DIR=str(cache), CI="true")
+        out = subprocess.run([sys.executable, "-c", script, *STYLES], capture_output=True, text=True, env=env,
+                             cwd=ROOT, check=True).stdout.splitlines()
+        return out[:-1], out[-1] == "music21 True"
+
+    by_music21, imported = run("off")
+    assert imported and len(by_music21) == 2 * len(STYLES)
+    cache = tmp_path / "cache"
+    assert run(cache) == (by_music21, True)  # asked music21, kept its answers
+    assert [p.name.split("-")[0] for p in cache.iterdir()] == ["spellings"]
+    assert run(cache) == (by_music21, False)  # read them back: music21 not even imported
+    for kept in cache.iterdir():
+        kept.write_text("{damaged", encoding="utf-8")
+    assert run(cache) == (by_music21, True)
+
+
 def test_generate_function_and_cli_write_count_templates_from_seed(tmp_path, monkeypatch):
     monkeypatch.setenv("FARM_PROGRESS", "always")  # the bar, as on a terminal
     rules = load_rules(find_rules("pop-ballad"))

@@ -70,14 +70,28 @@ def check_dsp(path: Path) -> None:
     _check_dsp(str(path), st.st_mtime_ns, st.st_size)
 
 
+@lru_cache(maxsize=1)
+def _parsed():
+    """Sources libfaust has parsed without a mistake, kept between runs (``farm.memo``): the
+    answer depends on the text and on DawDreamer's libfaust and libraries, nothing else."""
+    from farm.memo import DiskMemo, version_of
+
+    return DiskMemo("faust-parsed", version_of(packages=("dawdreamer",)))
+
+
 @lru_cache(maxsize=128)
 def _check_dsp(path: str, _mtime: int, _size: int) -> None:
+    import hashlib
+
+    source = Path(path).read_text(encoding="utf-8")
+    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+    if _parsed().get(digest):
+        return
     try:
         from dawdreamer.faust import createLibContext, destroyLibContext
         from dawdreamer.faust.box import boxFromDSP
     except ImportError:
         raise FarmError(DAWDREAMER_HINT, file=path, field="faust.dsp") from None
-    source = Path(path).read_text(encoding="utf-8")
     createLibContext()  # a fresh context per parse: libfaust keeps global state between them
     try:
         boxFromDSP(source)
@@ -85,6 +99,7 @@ def _check_dsp(path: str, _mtime: int, _size: int) -> None:
         raise dsp_error(path, str(err)) from None
     finally:
         destroyLibContext()
+    _parsed().put(digest, True)
 
 
 def dsp_error(path: str | Path, message: str, line_offset: int = 1) -> FarmError:
