@@ -133,6 +133,36 @@ def test_an_unknown_plugin_parameter_suggests_the_closest(tmp_path, templates):
     _render_fails(patch, templates["synthwave"], tmp_path, "did you mean 'filter_cutoff'?", "plugin.params.filter_cutof")
 
 
+@needs_amsynth
+def test_a_plugins_probe_is_rendered_twice_unless_it_matches_the_one_kept_from_an_earlier_run(
+        tmp_path, monkeypatch):
+    """Two fresh instances must render the test phrase alike; the second render may be one kept
+    from an earlier run (farm.memo), so a warm start loads one probe instance instead of two. A
+    kept digest that no longer matches (a new plugin binary) means two fresh renders again."""
+    from farm.render import plugin
+
+    monkeypatch.setenv("FARM_CACHE_DIR", str(tmp_path / "cache"))
+    patch = load_patch(_plugin_patch(tmp_path / "p", f'path = "{AMSYNTH}"'))
+    loaded = []
+    real = plugin._instance
+    monkeypatch.setattr(plugin, "_instance", lambda *a, **k: loaded.append(a[2]) or real(*a, **k))
+
+    def check() -> list[str]:
+        loaded.clear()
+        plugin._CHECKED.clear()
+        plugin._probes.cache_clear()  # as a fresh process reads the kept digests
+        plugin.check_deterministic(patch)
+        plugin._probes().save()
+        return list(loaded)
+
+    assert check() == ["probe0", "probe1"]  # nothing kept yet: two fresh instances agree
+    assert check() == ["probe0"]  # the kept digest is the second render
+    kept = next((tmp_path / "cache").glob("plugin-probes-*.json"))
+    kept.write_text(json.dumps({k: "0" * 64 for k in json.loads(kept.read_text())}))
+    assert check() == ["probe0", "probe1"]  # it no longer matches: two fresh renders decide
+    assert check() == ["probe0"]
+
+
 @needs_zyn
 def test_a_plugin_that_renders_differently_each_time_is_refused(tmp_path, templates):
     _render_fails(_plugin_patch(tmp_path / "p", f'path = "{ZYN}"'), templates["synthwave"], tmp_path,
