@@ -31,7 +31,10 @@ def cache_dir() -> Path | None:
         return None
     if value:
         return Path(value)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loopfarm"
+    try:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loopfarm"
+    except RuntimeError:  # no home to find: keep nothing
+        return None
 
 
 def version_of(*sources: Path, packages: tuple[str, ...] = ()) -> str:
