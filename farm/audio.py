@@ -419,7 +419,7 @@ def pcm24_frames(audio: np.ndarray) -> np.ndarray:
 
     libsndfile's float to 24-bit FLAC is ``x * 2^23``, rounded to nearest (ties to even) and
     clipped to the 24-bit range; done here with numpy it gives the same integers, and libFLAC gets
-    them without libsndfile's per-sample float conversion (a 24-bit FLAC is written 10 % faster).
+    them without libsndfile's per-sample float conversion (a 24-bit FLAC is written about 12 % faster).
     """
     scaled = np.multiply(_as_2d(audio).T, np.float32(1 << 23), dtype=np.float32)  # exact: a power of 2
     np.rint(scaled, out=scaled)

@@ -211,12 +211,7 @@ def key_spelling(tonic: str, mode: str) -> str:
 
 @lru_cache(maxsize=256)
 def _key_spelling(tonic: str, mode: str) -> str:
-    key = f"key\t{tonic}\t{mode}"
-    known = _spellings().get(key)
-    if known is None:
-        known = _music21_key_spelling(tonic, mode)
-        _spellings().put(key, known)
-    return known
+    return _remembered(f"key\t{tonic}\t{mode}", lambda: _music21_key_spelling(tonic, mode), _name)
 
 
 def _music21_key_spelling(tonic: str, mode: str) -> str:
@@ -244,6 +239,51 @@ def _spellings():
     return DiskMemo("spellings", version_of(here / "theory.py", here / "model.py", packages=("music21",)))
 
 
+def _remembered(key: str, ask, from_kept, to_kept=lambda answer: answer):
+    """music21's answer for ``key``: the one kept from an earlier run when there is one (checked
+    back into its type: an entry of the wrong shape is asked again), else ``ask()``, then kept."""
+    known = _spellings().get(key)
+    if known is not None:
+        try:
+            return from_kept(known)
+        except (TypeError, KeyError, ValueError):
+            pass
+    answer = ask()
+    _spellings().put(key, to_kept(answer))
+    return answer
+
+
+def _name(value) -> str:
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return value
+
+
+def _pc(value) -> int:
+    if not isinstance(value, int) or not 0 <= value < 12:
+        raise ValueError(value)
+    return value
+
+
+def _names(values, count: int | None = None) -> tuple[str, ...]:
+    if not isinstance(values, list) or (count is not None and len(values) != count):
+        raise ValueError(values)
+    return tuple(_name(v) for v in values)
+
+
+def _scale(values) -> tuple[str, ...]:
+    return _names(values, 7)
+
+
+def _chord_spelling(kept: dict) -> ChordSpelling:
+    pcs = kept["pitch_classes"]
+    if not isinstance(pcs, list) or not pcs:
+        raise ValueError(pcs)
+    return ChordSpelling(roman=_name(kept["roman"]), symbol=_name(kept["symbol"]), root_pc=_pc(kept["root_pc"]),
+                         pitch_classes=tuple(_pc(v) for v in pcs), bass_pc=_pc(kept["bass_pc"]),
+                         names=_names(kept["names"], len(pcs)), bass_name=_name(kept["bass_name"]))
+
+
 @lru_cache(maxsize=8192)
 def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
     """Realise ``roman`` in the key ``tonic`` ``mode`` with music21 and label it.
@@ -254,14 +294,8 @@ def spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
     music21 cannot read the figure, when the chord's intervals are not a quality this project can
     name with a symbol, or when a ``maj`` roman's chord has no major seventh.
     """
-    key = f"{roman}\t{tonic}\t{mode}"
-    known = _spellings().get(key)
-    if known is not None:
-        return ChordSpelling(**{**known, "pitch_classes": tuple(known["pitch_classes"]),
-                                "names": tuple(known["names"])})
-    spelling = _spell_chord(roman, tonic, mode)
-    _spellings().put(key, dataclasses.asdict(spelling))
-    return spelling
+    return _remembered(f"{roman}\t{tonic}\t{mode}", lambda: _spell_chord(roman, tonic, mode), _chord_spelling,
+                       dataclasses.asdict)
 
 
 def _spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
@@ -309,12 +343,7 @@ def _spell_chord(roman: str, tonic: str, mode: str) -> ChordSpelling:
 @lru_cache(maxsize=256)
 def scale_names(tonic: str, mode: str) -> tuple[str, ...]:
     """The seven spelled notes of the scale of ``mode`` on ``tonic`` (music21 scales)."""
-    key = f"scale\t{tonic}\t{mode}"
-    known = _spellings().get(key)
-    if known is None:
-        known = _music21_scale_names(tonic, mode)
-        _spellings().put(key, list(known))
-    return tuple(known)
+    return _remembered(f"scale\t{tonic}\t{mode}", lambda: _music21_scale_names(tonic, mode), _scale, list)
 
 
 def _music21_scale_names(tonic: str, mode: str) -> tuple[str, ...]:

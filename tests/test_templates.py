@@ -770,7 +770,7 @@ def test_same_rules_and_seed_give_the_same_bytes_in_a_fresh_process(tmp_path):
 def test_music21_answers_kept_on_disk_make_the_same_templates_and_labels(tmp_path):
     """music21's spellings are kept between runs (farm.memo). A fresh process reading them makes
     the very templates music21 makes (a template's id hashes every label: symbol, roman, pitch
-    classes, bass) without importing music21; a damaged cache file is passed over."""
+    classes, bass) without importing music21; a damaged cache file, or an entry of the wrong shape, is passed over."""
     script = DIGEST + "print('music21', 'music21' in sys.modules)\n"
 
     def run(cache) -> tuple[list[str], bool]:
@@ -785,8 +785,11 @@ def test_music21_answers_kept_on_disk_make_the_same_templates_and_labels(tmp_pat
     assert run(cache) == (by_music21, True)  # asked music21, kept its answers
     assert [p.name.split("-")[0] for p in cache.iterdir()] == ["spellings"]
     assert run(cache) == (by_music21, False)  # read them back: music21 not even imported
-    for kept in cache.iterdir():
-        kept.write_text("{damaged", encoding="utf-8")
+    kept = next(cache.iterdir())
+    entries = json.loads(kept.read_text(encoding="utf-8"))
+    kept.write_text(json.dumps({key: {"roman": 5} for key in entries}), encoding="utf-8")  # the wrong shapes
+    assert run(cache) == (by_music21, True)
+    kept.write_text("{damaged", encoding="utf-8")
     assert run(cache) == (by_music21, True)
 
 

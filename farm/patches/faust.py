@@ -85,7 +85,7 @@ def _check_dsp(path: str, _mtime: int, _size: int) -> None:
 
     source = Path(path).read_text(encoding="utf-8")
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
-    if _parsed().get(digest):
+    if _parsed().get(digest) is True:
         return
     try:
         from dawdreamer.faust import createLibContext, destroyLibContext

@@ -208,7 +208,10 @@ async function drawMatches(id) {
   }
   let found, kits;
   try { [found, kits] = await Promise.all([api(`/api/loops/${id}/matches?limit=6`), api(`/api/kits?loop=${id}`)]); }
-  catch (e) { $("matches").replaceChildren(el("li", {}, e.message)); room.matches = room.matchesFor = null; return; }
+  catch (e) {
+    if (room.matchesFor === id) { $("matches").replaceChildren(el("li", {}, e.message)); room.matches = room.matchesFor = null; }
+    return;
+  }
   if (room.detail.id !== id) return;  // moved on meanwhile
   room.matches = found;
   $("matches").replaceChildren(...(found.length ? found.map((m, i) => el("li", { "data-id": m.id, title: m.why.join("\n") },
