@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 # Spectral analysis frame: 2048 samples (46 ms at 44.1 kHz), hop 512 (11.6 ms).
 N_FFT = 2048
@@ -87,7 +85,10 @@ def magnitude_spectrogram(audio: np.ndarray, n_fft: int = N_FFT, hop: int = HOP)
     padded = np.concatenate([ring[-half:], mono, ring[:n_fft]])
     frames_view = sliding_window_view(padded, n_fft)[::hop][:frames]  # no copy until the window
     window = np.hanning(n_fft).astype(np.float32)
-    # scipy's FFT: it transforms many frames at once, 3-4x faster than numpy's here (same to float32 rounding)
+    # scipy's FFT: it transforms many frames at once, 3-4x faster than numpy's here (same to float32 rounding).
+    # Imported here: a night's writer reads this module's limits and should not wait for scipy.
+    import scipy.fft
+
     return np.abs(scipy.fft.rfft(frames_view * window, axis=1, workers=1)).T  # float32: the frames are float32
 
 
@@ -137,6 +138,8 @@ def onset_times(audio: np.ndarray, sample_rate: int, *, delta: float = 0.07, wai
     frame_s = hop / sample_rate
     pre_max = max(1, int(round(0.03 / frame_s)))
     avg = max(1, int(round(0.1 / frame_s)))
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
     local_max = maximum_filter1d(flux, size=2 * pre_max + 1, mode="wrap")
     local_mean = uniform_filter1d(flux, size=2 * avg + 1, mode="wrap")
     candidates = np.flatnonzero((flux >= local_max) & (flux >= local_mean + delta))
