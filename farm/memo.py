@@ -14,6 +14,7 @@ that cannot be read or written is passed over, and deleting it is always safe.
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import os
@@ -49,6 +50,13 @@ def version_of(*sources: Path, packages: tuple[str, ...] = ()) -> str:
         except metadata.PackageNotFoundError:
             digest.update(f"{name} absent\n".encode())
     return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def kept(name: str, sources: tuple[Path, ...] = (), packages: tuple[str, ...] = ()) -> "DiskMemo":
+    """This process's memo of one question, ``name``, whose answers depend on the ``sources``'
+    bytes and the ``packages``' versions (one per process: what it learns is written at exit)."""
+    return DiskMemo(name, version_of(*sources, packages=packages))
 
 
 class DiskMemo:

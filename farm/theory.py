@@ -228,15 +228,14 @@ def _music21_key_spelling(tonic: str, mode: str) -> str:
     return tonic
 
 
-@lru_cache(maxsize=1)
 def _spellings():
     """music21's answers kept between runs (``farm.memo``), for this theory code and this music21."""
     from pathlib import Path
 
-    from farm.memo import DiskMemo, version_of
+    from farm.memo import kept
 
     here = Path(__file__).resolve().parent
-    return DiskMemo("spellings", version_of(here / "theory.py", here / "model.py", packages=("music21",)))
+    return kept("spellings", (here / "theory.py", here / "model.py"), ("music21",))
 
 
 def _remembered(key: str, ask, from_kept, to_kept=lambda answer: answer):

@@ -139,6 +139,7 @@ def test_a_plugins_probe_is_rendered_twice_unless_it_matches_the_one_kept_from_a
     """Two fresh instances must render the test phrase alike; the second render may be one kept
     from an earlier run (farm.memo), so a warm start loads one probe instance instead of two. A
     kept digest that no longer matches (a new plugin binary) means two fresh renders again."""
+    from farm import memo
     from farm.render import plugin
 
     monkeypatch.setenv("FARM_CACHE_DIR", str(tmp_path / "cache"))
@@ -150,7 +151,7 @@ def test_a_plugins_probe_is_rendered_twice_unless_it_matches_the_one_kept_from_a
     def check() -> list[str]:
         loaded.clear()
         plugin._CHECKED.clear()
-        plugin._probes.cache_clear()  # as a fresh process reads the kept digests
+        memo.kept.cache_clear()  # as a fresh process reads the kept digests
         plugin.check_deterministic(patch)
         plugin._probes().save()
         return list(loaded)

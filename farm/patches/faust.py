@@ -70,13 +70,12 @@ def check_dsp(path: Path) -> None:
     _check_dsp(str(path), st.st_mtime_ns, st.st_size)
 
 
-@lru_cache(maxsize=1)
 def _parsed():
     """Sources libfaust has parsed without a mistake, kept between runs (``farm.memo``): the
     answer depends on the text and on DawDreamer's libfaust and libraries, nothing else."""
-    from farm.memo import DiskMemo, version_of
+    from farm.memo import kept
 
-    return DiskMemo("faust-parsed", version_of(packages=("dawdreamer",)))
+    return kept("faust-parsed", packages=("dawdreamer",))
 
 
 @lru_cache(maxsize=128)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import functools
 import hashlib
 import os
 
@@ -116,14 +115,14 @@ def check_deterministic(patch, sample_rate: int = 44100) -> None:
     key = (patch.plugin.plugin, patch.content_hash, sample_rate)
     if key in _CHECKED:
         return
-    kept = f"{patch.plugin.plugin}\t{patch.content_hash}\t{sample_rate}"
     first = _probe(patch, sample_rate, "probe0")
-    if _probes().get(kept) != first:
+    kept_as = "\t".join(map(str, key))
+    if _probes().get(kept_as) != first:
         if _probe(patch, sample_rate, "probe1") != first:
             raise FarmError(f"the plugin {patch.plugin.plugin} rendered the same notes to different bytes on two "
                             "fresh instances: its loops could not be rendered again exactly, so it is refused",
                             file=patch.path, field="plugin")
-        _probes().put(kept, first)
+        _probes().put(kept_as, first)
     _CHECKED[key] = first
 
 
@@ -135,11 +134,10 @@ def _probe(patch, sample_rate: int, name: str) -> str:
     return digest
 
 
-@functools.lru_cache(maxsize=1)
 def _probes():
-    from farm.memo import DiskMemo, version_of
+    from farm.memo import kept
 
-    return DiskMemo("plugin-probes", version_of(packages=("dawdreamer",)))
+    return kept("plugin-probes", packages=("dawdreamer",))
 
 
 def render_plugin_raw(job: RenderJob, total: int) -> np.ndarray:
