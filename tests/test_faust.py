@@ -176,28 +176,109 @@ def test_drum_kits_strike_on_the_drum_notes_with_the_right_drum(templates, patch
 
 @pytest.mark.parametrize("patch", KITS, ids=faust_ids)
 def test_each_drum_played_alone_is_the_same_through_the_kit_and_through_its_own_voice(templates, patch):
-    """A kit is rendered one drum at a time (voice(N) as its own instrument, so a held voice
-    computes one drum, not nine); every drum the kit maps, struck alone, gives what the whole kit
-    (its process, the instrument REAPER plays) gives, to within 1e-4 (-80 dBFS), so playing drum
-    by drum changes nothing but how voices are shared between drums. libfaust's JIT orders the
-    arithmetic of the two differently, and for the host's CPU: most drums agree to 1e-7, but the
-    909's ringing rim shot carried one sample 1.1e-5 apart on an AVX-512 machine."""
+    """A kit is rendered one drum at a time, one hit per voice (voice(N) as its own instrument,
+    so a held voice computes one drum, not nine); every drum the kit maps, struck alone, gives
+    what the whole kit (its process through libfaust's polyphonic host, the instrument REAPER
+    plays) gives, to within 1e-4 (-80 dBFS), so playing drum by drum changes nothing but how
+    voices are shared between drums. Each hit starts from the instrument's first state (its
+    noise generator at its seed), as a fresh voice of the kit does, so the kit is struck once
+    per render here. libfaust's JIT orders the arithmetic of the two differently, and for the
+    host's CPU: most drums agree to 1e-7, but the 909's ringing rim shot carried one sample
+    1.1e-5 apart on an AVX-512 machine."""
     from farm.render import RenderJob
-    from farm.render.dawdreamer import _play, drum_notes, faust_processor
+    from farm.render.dawdreamer import _play, _play_by_voice, drum_notes, faust_processor, plays_by_voice
     from farm.render.embedded import _Note
 
     tdir = templates["deep-house"]
     job = RenderJob(Template.load(tdir), tdir, "drums", patch, 44100)
     kit = drum_notes(str(patch.faust.dsp), patch.content_hash)
     assert {KICK, CLOSED_HAT, 38, 39, 46} <= set(kit)
+    assert plays_by_voice(job)
     total = job.loop_samples
     step = job.loop_samples // 4
     for note in kit:
         hits = [_Note(i * step, (i + 1) * step, note, v) for i, v in enumerate((100, 64, 127, 90))]
-        whole = _play(job, faust_processor(job), hits, total, strict=True)
-        alone = _play(job, faust_processor(job, note), hits, total, strict=False)
+        whole = sum(_play(job, faust_processor(job), [hit], total, strict=True) for hit in hits)
+        alone = _play_by_voice(job, faust_processor(job, note, by_voice=True), hits, total, strict=False)
         assert np.abs(whole).max() > 0.01, note
         np.testing.assert_allclose(alone, whole, rtol=0, atol=1e-4, err_msg=f"note {note}")
+
+
+# -- one voice per note ------------------------------------------------------------------------------
+def _chord_job(templates, name: str):
+    from farm.render import RenderJob
+
+    patch = load_patch(name)
+    tdir = templates["synthwave"]
+    return RenderJob(Template.load(tdir), tdir, "chords", patch, 44100)
+
+
+@pytest.mark.parametrize("name, host_cuts_release", [("analog-pad", False), ("supersaw-chords", False),
+                                                     ("fm-bell", True), ("fm-epiano", True), ("string-pluck", True)])
+def test_a_chord_played_voice_by_voice_is_the_polyphonic_instrument_and_its_release_rings_out(
+        templates, name, host_cuts_release):
+    """Each note on its own one-voice copy, computed a block at a time, sounds as libfaust's
+    polyphonic host sounds the chord (to 1e-4) while the keys are down, and 100 ms into the
+    release of a stereo pad. But the host (one sample per call) drops a released voice at its first
+    sample below -90 dB, which a voice that is the same in both channels reaches at its first zero
+    crossing: the bell, the electric piano and the plucked string went silent within 30 ms of
+    the keys coming up. Played voice by voice they ring out their release, to -90 dB by the end
+    of the tail."""
+    from farm.render.dawdreamer import VOICE_STOP_LEVEL, _play, _play_by_voice, faust_processor, plays_by_voice
+    from farm.render.embedded import _Note
+
+    job = _chord_job(templates, name)
+    assert plays_by_voice(job)
+    sr, up = job.sample_rate, 60000
+    total = up + int(job.patch.tail_s * sr)
+    chord = [_Note(0, up, pitch, velocity) for pitch, velocity in ((48, 100), (55, 90), (60, 110), (64, 70))]
+    host = _play(job, faust_processor(job), chord, total, strict=True)
+    voices = _play_by_voice(job, faust_processor(job, by_voice=True), chord, total, strict=True)
+    assert voices.shape == host.shape == (2, total)
+    assert np.abs(voices[:, :up]).max() > 0.1
+    np.testing.assert_allclose(voices[:, :up], host[:, :up], rtol=0, atol=1e-4)
+    ringing = voices[:, up + int(0.05 * sr):up + int(0.1 * sr)]  # 50-100 ms after the keys come up
+    assert np.abs(ringing).max() > 1e-3
+    if host_cuts_release:
+        assert np.abs(host[:, up + int(0.03 * sr):]).max() < 1e-4
+    else:
+        np.testing.assert_allclose(voices[:, :up + int(0.1 * sr)], host[:, :up + int(0.1 * sr)], rtol=0, atol=1e-4)
+    assert np.sqrt(np.mean(np.square(voices[:, -2048:], dtype=np.float64))) < VOICE_STOP_LEVEL
+
+
+def test_notes_played_again_reuse_their_sound_and_how_long_voices_rang_before_changes_nothing(templates):
+    """A note played again the same way is rendered once (its bytes kept); a loop rendered so, in
+    one call, is bit for bit the sum of its notes each rendered alone, whatever ring-out length
+    the worker guessed from earlier loops (only the CPU depends on that guess)."""
+    import dataclasses
+
+    import farm.render.dawdreamer as dd
+    from farm.render.embedded import shaped_notes
+
+    job = _chord_job(templates, "supersaw-chords")
+    total = job.loop_samples + int(job.patch.tail_s * job.sample_rate)
+    processor = dd.faust_processor(job, by_voice=True)
+    notes = shaped_notes(job)[0]
+    notes += [dataclasses.replace(n, start=n.start + 1000, end=n.end + 1000) for n in notes[:4]]  # played again
+    dd._RING_GUESS[id(processor[1])] = 2
+    together = dd._play_by_voice(job, processor, notes, total, strict=True)
+    apart = np.zeros_like(together)
+    for n in dd._voice_limited(notes, job.patch.faust.voices):
+        dd._RING_GUESS[id(processor[1])] = 10 ** 6
+        apart += dd._play_by_voice(job, processor, [n], total, strict=True)
+    assert np.abs(together).max() > 0.1
+    assert np.array_equal(together, apart)
+
+
+def test_past_its_voices_the_oldest_held_note_is_released_when_a_new_one_starts():
+    from farm.render.dawdreamer import _voice_limited
+    from farm.render.embedded import _Note
+
+    held = [_Note(i * 100, 10_000, 60 + i, 100) for i in range(6)]
+    out = _voice_limited(list(reversed(held)), voices=4)
+    assert [n.pitch for n in out] == [60, 61, 62, 63, 64, 65]  # in the order they start
+    assert [n.end for n in out] == [400, 500, 10_000, 10_000, 10_000, 10_000]
+    assert _voice_limited(held, voices=6) == held
 
 
 # -- parameters ------------------------------------------------------------------------------------

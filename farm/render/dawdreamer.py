@@ -15,6 +15,16 @@ own small instrument (``voice(36)`` compiled as the entry point), and the drums 
 held voice then computes its one drum instead of all of them (libfaust computes every branch of
 an expression): the same sound, about 3x less CPU. ``process``, the whole kit, is what REAPER
 plays.
+
+A polyphonic instrument is played one note at a time, each note on a fresh one-voice copy of the
+instrument computed a block at a time, and the notes summed. libfaust's polyphonic host (what
+DawDreamer plays MIDI through) computes one sample per call so that a key goes down on its exact
+sample: every sounding voice then pays the per-call work (its control-rate maths) 44,100 times a
+second. Here the gate is opened on its exact sample by the voice itself: ``button("gate")`` is
+read as "the first ``farm_gate_samples`` samples" (a sample counter in the voice, set per note),
+so a note needs no sample-by-sample call. Each note rings for its length and the patch's
+``tail_s``; past ``voices`` notes held at once the oldest is released, as a synth steals a voice.
+A one-voice instrument (a mono synth whose notes slide into each other) is played as before.
 """
 from __future__ import annotations
 
@@ -35,8 +45,17 @@ DRUM_VOICES = 12  # per drum: one held until it is struck again, the last ones r
 _DRUM_RULE = re.compile(r"(?<![\w.])drum\s*\(\s*(\d+)\s*\)\s*=(?!=)")  # drum(36) = kick;
 _VOICE_DEF = re.compile(r"(?<![\w.])voice\s*\(\s*\w+\s*\)\s*=(?!=)")  # voice(n) = ...;
 _ENTRY = "farm_drum_voice"  # the entry point a drum is compiled as
+# the gate control, as Faust's MIDI convention names it: button("gate"), checkbox("h:x/gate[...]")
+_GATE = re.compile(r'\b(?:button|checkbox)\s*\(\s*"(?:[^"/]*/)*\s*gate\s*(?:\[[^\]"]*\])*\s*"\s*\)')
+GATE_SAMPLES = "farm_gate_samples"  # how long a one-voice copy holds its gate open, in samples
+_GATE_OPEN = f'\nfarm_gate = ((+(1) ~ _) - 1) < hslider("{GATE_SAMPLES}", 0, 0, 16777216, 1);\n'
 
+# In every embedded loop's renderer version: loops played the older way (all notes through
+# libfaust's polyphonic host, each released voice stopped at its first near-silent sample) differ.
+PLAYING = "faust notes one voice each, released to -90 dB"
+VOICE_STOP_LEVEL = 10 ** (-90 / 20)  # a released voice this quiet over a block is done (libfaust's -90 dB)
 _PROCESSORS: dict[tuple, tuple] = {}
+_RING_GUESS: dict[int, int] = {}  # per one-voice processor: how long its notes have rung (samples)
 
 
 def dawdreamer_version() -> str:
@@ -64,12 +83,31 @@ def drum_notes(dsp: str, content_hash: str) -> tuple[int, ...]:
     return tuple(sorted({int(n) for n in _DRUM_RULE.findall(source)})) if _VOICE_DEF.search(source) else ()
 
 
-def faust_processor(job: RenderJob, note: int | None = None):
-    """This process's compiled processor for the job's Faust patch at its sample rate (with
-    ``note``: that one drum of a kit), with its engine and ``{label: address}`` of its
-    parameters (compiled on first use)."""
+def one_voice_source(source: str) -> str | None:
+    """The instrument as one voice whose gate is open for its first ``farm_gate_samples``
+    samples; None when it has no ``button("gate")`` (or checkbox) to open that way."""
+    voice, found = _GATE.subn("farm_gate", source)
+    return voice + _GATE_OPEN if found else None
+
+
+def plays_by_voice(job: RenderJob) -> bool:
+    """Whether the job's instrument is played a note at a time (see the module's docstring)."""
     faust = job.patch.faust
-    key = (str(faust.dsp), job.patch.content_hash, faust.voices, job.sample_rate, note)
+    return (faust.voices > 1 or faust.drums) and _gate_found(str(faust.dsp), job.patch.content_hash)
+
+
+@lru_cache(maxsize=64)
+def _gate_found(dsp: str, content_hash: str) -> bool:
+    return one_voice_source(open(dsp, encoding="utf-8").read()) is not None
+
+
+def faust_processor(job: RenderJob, note: int | None = None, *, by_voice: bool = False):
+    """This process's compiled processor for the job's Faust patch at its sample rate (with
+    ``note``: that one drum of a kit; ``by_voice``: one voice of it, gated by
+    ``farm_gate_samples``), with its engine and ``{label: address}`` of its parameters
+    (compiled on first use)."""
+    faust = job.patch.faust
+    key = (str(faust.dsp), job.patch.content_hash, faust.voices, job.sample_rate, note, by_voice)
     if key not in _PROCESSORS:
         from farm.patches.faust import dsp_error
 
@@ -77,12 +115,14 @@ def faust_processor(job: RenderJob, note: int | None = None):
         engine = daw.RenderEngine(job.sample_rate, BLOCK)
         proc = engine.make_faust_processor("instrument")
         source = faust.dsp.read_text(encoding="utf-8")
-        if note is None:
-            proc.num_voices = faust.voices
-        else:  # the kit's voice(note) as the instrument, appended under a name of its own
-            proc.num_voices = min(faust.voices, DRUM_VOICES)
+        if note is not None:  # the kit's voice(note) as the instrument, appended under a name of its own
             proc.compile_flags = ["-pn", _ENTRY]
             source += f"\n{_ENTRY} = voice({int(note)});\n"
+        if by_voice:
+            proc.num_voices = 0  # one voice, computed a block at a time
+            source = one_voice_source(source)
+        else:
+            proc.num_voices = faust.voices if note is None else min(faust.voices, DRUM_VOICES)
         proc.set_dsp_string(source)
         try:
             with native_output_discarded():
@@ -91,6 +131,7 @@ def faust_processor(job: RenderJob, note: int | None = None):
             raise dsp_error(faust.dsp, str(err), line_offset=3) from None  # compile() counts three lines more
         addresses = {d["name"].rsplit("/", 1)[-1]: d["name"] for d in proc.get_parameters_description()}
         defaults = {d["name"]: float(d["value"]) for d in proc.get_parameters_description()}
+        engine.load_graph([(proc, [])])
         _PROCESSORS[key] = (engine, proc, addresses, defaults)
     return _PROCESSORS[key]
 
@@ -98,6 +139,7 @@ def faust_processor(job: RenderJob, note: int | None = None):
 def close_processors() -> None:
     """Drop every compiled processor of this process (with its engine)."""
     _PROCESSORS.clear()
+    _RING_GUESS.clear()
 
 
 def _address(addresses: dict, label: str, job: RenderJob, field: str) -> str:
@@ -116,13 +158,14 @@ def render_faust_raw(job: RenderJob, total: int) -> np.ndarray:
     if faust.drums:
         notes = _held_until_struck_again(notes, job.loop_samples)
     kit = drum_notes(str(faust.dsp), job.patch.content_hash) if faust.drums else ()
+    play = _play_by_voice if plays_by_voice(job) else _play
     if not kit:
-        return _play(job, faust_processor(job), notes, total, strict=True)
+        return play(job, faust_processor(job, by_voice=play is _play_by_voice), notes, total, strict=True)
     audio = np.zeros((2, total), dtype=np.float32)  # voice(n) is stereo; no note a drum: silence
     for note in kit:  # in note order, so the sum is the same every time
         mine = [n for n in notes if n.pitch == note]
         if mine:
-            audio += _play(job, faust_processor(job, note), mine, total, strict=False)
+            audio += play(job, faust_processor(job, note, by_voice=play is _play_by_voice), mine, total, strict=False)
     return audio
 
 
@@ -130,30 +173,122 @@ def _play(job: RenderJob, processor: tuple, notes: list, total: int, *, strict: 
     """``notes`` through one compiled processor with the patch's parameters and automation.
     ``strict``: a parameter libfaust compiled away is an error (one drum of a kit uses only its
     own sliders, so there it is skipped)."""
-    faust, sr = job.patch.faust, job.sample_rate
+    sr = job.sample_rate
     engine, proc, addresses, defaults = processor
     proc.clear_midi()
     # Every parameter is laid down as a (constant) automation for the whole render: a value set
     # with set_parameter never reached a one-voice instrument (acid-303 ignored its square wave).
+    values, curves = _parameter_values(job, addresses, defaults, total, strict)
+    for address, value in values.items():
+        proc.set_automation(address, np.full(2, value, dtype=np.float32))  # held for the whole render
+    for address, curve in curves.items():
+        proc.set_automation(address, curve)
+    for n in notes:
+        proc.add_midi_note(n.pitch, n.velocity, n.start / sr, (n.end - n.start) / sr)
+    return _rendered(engine, total, sr)
+
+
+def _rendered(engine, samples: int, sr: int) -> np.ndarray:
+    """``samples`` samples of the engine's graph from its start: float32 ``(channels, samples)``."""
+    with native_output_discarded():
+        engine.render((samples + 0.5) / sr)
+    audio = np.asarray(engine.get_audio(), dtype=np.float32)
+    if audio.shape[1] < samples:
+        audio = np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
+    return audio[:, :samples]
+
+
+def _parameter_values(job: RenderJob, addresses: dict, defaults: dict, total: int, strict: bool):
+    """``({address: value}, {address: value at every sample})``: every parameter's constant value
+    (its slider's default or the patch's) and the patch's automation over a render ``total`` long."""
+    faust = job.patch.faust
     values = dict(defaults)
     for label, value in faust.params:
         if strict or label in addresses:
             values[_address(addresses, label, job, f"faust.params.{label}")] = float(value)
-    for address, value in values.items():
-        proc.set_automation(address, np.full(total, value, dtype=np.float32))
+    curves = {}
     for i, auto in enumerate(faust.automation):
         if strict or auto.param in addresses:
-            address = _address(addresses, auto.param, job, f"faust.automation[{i}].param")
-            proc.set_automation(address, auto.values(total, job.loop_samples))
-    for n in notes:
-        proc.add_midi_note(n.pitch, n.velocity, n.start / sr, (n.end - n.start) / sr)
-    engine.load_graph([(proc, [])])
-    with native_output_discarded():
-        engine.render((total + 0.5) / sr)
-    audio = np.asarray(engine.get_audio(), dtype=np.float32)
-    if audio.shape[1] < total:
-        audio = np.pad(audio, ((0, 0), (0, total - audio.shape[1])))
-    return audio[:, :total]
+            curves[_address(addresses, auto.param, job, f"faust.automation[{i}].param")] = auto.values(total, job.loop_samples)
+    return values, curves
+
+
+def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *, strict: bool) -> np.ndarray:
+    """``notes`` each through a fresh one-voice copy of the instrument, summed in note order:
+    float32 ``(channels, total)``. A note's voice sounds from its first sample for its length
+    plus the patch's ``tail_s`` (never past ``total``)."""
+    sr, faust = job.sample_rate, job.patch.faust
+    engine, proc, addresses, defaults = processor
+    values, curves = _parameter_values(job, addresses, defaults, total, strict)
+    held = _voice_limited(notes, faust.voices if not faust.drums else DRUM_VOICES)
+    ring = int(math.ceil(job.patch.tail_s * sr))
+    audio = None
+    guess = _RING_GUESS.get(id(proc), BLOCK * 16)
+    played: dict[tuple, np.ndarray] = {}  # a note played again the same way sounds the same: its bytes are kept
+    for n in held:
+        length = min(total - n.start, n.end - n.start + ring)
+        if length <= 0:
+            continue
+        # what the voice reads: its note, and each sweep where DawDreamer reads it (every block start)
+        same = (n.pitch, n.velocity, n.end - n.start, length,
+                *(curve[n.start:n.start + length:BLOCK].tobytes() for curve in curves.values()))
+        if same in played:
+            sound = played[same]
+            audio[:, n.start:n.start + sound.shape[1]] += sound
+            continue
+        note = dict(values)
+        for label, value in (("freq", 440.0 * 2.0 ** ((n.pitch - 69) / 12.0)), ("gain", n.velocity / 127.0),
+                             ("key", n.pitch), ("vel", n.velocity), ("velocity", n.velocity),
+                             (GATE_SAMPLES, n.end - n.start)):
+            if label in addresses:
+                note[addresses[label]] = value
+        for address, value in note.items():  # two samples: held for the whole render
+            proc.set_automation(address, np.full(2, value, dtype=np.float32))
+        for address, curve in curves.items():  # the sweep as it stands from the note's first sample
+            part = curve[n.start:n.start + length]
+            proc.set_automation(address, np.pad(part, (0, max(0, 2 - part.size)), mode="edge"))
+        sound, rang = _voice_sound(engine, n.end - n.start, length, guess, sr)
+        played[same] = sound
+        guess = max(guess, rang)
+        if audio is None:
+            audio = np.zeros((sound.shape[0], total), dtype=np.float32)
+        audio[:, n.start:n.start + sound.shape[1]] += sound
+    _RING_GUESS[id(proc)] = guess
+    return audio if audio is not None else np.zeros((2, total), dtype=np.float32)
+
+
+def _voice_sound(engine, gate: int, most: int, guess: int, sr: int) -> tuple[np.ndarray, int]:
+    """One note's voice, ``gate`` samples held, cut where it has gone quiet: after the first
+    whole block (``BLOCK`` samples from the gate closing) whose RMS is below -90 dB, as libfaust's
+    polyphonic host frees a released voice, or at ``most`` samples. ``guess``: how long to let it
+    ring first (only the CPU spent depends on it: a longer render has the same first samples).
+    Returns the sound and how long it rang past its gate (samples)."""
+    ring = guess
+    while True:
+        length = min(most, gate + ring)
+        sound = _rendered(engine, length, sr)
+        after = sound[:, gate:gate + (length - gate) // BLOCK * BLOCK].astype(np.float64)
+        blocks = after.reshape(sound.shape[0], -1, BLOCK)
+        quiet = np.flatnonzero(np.sqrt((blocks * blocks).mean(axis=(0, 2))) < VOICE_STOP_LEVEL)
+        if quiet.size:
+            end = gate + (int(quiet[0]) + 1) * BLOCK
+            return sound[:, :end], end - gate
+        if length >= most:
+            return sound, length - gate
+        ring *= 2
+
+
+def _voice_limited(notes: list, voices: int) -> list:
+    """The notes in the order they start, each released no later than the start of the note that
+    would hold a ``voices + 1``-th key down at once (the oldest held note gives its voice up)."""
+    from farm.render.embedded import _Note
+
+    out = sorted(notes, key=lambda n: (n.start, n.pitch, n.end, n.velocity))
+    for i, n in enumerate(out):
+        held = [j for j in range(i) if out[j].end > n.start]
+        for j in held[:max(0, len(held) - voices + 1)]:
+            out[j] = _Note(out[j].start, n.start, out[j].pitch, out[j].velocity)
+    return out
 
 
 def _held_until_struck_again(notes: list, loop_samples: int) -> list:
