@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from functools import lru_cache
 from importlib import metadata
 
@@ -215,8 +216,10 @@ def _parameter_values(job: RenderJob, addresses: dict, defaults: dict, total: in
 
 def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *, strict: bool) -> np.ndarray:
     """``notes`` each through a fresh one-voice copy of the instrument, summed in note order:
-    float32 ``(channels, total)``. A note's voice sounds from its first sample for its length
-    plus the patch's ``tail_s`` (never past ``total``)."""
+    float32 ``(channels, total)``. A note's voice sounds from its first sample until it has rung
+    out after its length (``_voice_sound``), at most the patch's ``tail_s`` after it and never
+    past ``total``. A note played again the same way (pitch, velocity, length, sweeps) is
+    rendered once."""
     sr, faust = job.sample_rate, job.patch.faust
     engine, proc, addresses, defaults = processor
     values, curves = _parameter_values(job, addresses, defaults, total, strict)
@@ -224,16 +227,21 @@ def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *,
     ring = int(math.ceil(job.patch.tail_s * sr))
     audio = None
     guess = _RING_GUESS.get(id(proc), BLOCK * 16)
-    played: dict[tuple, np.ndarray] = {}  # a note played again the same way sounds the same: its bytes are kept
-    for n in held:
-        length = min(total - n.start, n.end - n.start + ring)
+
+    def heard(n, length):  # what a voice reads: its note, and each sweep where DawDreamer reads it (block starts)
+        return (n.pitch, n.velocity, n.end - n.start, length,
+                *(curve[n.start:n.start + length:BLOCK].tobytes() for curve in curves.values()))
+
+    lengths = [min(total - n.start, n.end - n.start + ring) for n in held]
+    again = Counter(heard(n, length) for n, length in zip(held, lengths) if length > 0)
+    played: dict[tuple, np.ndarray] = {}  # a note played again the same way sounds the same: kept till then
+    for n, length in zip(held, lengths):
         if length <= 0:
             continue
-        # what the voice reads: its note, and each sweep where DawDreamer reads it (every block start)
-        same = (n.pitch, n.velocity, n.end - n.start, length,
-                *(curve[n.start:n.start + length:BLOCK].tobytes() for curve in curves.values()))
+        same = heard(n, length)
+        again[same] -= 1
         if same in played:
-            sound = played[same]
+            sound = played.pop(same) if not again[same] else played[same]
             audio[:, n.start:n.start + sound.shape[1]] += sound
             continue
         note = dict(values)
@@ -248,7 +256,8 @@ def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *,
             part = curve[n.start:n.start + length]
             proc.set_automation(address, np.pad(part, (0, max(0, 2 - part.size)), mode="edge"))
         sound, rang = _voice_sound(engine, n.end - n.start, length, guess, sr)
-        played[same] = sound
+        if again[same]:
+            played[same] = sound
         guess = max(guess, rang)
         if audio is None:
             audio = np.zeros((sound.shape[0], total), dtype=np.float32)
