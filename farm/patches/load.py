@@ -58,7 +58,10 @@ def load_patch(name_or_path: str | Path, patches_dir: str | Path | None = None) 
 
 def patch_digest(toml_path: Path, fxchain: Path | None, sources: Iterable[Path] = ()) -> str:
     """sha256 of a patch's TOML bytes, then its ``.RfxChain`` bytes if that file exists, then each
-    source file's name and bytes (a Faust ``.dsp``, a plugin state)."""
+    source file's name and bytes (a Faust ``.dsp``, a plugin state); for a ``.dsp``, then how it
+    is played (``FAUST_PLAYER``), so only Faust loops change ids when that changes."""
+    from farm.patches.faust import FAUST_PLAYER
+
     h = hashlib.sha256(Path(toml_path).read_bytes())
     if fxchain is not None and Path(fxchain).is_file():
         h.update(b"\0RfxChain\0")
@@ -66,6 +69,8 @@ def patch_digest(toml_path: Path, fxchain: Path | None, sources: Iterable[Path] 
     for source in sources:
         h.update(b"\0" + Path(source).name.encode() + b"\0")
         h.update(Path(source).read_bytes())
+        if Path(source).suffix == ".dsp":
+            h.update(b"\0" + FAUST_PLAYER.encode())
     return h.hexdigest()
 
 

@@ -2,12 +2,15 @@
 
 A Faust patch is compiled once per worker process (libfaust's LLVM JIT, about 0.25 s) and kept
 with its ``RenderEngine`` for the life of the process: a processor must not outlive its engine,
-and a compiled processor given new MIDI renders the bytes a fresh one would. Each job clears the
-processor's MIDI, sets every parameter (its slider value or the patch's), lays any automation
-over the render sample by sample, adds the part's notes and renders ``loop + tail`` samples.
+and a compiled processor renders the bytes a fresh one would (DawDreamer clears it before each
+render). Every parameter is set (its slider value or the patch's) and any sweep laid over the
+render; DawDreamer reads them at the start of each block.
 
-Timing: a note's start and length are sample positions (the same ones FluidSynth plays),
-handed to DawDreamer in seconds (``samples / sample_rate``); it places them to the sample.
+A one-voice instrument (a mono synth whose notes slide into each other) is played through
+libfaust's polyphonic host, as MIDI: the notes' starts and lengths are sample positions (the same
+ones FluidSynth plays), handed to DawDreamer in seconds (``samples / sample_rate``); it places
+them to the sample. Each job clears the processor's MIDI, adds the part's notes and renders
+``loop + tail`` samples.
 
 A drum kit whose ``.dsp`` maps notes to drums (``drum(36) = kick;`` ... and ``voice(n)``, what
 one voice of note ``n`` plays) is played one drum at a time: each drum the loop strikes is its
@@ -22,9 +25,10 @@ DawDreamer plays MIDI through) computes one sample per call so that a key goes d
 sample: every sounding voice then pays the per-call work (its control-rate maths) 44,100 times a
 second. Here the gate is opened on its exact sample by the voice itself: ``button("gate")`` is
 read as "the first ``farm_gate_samples`` samples" (a sample counter in the voice, set per note),
-so a note needs no sample-by-sample call. Each note rings for its length and the patch's
-``tail_s``; past ``voices`` notes held at once the oldest is released, as a synth steals a voice.
-A one-voice instrument (a mono synth whose notes slide into each other) is played as before.
+so a note needs no sample-by-sample call. A released voice rings until a whole block is below
+-90 dB (the host dropped it at its first such *sample*: a voice the same in both channels lost
+its release at its first zero crossing), at most ``tail_s``; past ``voices`` notes held at once
+the oldest is released, as a synth steals a voice.
 """
 from __future__ import annotations
 
@@ -51,9 +55,6 @@ _GATE = re.compile(r'\b(?:button|checkbox)\s*\(\s*"(?:[^"/]*/)*\s*gate\s*(?:\[[^
 GATE_SAMPLES = "farm_gate_samples"  # how long a one-voice copy holds its gate open, in samples
 _GATE_OPEN = f'\nfarm_gate = ((+(1) ~ _) - 1) < hslider("{GATE_SAMPLES}", 0, 0, 16777216, 1);\n'
 
-# In every embedded loop's renderer version: loops played the older way (all notes through
-# libfaust's polyphonic host, each released voice stopped at its first near-silent sample) differ.
-PLAYING = "faust notes one voice each, released to -90 dB"
 VOICE_STOP_LEVEL = 10 ** (-90 / 20)  # a released voice this quiet over a block is done (libfaust's -90 dB)
 _PROCESSORS: dict[tuple, tuple] = {}
 _RING_GUESS: dict[int, int] = {}  # per one-voice processor: how long its notes have rung (samples)

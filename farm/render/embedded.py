@@ -314,11 +314,11 @@ class EmbeddedBackend:
         import pedalboard
 
         sf = default_soundfont()
-        from farm.render.dawdreamer import PLAYING, dawdreamer_version
+        from farm.render.dawdreamer import dawdreamer_version
 
         self.version = (f"fluidsynth {fluidsynth_version()}; soundfont {sf.name} "
                         f"{sf.stat().st_size} bytes; pedalboard {pedalboard.__version__}; "
-                        f"{dawdreamer_version()} ({PLAYING}); {FINISHING}")
+                        f"{dawdreamer_version()}; {FINISHING}")
 
     def render_raw(self, jobs: Sequence[RenderJob]) -> list[np.ndarray]:
         return [render_job_raw(job) for job in jobs]
