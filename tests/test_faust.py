@@ -281,6 +281,24 @@ def test_past_its_voices_the_oldest_held_note_is_released_when_a_new_one_starts(
     assert _voice_limited(held, voices=6) == held
 
 
+@pytest.mark.parametrize("gate, by_voice", [('checkbox("gate")', True), ('hslider("gate", 0, 0, 1, 1)', False)])
+def test_an_instrument_plays_its_notes_whichever_control_its_gate_is(tmp_path, templates, gate, by_voice):
+    """A gate the voice can open itself (a button or checkbox labelled gate) is played note by
+    note; any other gate control (a slider) through libfaust's polyphonic host. Either way every
+    bar sounds its labelled chord tones, at the template's exact length."""
+    from farm.render import RenderJob
+    from farm.render.dawdreamer import plays_by_voice
+
+    patch = load_patch(_faust_patch(tmp_path, GOOD_DSP.replace('button("gate")', gate)))
+    tdir = templates["synthwave"]
+    template = Template.load(tdir)
+    assert plays_by_voice(RenderJob(template, tdir, "chords", patch, 44100)) is by_voice
+    audio, sr = render_part(tdir, "chords", patch)
+    assert audio.shape == (2, expected_samples(template.bars, str(template.meter), template.bpm, sr))
+    for chord, share in zip(template.chords, bar_chroma(audio, sr, template)):
+        assert share[list(chord.pitch_classes)].sum() >= 0.6, chord.symbol
+
+
 # -- parameters ------------------------------------------------------------------------------------
 def test_a_parameter_sweep_moves_the_sound_and_the_loop_still_joins(tmp_path, templates):
     """acid-303's cutoff swept once per loop: the brightness rises and falls over the loop, and a
