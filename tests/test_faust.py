@@ -299,6 +299,26 @@ def test_an_instrument_plays_its_notes_whichever_control_its_gate_is(tmp_path, t
         assert share[list(chord.pitch_classes)].sum() >= 0.6, chord.symbol
 
 
+def test_an_instrument_with_an_effect_after_its_voices_keeps_it(tmp_path, templates):
+    """libfaust's host puts an instrument's ``effect`` after the summed voices; a one-voice copy
+    would leave it out, so such an instrument plays through the host, with its effect."""
+    from farm.qa import spectral_centroid_hz
+    from farm.render import RenderJob
+    from farm.render.dawdreamer import plays_by_voice
+
+    tdir = templates["synthwave"]
+    dark_dir, plain_dir = tmp_path / "dark", tmp_path / "plain"
+    dark_dir.mkdir(), plain_dir.mkdir()
+    dark = load_patch(_faust_patch(dark_dir, GOOD_DSP.replace("effect = _, _;", "effect = fi.lowpass(2, 300), fi.lowpass(2, 300);")))
+    plain = load_patch(_faust_patch(plain_dir, GOOD_DSP))
+    template = Template.load(tdir)
+    assert not plays_by_voice(RenderJob(template, tdir, "chords", dark, 44100))
+    assert plays_by_voice(RenderJob(template, tdir, "chords", plain, 44100))
+    dark_audio, sr = render_part(tdir, "chords", dark)
+    plain_audio, _ = render_part(tdir, "chords", plain)
+    assert spectral_centroid_hz(dark_audio, sr) < 0.75 * spectral_centroid_hz(plain_audio, sr)
+
+
 # -- parameters ------------------------------------------------------------------------------------
 def test_a_parameter_sweep_moves_the_sound_and_the_loop_still_joins(tmp_path, templates):
     """acid-303's cutoff swept once per loop: the brightness rises and falls over the loop, and a

@@ -52,6 +52,7 @@ _VOICE_DEF = re.compile(r"(?<![\w.])voice\s*\(\s*\w+\s*\)\s*=(?!=)")  # voice(n)
 _ENTRY = "farm_drum_voice"  # the entry point a drum is compiled as
 # the gate control, as Faust's MIDI convention names it: button("gate"), checkbox("h:x/gate[...]")
 _GATE = re.compile(r'\b(?:button|checkbox)\s*\(\s*"(?:[^"/]*/)*\s*gate\s*(?:\[[^\]"]*\])*\s*"\s*\)')
+_EFFECT = re.compile(r"^\s*effect\s*=([^;]*);", re.M)  # what libfaust's host puts after the voices
 GATE_SAMPLES = "farm_gate_samples"  # how long a one-voice copy holds its gate open, in samples
 _GATE_OPEN = f'\nfarm_gate = ((+(1) ~ _) - 1) < hslider("{GATE_SAMPLES}", 0, 0, 16777216, 1);\n'
 
@@ -95,12 +96,16 @@ def one_voice_source(source: str) -> str | None:
 def plays_by_voice(job: RenderJob) -> bool:
     """Whether the job's instrument is played a note at a time (see the module's docstring)."""
     faust = job.patch.faust
-    return (faust.voices > 1 or faust.drums) and _gate_found(str(faust.dsp), job.patch.content_hash)
+    return (faust.voices > 1 or faust.drums) and _voice_playable(str(faust.dsp), job.patch.content_hash)
 
 
 @lru_cache(maxsize=64)
-def _gate_found(dsp: str, content_hash: str) -> bool:
-    return one_voice_source(open(dsp, encoding="utf-8").read()) is not None
+def _voice_playable(dsp: str, content_hash: str) -> bool:
+    """Whether the voice can open its own gate, and the instrument has no ``effect`` to put
+    after the summed voices (libfaust's host applies one; a one-voice copy would leave it out)."""
+    source = open(dsp, encoding="utf-8").read()
+    effects = _EFFECT.findall(source)
+    return one_voice_source(source) is not None and all(re.fullmatch(r"_(,_)*", "".join(e.split())) for e in effects)
 
 
 def faust_processor(job: RenderJob, note: int | None = None, *, by_voice: bool = False):
