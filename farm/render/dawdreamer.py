@@ -299,10 +299,13 @@ def _voice_limited(notes: list, voices: int) -> list:
     from farm.render.embedded import _Note
 
     out = sorted(notes, key=lambda n: (n.start, n.pitch, n.end, n.velocity))
+    held: list[int] = []  # the notes still down, oldest first (a note up stays up: starts only grow)
     for i, n in enumerate(out):
-        held = [j for j in range(i) if out[j].end > n.start]
-        for j in held[:max(0, len(held) - voices + 1)]:
+        held = [j for j in held if out[j].end > n.start]
+        over = max(0, len(held) - voices + 1)
+        for j in held[:over]:
             out[j] = _Note(out[j].start, n.start, out[j].pitch, out[j].velocity)
+        held = held[over:] + [i]
     return out
 
 
