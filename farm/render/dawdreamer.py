@@ -165,14 +165,15 @@ def render_faust_raw(job: RenderJob, total: int) -> np.ndarray:
     if faust.drums:
         notes = _held_until_struck_again(notes, job.loop_samples)
     kit = drum_notes(str(faust.dsp), job.patch.content_hash) if faust.drums else ()
-    play = _play_by_voice if plays_by_voice(job) else _play
+    by_voice = plays_by_voice(job)
+    play = _play_by_voice if by_voice else _play
     if not kit:
-        return play(job, faust_processor(job, by_voice=play is _play_by_voice), notes, total, strict=True)
+        return play(job, faust_processor(job, by_voice=by_voice), notes, total, strict=True)
     audio = np.zeros((2, total), dtype=np.float32)  # voice(n) is stereo; no note a drum: silence
     for note in kit:  # in note order, so the sum is the same every time
         mine = [n for n in notes if n.pitch == note]
         if mine:
-            audio += play(job, faust_processor(job, note, by_voice=play is _play_by_voice), mine, total, strict=False)
+            audio += play(job, faust_processor(job, note, by_voice=by_voice), mine, total, strict=False)
     return audio
 
 
@@ -229,7 +230,7 @@ def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *,
     sr, faust = job.sample_rate, job.patch.faust
     engine, proc, addresses, defaults = processor
     values, curves = _parameter_values(job, addresses, defaults, total, strict)
-    held = _voice_limited(notes, faust.voices if not faust.drums else DRUM_VOICES)
+    held = _voice_limited(notes, min(faust.voices, DRUM_VOICES) if faust.drums else faust.voices)  # as the host's
     ring = int(math.ceil(job.patch.tail_s * sr))
     audio = None
     guess = _RING_GUESS.get(id(proc), BLOCK * 16)
@@ -238,13 +239,11 @@ def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *,
         return (n.pitch, n.velocity, n.end - n.start, length,
                 *(curve[n.start:n.start + length:BLOCK].tobytes() for curve in curves.values()))
 
-    lengths = [min(total - n.start, n.end - n.start + ring) for n in held]
-    again = Counter(heard(n, length) for n, length in zip(held, lengths) if length > 0)
+    sounding = [(n, length) for n in held if (length := min(total - n.start, n.end - n.start + ring)) > 0]
+    keys = [heard(n, length) for n, length in sounding]
+    again = Counter(keys)
     played: dict[tuple, np.ndarray] = {}  # a note played again the same way sounds the same: kept till then
-    for n, length in zip(held, lengths):
-        if length <= 0:
-            continue
-        same = heard(n, length)
+    for (n, length), same in zip(sounding, keys):
         again[same] -= 1
         if same in played:
             sound = played.pop(same) if not again[same] else played[same]
