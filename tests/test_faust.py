@@ -220,9 +220,9 @@ def test_a_chord_played_voice_by_voice_is_the_polyphonic_instrument_and_its_rele
     """Each note on its own one-voice copy, computed a block at a time, sounds as libfaust's
     polyphonic host sounds the chord (to 1e-4) while the keys are down, and 100 ms into the
     release of a stereo pad. But the host (one sample per call) drops a released voice at its first
-    sample below -90 dB, which a voice that is the same in both channels reaches at its first zero
-    crossing: the bell, the electric piano and the plucked string went silent within 30 ms of
-    the keys coming up. Played voice by voice they ring out their release, to -90 dB by the end
+    sample below -90 dB, which a voice that is the same in both channels reaches wherever a sample
+    lands close enough to a zero crossing: in this chord the bell, the electric piano and the
+    plucked string went silent within 30 ms of the keys coming up. Played voice by voice they ring out their release, to -90 dB by the end
     of the tail."""
     from farm.render.dawdreamer import VOICE_STOP_LEVEL, _play, _play_by_voice, faust_processor, plays_by_voice
     from farm.render.embedded import _Note

@@ -26,8 +26,8 @@ sample: every sounding voice then pays the per-call work (its control-rate maths
 second. Here the gate is opened on its exact sample by the voice itself: ``button("gate")`` is
 read as "the first ``farm_gate_samples`` samples" (a sample counter in the voice, set per note),
 so a note needs no sample-by-sample call. A released voice rings until a whole block is below
--90 dB (the host dropped it at its first such *sample*: a voice the same in both channels lost
-its release at its first zero crossing), at most ``tail_s``; past ``voices`` notes held at once
+-90 dB (the host dropped it at its first such *sample*: a voice the same in both channels has one
+wherever a sample lands close enough to a zero crossing, and lost the rest of its release), at most ``tail_s``; past ``voices`` notes held at once
 the oldest is released, as a synth steals a voice.
 """
 from __future__ import annotations
