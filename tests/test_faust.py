@@ -246,39 +246,98 @@ def test_a_chord_played_voice_by_voice_is_the_polyphonic_instrument_and_its_rele
     assert np.sqrt(np.mean(np.square(voices[:, -2048:], dtype=np.float64))) < VOICE_STOP_LEVEL
 
 
-def test_notes_played_again_reuse_their_sound_and_how_long_voices_rang_before_changes_nothing(templates):
-    """A note played again the same way is rendered once (its bytes kept); a loop rendered so, in
-    one call, is bit for bit the sum of its notes each rendered alone, whatever ring-out length
-    the worker guessed from earlier loops (only the CPU depends on that guess)."""
+def _with_voices(job, voices: int):
     import dataclasses
+
+    patch = dataclasses.replace(job.patch, faust=dataclasses.replace(job.patch.faust, voices=voices))
+    return dataclasses.replace(job, patch=patch)
+
+
+def test_notes_played_again_reuse_their_sound_and_how_long_voices_rang_before_changes_nothing(templates):
+    """A note played again the same way is rendered once (its bytes kept): with voices enough
+    for every note, a loop rendered in one call is bit for bit the sum of its notes each rendered
+    alone. With few voices (so that notes steal them) the loop is the same bytes whatever length
+    the worker guessed from earlier voices (only the CPU depends on that guess)."""
+    import dataclasses
+    from collections import deque
 
     import farm.render.dawdreamer as dd
     from farm.render.embedded import shaped_notes
 
-    job = _chord_job(templates, "supersaw-chords")
+    job = _with_voices(_chord_job(templates, "supersaw-chords"), 64)
     total = job.loop_samples + int(job.patch.tail_s * job.sample_rate)
     processor = dd.faust_processor(job, by_voice=True)
     notes = shaped_notes(job)[0]
     notes += [dataclasses.replace(n, start=n.start + 1000, end=n.end + 1000) for n in notes[:4]]  # played again
-    dd._RING_GUESS[id(processor[1])] = 2
+    dd._RING_GUESS[id(processor[1])] = deque([2])
     together = dd._play_by_voice(job, processor, notes, total, strict=True)
     apart = np.zeros_like(together)
-    for n in dd._voice_limited(notes, job.patch.faust.voices):
-        dd._RING_GUESS[id(processor[1])] = 10 ** 6
+    for n in sorted(notes, key=lambda n: (n.start, n.pitch, n.end, n.velocity)):  # summed in the order they start
+        dd._RING_GUESS[id(processor[1])] = deque([10 ** 6])
         apart += dd._play_by_voice(job, processor, [n], total, strict=True)
     assert np.abs(together).max() > 0.1
     assert np.array_equal(together, apart)
 
+    few = _with_voices(job, 4)
+    processor = dd.faust_processor(few, by_voice=True)
+    dd._RING_GUESS[id(processor[1])] = deque([2])
+    short_guess = dd._play_by_voice(few, processor, notes, total, strict=True)
+    dd._RING_GUESS[id(processor[1])] = deque([10 ** 6])
+    long_guess = dd._play_by_voice(few, processor, notes, total, strict=True)
+    assert np.array_equal(short_guess, long_guess)
+    assert not np.array_equal(short_guess, together)  # four voices: notes were stolen
 
-def test_past_its_voices_the_oldest_held_note_is_released_when_a_new_one_starts():
-    from farm.render.dawdreamer import _voice_limited
+
+SINE_DSP = """import("stdfaust.lib");
+declare options "[midi:on][nvoices:4]";
+freq = hslider("freq", 440, 20, 20000, 0.01);
+gain = hslider("gain", 0.5, 0, 1, 0.01);
+release = hslider("release", 3, 0.01, 5, 0.01);
+gate = button("gate");
+process = os.osc(freq) * gain * en.asr(0.001, 1, release, gate) * 0.2 <: _, _;
+"""
+
+
+@pytest.mark.parametrize("release, stolen", [(3.0, True), (0.05, False)])
+def test_an_instrument_sounds_no_more_voices_than_it_declares(tmp_path, templates, release, stolen):
+    """``[nvoices:4]`` and eight short notes 0.2 s apart, each of its own pitch. With a 3 s
+    release every voice is still ringing when the fifth note starts, so each new note takes the
+    oldest voice: at any time only the four newest pitches sound. With a 50 ms release a voice
+    is quiet long before the next note: nothing is stolen, and the loop is exactly its eight
+    notes each played alone."""
+    from farm.render import RenderJob
+    from farm.render.dawdreamer import _play_by_voice, faust_processor, plays_by_voice
     from farm.render.embedded import _Note
 
-    held = [_Note(i * 100, 10_000, 60 + i, 100) for i in range(6)]
-    out = _voice_limited(list(reversed(held)), voices=4)
-    assert [n.pitch for n in out] == [60, 61, 62, 63, 64, 65]  # in the order they start
-    assert [n.end for n in out] == [400, 500, 10_000, 10_000, 10_000, 10_000]
-    assert _voice_limited(held, voices=6) == held
+    patch = load_patch(_faust_patch(tmp_path, SINE_DSP, f"\n[faust.params]\nrelease = {release}\n"))
+    tdir = templates["synthwave"]
+    job = RenderJob(Template.load(tdir), tdir, "chords", patch, 44100)
+    assert plays_by_voice(job) and patch.faust.voices == 4
+    sr, step = 44100, 8820
+    pitches = [60, 64, 67, 71, 74, 77, 81, 84]
+    notes = [_Note(i * step, i * step + 4410, p, 100) for i, p in enumerate(pitches)]
+    total = 8 * step + sr
+    processor = faust_processor(job, by_voice=True)
+    audio = _play_by_voice(job, processor, notes, total, strict=True)
+    assert audio.shape == (2, total)
+
+    def level(at: int, pitch: int) -> float:  # the pitch's amplitude in 4096 samples from ``at``
+        window = audio[0, at:at + 4096] * np.hanning(4096)
+        spectrum = np.abs(np.fft.rfft(window)) / np.hanning(4096).sum() * 2
+        k = int(round(440.0 * 2 ** ((pitch - 69) / 12) * 4096 / sr))
+        return float(spectrum[k - 2:k + 3].max())
+
+    for last in range(4, 8):  # just after note ``last`` starts, past the stolen voice's fade
+        at = last * step + 600
+        heard = [p for p in pitches[:last + 1] if level(at, p) > 0.01]
+        if stolen:
+            assert heard == pitches[last - 3:last + 1], (last, heard)
+        else:
+            assert heard == [pitches[last]], (last, heard)
+    if not stolen:
+        apart = sum(_play_by_voice(job, processor, [n], total, strict=True) for n in notes)
+        assert np.array_equal(audio, apart)
+    assert abs(float(audio.mean())) < 1e-3 and np.abs(audio).max() < 1.0
 
 
 @pytest.mark.parametrize("gate, by_voice", [('checkbox("gate")', True), ('hslider("gate", 0, 0, 1, 1)', False)])

@@ -31,8 +31,9 @@ from farm.patches.model import FaustSound, Slider
 
 # How the embedded renderer plays a Faust instrument (farm.render.dawdreamer), hashed into every
 # Faust patch's content hash, so a loop's id changes when the way it is played changes its bytes:
-# 2 = one note per one-voice copy, released voices ringing out to -90 dB (1: libfaust's own host).
-FAUST_PLAYER = "faust player 2: one note per voice, released to -90 dB"
+# 2 = one note per one-voice copy, released voices ringing out to -90 dB (1: libfaust's own host);
+# 3 = a ringing release takes one of the instrument's [nvoices:N] until it is quiet or stolen.
+FAUST_PLAYER = "faust player 3: one note per voice, released to -90 dB, nvoices counted with releases"
 FAUST_KEYS = {"dsp", "voices", "octave", "velocity_curve", "note_length", "params", "automation"}
 VOICE_CONTROLS = ("freq", "gain", "gate")  # set by each note, not by the patch
 DAWDREAMER_HINT = "DawDreamer is not installed: pip install 'dawdreamer==0.9.0' (it compiles Faust patches)"

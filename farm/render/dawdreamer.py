@@ -27,14 +27,17 @@ second. Here the gate is opened on its exact sample by the voice itself: ``butto
 read as "the first ``farm_gate_samples`` samples" (a sample counter in the voice, set per note),
 so a note needs no sample-by-sample call. A released voice rings until a whole block is below
 -90 dB (the host dropped it at its first such *sample*: a voice the same in both channels has one
-wherever a sample lands close enough to a zero crossing, and lost the rest of its release), at most ``tail_s``; past ``voices`` notes held at once
-the oldest is released, as a synth steals a voice.
+wherever a sample lands close enough to a zero crossing, and lost the rest of its release), at most
+``tail_s``. The instrument has the ``[nvoices:N]`` it declares, counted as libfaust's host counts
+them: a ringing release takes a voice until it is quiet, and a note that finds all N taken steals
+the oldest released voice (else the oldest held), fading it out over half a block.
 """
 from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from collections import Counter, deque
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 
@@ -58,7 +61,7 @@ _GATE_OPEN = f'\nfarm_gate = ((+(1) ~ _) - 1) < hslider("{GATE_SAMPLES}", 0, 0, 
 
 VOICE_STOP_LEVEL = 10 ** (-90 / 20)  # a released voice this quiet over a block is done (libfaust's -90 dB)
 _PROCESSORS: dict[tuple, tuple] = {}
-_RING_GUESS: dict[int, int] = {}  # per one-voice processor: how long its notes have rung (samples)
+_RING_GUESS: dict[int, deque] = {}  # per one-voice processor: how long its last voices sounded past their gate (samples)
 
 
 def dawdreamer_version() -> str:
@@ -222,34 +225,31 @@ def _parameter_values(job: RenderJob, addresses: dict, defaults: dict, total: in
 
 
 def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *, strict: bool) -> np.ndarray:
-    """``notes`` each through a fresh one-voice copy of the instrument, summed in note order:
-    float32 ``(channels, total)``. A note's voice sounds from its first sample until it has rung
-    out after its length (``_voice_sound``), at most the patch's ``tail_s`` after it and never
-    past ``total``. A note played again the same way (pitch, velocity, length, sweeps) is
-    rendered once."""
+    """``notes`` each through a fresh one-voice copy of the instrument, summed: float32
+    ``(channels, total)``.
+
+    The instrument has ``voices`` voices, as libfaust's host gives it: a voice is taken from a
+    note's first sample until it has rung out after its length (``_quiet_end``), at most the
+    patch's ``tail_s`` after it, never past ``total``. A note that finds every voice taken steals
+    one, the oldest released first, else the oldest held, which fades out over ``STEAL_FADE``
+    samples. A note played again the same way (pitch, velocity, length, sweeps) is rendered once.
+    How much of a voice to render is guessed from the voices before it; a guess too short is
+    rendered again, longer: only the CPU depends on the guess (a longer render has the same
+    first samples)."""
     sr, faust = job.sample_rate, job.patch.faust
     engine, proc, addresses, defaults = processor
     values, curves = _parameter_values(job, addresses, defaults, total, strict)
-    held = _voice_limited(notes, min(faust.voices, DRUM_VOICES) if faust.drums else faust.voices)  # as the host's
+    voices = min(faust.voices, DRUM_VOICES) if faust.drums else faust.voices
     ring = int(math.ceil(job.patch.tail_s * sr))
-    audio = None
-    guess = _RING_GUESS.get(id(proc), BLOCK * 16)
+    rang = _RING_GUESS.setdefault(id(proc), deque([BLOCK * 16], maxlen=16))  # how long recent voices sounded (median: the guess)
+    audio = np.zeros((2, total), dtype=np.float32)
 
-    def heard(n, length):  # what a voice reads: its note, and each sweep where DawDreamer reads it (block starts)
-        return (n.pitch, n.velocity, n.end - n.start, length,
-                *(curve[n.start:n.start + length:BLOCK].tobytes() for curve in curves.values()))
+    def heard(n, most):  # what a voice reads: its note, and each sweep where DawDreamer reads it (block starts)
+        return (n.pitch, n.velocity, n.end - n.start, most,
+                *(curve[n.start:n.start + most:BLOCK].tobytes() for curve in curves.values()))
 
-    sounding = [(n, length) for n in held if (length := min(total - n.start, n.end - n.start + ring)) > 0]
-    keys = [heard(n, length) for n, length in sounding]
-    again = Counter(keys)
-    played: dict[tuple, np.ndarray] = {}  # a note played again the same way sounds the same: kept till then
-    for (n, length), same in zip(sounding, keys):
-        again[same] -= 1
-        if same in played:
-            sound = played.pop(same) if not again[same] else played[same]
-            audio[:, n.start:n.start + sound.shape[1]] += sound
-            continue
-        note = dict(values)
+    def render(v: _Voice, length: int) -> None:
+        n, note = v.note, dict(values)
         for label, value in (("freq", 440.0 * 2.0 ** ((n.pitch - 69) / 12.0)), ("gain", n.velocity / 127.0),
                              ("key", n.pitch), ("vel", n.velocity), ("velocity", n.velocity),
                              (GATE_SAMPLES, n.end - n.start)):
@@ -260,52 +260,106 @@ def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *,
         for address, curve in curves.items():  # the sweep as it stands from the note's first sample
             part = curve[n.start:n.start + length]
             proc.set_automation(address, np.pad(part, (0, max(0, 2 - part.size)), mode="edge"))
-        sound, rang = _voice_sound(engine, n.end - n.start, length, guess, sr)
-        if again[same]:
-            played[same] = sound
-        guess = max(guess, rang)
-        if audio is None:
-            audio = np.zeros((sound.shape[0], total), dtype=np.float32)
-        audio[:, n.start:n.start + sound.shape[1]] += sound
-    _RING_GUESS[id(proc)] = guess
-    return audio if audio is not None else np.zeros((2, total), dtype=np.float32)
+        v.sound.audio = _rendered(engine, length, sr)
+        v.sound.end = _quiet_end(v.sound.audio, n.end - n.start, v.most)
+
+    def through(v: _Voice, need: int) -> None:  # render the voice's first ``need`` samples, or to its end
+        while v.sound.end is None and v.sound.audio.shape[1] < need:
+            gate = v.note.end - v.note.start
+            render(v, min(v.most, max(need, gate + 2 * (v.sound.audio.shape[1] - gate))))
+
+    left: dict[int, tuple] = {}  # voices that have left, waiting to be mixed in note order (the same sum every time)
+
+    def leaves(v: _Voice, stop: int, fade: int = 0, *, guide: bool = True) -> None:  # sounds to ``stop``, then fades
+        end = v.sound.audio.shape[1] if v.sound.end is None else v.sound.end  # stolen: rendered past stop + fade
+        stop = min(stop, end)
+        fade = min(fade, end - stop)
+        if guide:
+            rang.append(max(BLOCK, stop + fade - (v.note.end - v.note.start)))
+        left[v.order] = (v, stop, fade)
+        while mixed[0] in left:
+            v, stop, fade = left.pop(mixed[0])
+            mixed[0] += 1
+            if v is None:
+                continue
+            sound, start = v.sound.audio, v.note.start
+            if sound.shape[0] != audio.shape[0]:
+                sound = np.broadcast_to(sound, (audio.shape[0], sound.shape[1]))
+            audio[:, start:start + stop] += sound[:, :stop]
+            if fade > 0:
+                audio[:, start + stop:start + stop + fade] += sound[:, stop:stop + fade] * _STEAL_RAMP[:fade]
+
+    mixed = [0]  # how many voices, in note order, are in ``audio``
+
+    notes = sorted(notes, key=lambda n: (n.start, n.pitch, n.end, n.velocity))
+    mosts = [min(total - n.start, n.end - n.start + ring) for n in notes]
+    keys = [heard(n, most) if most > 0 else None for n, most in zip(notes, mosts)]
+    again = Counter(keys)
+    played: dict[tuple, _Sound] = {}  # a note played again the same way sounds the same: kept till then
+    taken: list[_Voice] = []  # the voices sounding, oldest first
+    for order, (n, most, key) in enumerate(zip(notes, mosts, keys)):
+        if key is None:  # starts at or past the render's end
+            left[order] = (None, 0, 0)
+            continue
+        if len(taken) >= voices:  # has a released voice rung out, freeing itself?
+            for v in taken:
+                if v.note.end <= n.start:
+                    through(v, n.start - v.note.start)
+            for v in [v for v in taken if v.sound.end is not None and v.sound.end <= n.start - v.note.start]:
+                leaves(v, v.sound.end)
+                taken.remove(v)
+        if len(taken) >= voices:
+            victim = next((v for v in taken if v.note.end <= n.start), taken[0])
+            through(victim, n.start - victim.note.start + STEAL_FADE)
+            leaves(victim, n.start - victim.note.start, STEAL_FADE)
+            taken.remove(victim)
+        again[key] -= 1
+        voice = _Voice(n, order, most, played.pop(key, None) or _Sound())
+        if again[key]:
+            played[key] = voice.sound
+        if voice.sound.audio is None:
+            render(voice, min(most, n.end - n.start + sorted(rang)[len(rang) // 2]))
+        taken.append(voice)
+    for v in taken:  # the last voices ring out (no note comes to free them: no guide to the next guess)
+        while v.sound.end is None:
+            through(v, v.sound.audio.shape[1] + 1)
+        leaves(v, v.sound.end, guide=False)
+    return audio
 
 
-def _voice_sound(engine, gate: int, most: int, guess: int, sr: int) -> tuple[np.ndarray, int]:
-    """One note's voice, ``gate`` samples held, cut where it has gone quiet: after the first
-    whole block (``BLOCK`` samples from the gate closing) whose RMS is below -90 dB, as libfaust's
-    polyphonic host frees a released voice, or at ``most`` samples. ``guess``: how long to let it
-    ring first (only the CPU spent depends on it: a longer render has the same first samples).
-    Returns the sound and how long it rang past its gate (samples)."""
-    ring = guess
-    while True:
-        length = min(most, gate + ring)
-        sound = _rendered(engine, length, sr)
+STEAL_FADE = BLOCK // 2  # a stolen voice fades out over half a block, as libfaust's host fades one over half its buffer
+_STEAL_RAMP = (1.0 - np.arange(STEAL_FADE) / STEAL_FADE).astype(np.float32)
+
+
+@dataclass(eq=False)
+class _Sound:
+    """A voice's sound as far as it is rendered (float32 ``(channels, samples)`` from its note's
+    first sample) and, once known, where it ends (samples): where it went quiet, or its ``most``."""
+    audio: np.ndarray | None = None
+    end: int | None = None
+
+
+@dataclass(eq=False)
+class _Voice:
+    note: object  # farm.render.embedded._Note
+    order: int  # its place among the notes in the order they start
+    most: int  # the longest it may sound (samples): to ``tail_s`` past its length, or the render's end
+    sound: _Sound
+
+
+def _quiet_end(sound: np.ndarray, gate: int, most: int) -> int | None:
+    """Where a voice ``gate`` samples held ends: after the first whole block (``BLOCK`` samples
+    from the gate closing) whose RMS is below -90 dB, as libfaust's polyphonic host frees a
+    released voice; ``most`` when ``sound`` reaches it first; None when ``sound`` is too short to
+    tell."""
+    length = sound.shape[1]
+    if gate < length:
         after = sound[:, gate:gate + (length - gate) // BLOCK * BLOCK].astype(np.float64)
         blocks = after.reshape(sound.shape[0], -1, BLOCK)
         quiet = np.flatnonzero(np.sqrt((blocks * blocks).mean(axis=(0, 2))) < VOICE_STOP_LEVEL)
         if quiet.size:
-            end = gate + (int(quiet[0]) + 1) * BLOCK
-            return sound[:, :end], end - gate
-        if length >= most:
-            return sound, length - gate
-        ring *= 2
-
-
-def _voice_limited(notes: list, voices: int) -> list:
-    """The notes in the order they start, each released no later than the start of the note that
-    would hold a ``voices + 1``-th key down at once (the oldest held note gives its voice up)."""
-    from farm.render.embedded import _Note
-
-    out = sorted(notes, key=lambda n: (n.start, n.pitch, n.end, n.velocity))
-    held: list[int] = []  # the notes still down, oldest first (a note up stays up: starts only grow)
-    for i, n in enumerate(out):
-        held = [j for j in held if out[j].end > n.start]
-        over = max(0, len(held) - voices + 1)
-        for j in held[:over]:
-            out[j] = _Note(out[j].start, n.start, out[j].pitch, out[j].velocity)
-        held = held[over:] + [i]
-    return out
+            return min(most, gate + (int(quiet[0]) + 1) * BLOCK)
+    return most if length >= most else None
 
 
 def _held_until_struck_again(notes: list, loop_samples: int) -> list:
