@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,11 @@ class Automation:
     cycles: int = 1
 
     def values(self, samples: int, loop_samples: int) -> np.ndarray:
-        """float32 value at every sample of a render ``samples`` long, periodic over the loop."""
+        """float32 value at every sample of a render ``samples`` long, periodic over the loop
+        (read-only: one array per sweep and length, made once per process)."""
+        return _automation_values(self, samples, loop_samples)
+
+    def _values(self, samples: int, loop_samples: int) -> np.ndarray:
         p = (np.arange(samples, dtype=np.float64) % loop_samples) / loop_samples * self.cycles % 1.0
         if self.shape == "ramp":
             x = p
@@ -134,6 +139,13 @@ class Automation:
         else:
             x = 0.5 - 0.5 * np.cos(2.0 * np.pi * p)
         return (self.start + (self.end - self.start) * x).astype(np.float32)
+
+
+@lru_cache(maxsize=32)
+def _automation_values(sweep: Automation, samples: int, loop_samples: int) -> np.ndarray:
+    values = sweep._values(samples, loop_samples)  # a sweep over every sample of a loop: not made per loop
+    values.flags.writeable = False
+    return values
 
 
 @dataclass(frozen=True)

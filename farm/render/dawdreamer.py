@@ -193,7 +193,7 @@ def _play(job: RenderJob, processor: tuple, notes: list, total: int, *, strict: 
     for address, value in values.items():
         proc.set_automation(address, np.full(2, value, dtype=np.float32))  # held for the whole render
     for address, curve in curves.items():
-        proc.set_automation(address, curve)
+        proc.set_automation(address, np.array(curve))  # DawDreamer takes only a writable array
     for n in notes:
         proc.add_midi_note(n.pitch, n.velocity, n.start / sr, (n.end - n.start) / sr)
     return _rendered(engine, total, sr)

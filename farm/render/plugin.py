@@ -148,7 +148,8 @@ def render_plugin_raw(job: RenderJob, total: int) -> np.ndarray:
     sr = job.sample_rate
     engine, proc, index = _instance(job.patch, sr)
     for i, auto in enumerate(job.patch.plugin.automation):
-        proc.set_automation(index(auto.param, f"plugin.automation[{i}].param"), auto.values(total, job.loop_samples))
+        curve = np.array(auto.values(total, job.loop_samples))  # a writable copy, as DawDreamer takes
+        proc.set_automation(index(auto.param, f"plugin.automation[{i}].param"), curve)
     notes, _ccs, _bends = shaped_notes(job)
     audio = _play(engine, proc, [(n.pitch, n.velocity, n.start / sr, (n.end - n.start) / sr) for n in notes],
                   (total + 0.5) / sr)
