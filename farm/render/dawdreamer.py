@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections import Counter, deque
 from dataclasses import dataclass
 from functools import lru_cache
@@ -269,19 +270,19 @@ def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *,
             render(v, min(v.most, max(need, gate + 2 * (v.sound.audio.shape[1] - gate))))
 
     left: dict[int, tuple] = {}  # voices that have left, waiting to be mixed in note order (the same sum every time)
+    mixed = 0  # how many voices, in note order, are in ``audio``
 
     def leaves(v: _Voice, stop: int, fade: int = 0, *, guide: bool = True) -> None:  # sounds to ``stop``, then fades
+        nonlocal mixed
         end = v.sound.audio.shape[1] if v.sound.end is None else v.sound.end  # stolen: rendered past stop + fade
         stop = min(stop, end)
         fade = min(fade, end - stop)
         if guide:
             rang.append(max(BLOCK, stop + fade - (v.note.end - v.note.start)))
         left[v.order] = (v, stop, fade)
-        while mixed[0] in left:
-            v, stop, fade = left.pop(mixed[0])
-            mixed[0] += 1
-            if v is None:
-                continue
+        while mixed in left:
+            v, stop, fade = left.pop(mixed)
+            mixed += 1
             sound, start = v.sound.audio, v.note.start
             if sound.shape[0] != audio.shape[0]:
                 sound = np.broadcast_to(sound, (audio.shape[0], sound.shape[1]))
@@ -289,25 +290,19 @@ def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *,
             if fade > 0:
                 audio[:, start + stop:start + stop + fade] += sound[:, stop:stop + fade] * _STEAL_RAMP[:fade]
 
-    mixed = [0]  # how many voices, in note order, are in ``audio``
-
     notes = sorted(notes, key=lambda n: (n.start, n.pitch, n.end, n.velocity))
-    mosts = [min(total - n.start, n.end - n.start + ring) for n in notes]
-    keys = [heard(n, most) if most > 0 else None for n, most in zip(notes, mosts)]
+    sounding = [(n, most) for n in notes if (most := min(total - n.start, n.end - n.start + ring)) > 0]
+    keys = [heard(n, most) for n, most in sounding]
     again = Counter(keys)
     played: dict[tuple, _Sound] = {}  # a note played again the same way sounds the same: kept till then
     taken: list[_Voice] = []  # the voices sounding, oldest first
-    for order, (n, most, key) in enumerate(zip(notes, mosts, keys)):
-        if key is None:  # starts at or past the render's end
-            left[order] = (None, 0, 0)
-            continue
+    for order, ((n, most), key) in enumerate(zip(sounding, keys)):
         if len(taken) >= voices:  # has a released voice rung out, freeing itself?
-            for v in taken:
-                if v.note.end <= n.start:
-                    through(v, n.start - v.note.start)
-            for v in [v for v in taken if v.sound.end is not None and v.sound.end <= n.start - v.note.start]:
-                leaves(v, v.sound.end)
-                taken.remove(v)
+            for v in [v for v in taken if v.note.end <= n.start]:
+                through(v, n.start - v.note.start)
+                if v.sound.end is not None and v.sound.end <= n.start - v.note.start:
+                    leaves(v, v.sound.end)
+                    taken.remove(v)
         if len(taken) >= voices:
             victim = next((v for v in taken if v.note.end <= n.start), taken[0])
             through(victim, n.start - victim.note.start + STEAL_FADE)
@@ -318,7 +313,7 @@ def _play_by_voice(job: RenderJob, processor: tuple, notes: list, total: int, *,
         if again[key]:
             played[key] = voice.sound
         if voice.sound.audio is None:
-            render(voice, min(most, n.end - n.start + sorted(rang)[len(rang) // 2]))
+            render(voice, min(most, n.end - n.start + statistics.median_high(rang)))
         taken.append(voice)
     for v in taken:  # the last voices ring out (no note comes to free them: no guide to the next guess)
         while v.sound.end is None:
