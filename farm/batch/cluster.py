@@ -6,6 +6,10 @@ task ran. Each task goes to a node (``farm.batch.node.run_on_node``) with the fi
 comes back is checked (every audio file against its sidecar's sha256) and written into the catalog
 root under temporary names, then renamed, before the writer is told.
 
+Before a node gets a task of an embedded night it renders the probe (``farm.batch.probe``), and
+so does this machine: a node whose bytes differ from this machine's gets none of the night (a
+loop's id names its inputs, so every machine must render the same bytes for it).
+
 Faults: a node that dies mid-task has its task run elsewhere by Dask; a task that fails (a hung
 render is killed on its node after its timeout) is retried on a node it has not failed on, up to
 ``max_attempts``; a node that fails 3 tasks of a batch gets no more of them.
@@ -26,10 +30,14 @@ from farm.batch.pool import TaskQueue
 
 NODE_FAILURES_ALLOWED = 3  # task failures on one node before a batch stops using it
 NODE_WAIT_S = 60.0  # how long a night waits for a render node when none is there
+PROBED_BACKENDS = ("embedded",)  # the backends this machine can render too, so can compare
+
+_VERDICTS: dict[str, str | None] = {}  # node address -> why it is not used (None: it renders our bytes)
 
 
 def check_cluster(address: str, backend: str) -> None:
-    """FarmError (one line) unless the scheduler at ``address`` answers and has a node for ``backend``."""
+    """FarmError (one line) unless the scheduler at ``address`` answers and has a node for ``backend``
+    that renders the bytes this machine does."""
     from farm.qa import QALimits
 
     ClusterPool(address, root=Path("."), backend=backend, backend_options={}, plugins=(), qa=QALimits(),
@@ -52,24 +60,65 @@ class ClusterPool:
             self.client = Client(address, timeout=connect_timeout_s, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as err:
             raise FarmError(f"cannot reach the scheduler at {address}: {err}", field="cluster.address") from None
-        self.nodes = self._nodes()
+        self.refused: dict[str, str] = {}  # node address -> why it gets none of the night
+        self.run_id = uuid.uuid4().hex[:8]
+        try:
+            self.nodes = self._nodes()
+        except FarmError:
+            self.client.close()
+            raise
         if not self.nodes:
             self.client.close()
+            if self.refused:
+                why = "; ".join(f"{node}: {reason}" for node, reason in sorted(self.refused.items()))
+                raise FarmError(f"no render node at {address} renders the bytes this machine does; {why}",
+                                field="cluster.address")
             raise FarmError(f"no render node at {address} offers {backend!r} (start one: farm node {address})",
                             field="cluster.address")
         self._cache: dict[str, dict[str, bytes]] = {}
-        self.run_id = uuid.uuid4().hex[:8]
 
     def _slots(self, banned: set[str]) -> int:
         """Tasks in flight at most: the threads of the nodes still in use (at least 1)."""
         info = self.client.scheduler_info()["workers"]
         return max(1, sum(w.get("nthreads", 1) for a, w in info.items()
-                          if a not in banned and w.get("resources", {}).get(self.backend, 0) > 0))
+                          if a not in banned and a not in self.refused
+                          and w.get("resources", {}).get(self.backend, 0) > 0))
 
     def _nodes(self) -> set[str]:
-        """The workers that advertise this backend as a resource."""
+        """The workers that advertise this backend as a resource and render this machine's bytes
+        (a node seen for the first time renders the probe first)."""
         info = self.client.scheduler_info()["workers"]
-        return {address for address, w in info.items() if w.get("resources", {}).get(self.backend, 0) > 0}
+        nodes = {address for address, w in info.items() if w.get("resources", {}).get(self.backend, 0) > 0}
+        if self.backend in PROBED_BACKENDS:
+            self._probe(sorted(nodes - set(_VERDICTS)))
+            self.refused.update({node: _VERDICTS[node] for node in nodes if _VERDICTS[node]})
+            nodes = {node for node in nodes if _VERDICTS[node] is None}
+        return nodes
+
+    def _probe(self, nodes: list[str]) -> None:
+        """Render the probe on ``nodes`` and here, and note which nodes differ, and how."""
+        if not nodes:
+            return
+        from farm.batch.node import probe_on_node
+        from farm.batch.probe import Probe, machine_probe
+
+        futures = {node: self.client.submit(probe_on_node, workers=[node], allow_other_workers=False, pure=False,
+                                            key=f"farm-probe-{self.run_id}-{node}") for node in nodes}
+        ours = machine_probe()  # rendered meanwhile, in a process of its own
+        for node, future in futures.items():
+            try:
+                answer = future.result()
+            except Exception as err:  # noqa: BLE001 - a node lost while probing: not used
+                _VERDICTS[node] = f"its render probe failed: {type(err).__name__}: {err}"
+                continue
+            if "error" in answer:
+                _VERDICTS[node] = f"its render probe failed: {answer['error']}"
+                continue
+            theirs = Probe.from_json(answer["probe"])
+            differ = ours.differences(theirs)
+            _VERDICTS[node] = None if not differ else (
+                f"it renders other bytes than this machine: {', '.join(differ)} (probe {theirs.digest}, "
+                f"here {ours.digest}; another CPU or library build)")
 
     # -- files going out ---------------------------------------------------------------------
     def _folder(self, rel: str) -> dict[str, bytes]:

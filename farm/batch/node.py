@@ -144,6 +144,16 @@ def run_on_node(function: str, params: dict, batch: dict) -> dict:
     return out
 
 
+def probe_on_node() -> dict:
+    """This node's render probe (``farm.batch.probe``), as JSON, or the line saying why it failed."""
+    from farm.batch.probe import machine_probe
+
+    try:
+        return {"probe": machine_probe().to_json()}
+    except FarmError as err:
+        return {"error": err.line()}
+
+
 def start_node(address: str, *, nthreads: int = 1, nworkers: int = 1, resources: str | None = None,
                scratch: str | None = None, name: str | None = None) -> None:
     """``farm node``: become a Dask worker of the scheduler at ``address`` (this process is replaced).

@@ -45,6 +45,7 @@ class BatchSummary:
     earlier: int = 0  # loops of a resumed batch made before it was interrupted
     seconds: float = 0.0
     tasks: dict = field(default_factory=dict)  # status -> count
+    refused_nodes: dict = field(default_factory=dict)  # render node -> why it got none of the night
 
     def lines(self) -> list[str]:
         earlier = f"{self.earlier} made before the interruption, " if self.resumed else ""
@@ -54,6 +55,7 @@ class BatchSummary:
         if self.adopted or self.removed:
             out.append(f"recovered from the interruption: {self.adopted} loops adopted from their "
                        f"sidecars, {self.removed} unfinished files removed")
+        out += [f"render node {node} not used: {why}" for node, why in sorted(self.refused_nodes.items())]
         out.append(f"catalog: {self.root / 'catalog.db'}")
         return out
 
@@ -247,6 +249,7 @@ def _run(catalog: Catalog, config: BatchConfig, patches, renderer: tuple[str, st
                         f"writable), then `farm batch --resume` finishes it", file=file) from None
     finally:
         if pool is not None:
+            summary.refused_nodes.update(getattr(pool, "refused", {}))
             pool.close()
     # Leftovers of attempts that were killed or failed (their files, never their rows). A night
     # where every task succeeded at once has none, and a big library is not walked for nothing.
