@@ -167,15 +167,24 @@ def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
     z = (energy[:, at[1]] - energy[:, at[0]]) / (_BLOCK_S * sample_rate)  # (channels, blocks) mean squares
     weights = np.array(_CHANNEL_WEIGHTS[:z.shape[0]])[:, None]
     with np.errstate(divide="ignore"):
-        block_lufs = -0.691 + 10.0 * np.log10((weights * z).sum(axis=0))
+        block_lufs = -0.691 + 10.0 * _log10((weights * z).sum(axis=0))
         above = block_lufs >= _SILENCE_LUFS
         if not above.any():
             return float("-inf")
-        relative = -0.691 + 10.0 * np.log10((weights[:, 0] * z[:, above].mean(axis=1)).sum()) - 10.0
+        relative = -0.691 + 10.0 * _log10((weights[:, 0] * z[:, above].mean(axis=1)).sum()) - 10.0
         gated = (block_lufs > relative) & (block_lufs > _SILENCE_LUFS)
         if not gated.any():
             return float("-inf")
-        return float(-0.691 + 10.0 * np.log10((weights[:, 0] * z[:, gated].mean(axis=1)).sum()))
+        return float(-0.691 + 10.0 * _log10((weights[:, 0] * z[:, gated].mean(axis=1)).sum()))
+
+
+def _log10(x):
+    """log10 of a number or an array (``-inf`` for 0) by the C library's ``log10``. numpy's own
+    picks its routines for the CPU: with AVX-512 they differ from its others in the last bit, and
+    a loop's loudness and true-peak figures must be the same on every render node."""
+    if np.ndim(x) == 0:
+        return math.log10(x) if x > 0 else float("-inf")
+    return np.array([math.log10(v) if v > 0 else float("-inf") for v in np.asarray(x).tolist()])
 
 
 def true_peak_dbtp(audio: np.ndarray, sample_rate: int | None = None) -> float:
@@ -185,7 +194,7 @@ def true_peak_dbtp(audio: np.ndarray, sample_rate: int | None = None) -> float:
     not depend on ``sample_rate`` (oversampling is relative); it is accepted for symmetry.
     """
     peak = float(oversampled_peak(_as_2d(audio)).max(initial=0.0))
-    return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
+    return 20.0 * _log10(peak)
 
 
 def _interpolation_phases() -> np.ndarray:
@@ -329,7 +338,7 @@ def normalise_loudness(audio: np.ndarray, sample_rate: int, target_lufs: float,
     # the envelope is exact above ``floor`` (and the sample magnitude, known to be below, elsewhere).
     floor = min(sample_peak, 10.0 ** ((ceiling_dbtp - 0.01 - gain_db) / 20.0))
     envelope = oversampled_peak(audio, floor=floor)
-    peak = 20.0 * np.log10(float(envelope.max()))
+    peak = 20.0 * _log10(float(envelope.max()))
     if peak + gain_db <= ceiling_dbtp - 0.01:
         return _gain(audio, gain_db), lufs + gain_db, peak + gain_db
 
