@@ -117,7 +117,7 @@ class ClusterPool:
             theirs = Probe.from_json(answer["probe"])
             differ = ours.differences(theirs)
             _VERDICTS[node] = None if not differ else (
-                f"it renders other bytes than this machine: {', '.join(differ)} (probe {theirs.digest}, "
+                f"it renders other bytes than this machine: {'; '.join(differ)} (probe {theirs.digest}, "
                 f"here {ours.digest}; another CPU or library build)")
 
     # -- files going out ---------------------------------------------------------------------

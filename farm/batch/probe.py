@@ -3,13 +3,13 @@ night takes, so a render node can be compared with the machine that holds the ca
 
 A loop's id names its inputs, not its bytes, so two machines must render the same bytes for the
 same id. The same code and libraries can still differ between CPUs: numpy picks SIMD routines
-for the CPU it runs on (its ``log10`` and ``exp`` without AVX-512 differ from its own with it in
-the last bit), libfaust's JIT compiles for the host, and a library may be another build. The
-probe renders one SoundFont loop, one polyphonic Faust loop with a parameter sweep, one Faust
-drum kit loop (each finished: fold, DC blocker, loudness, true peak) and one Rubber Band pitch
-shift, and keeps a sha256 of each one's audio and the exact loudness and true-peak figures its
-sidecar would carry. It runs in a fresh process (``python -m farm.batch.probe`` prints it as
-JSON), as a night's workers do, in about 2 s.
+for the CPU it runs on (without AVX2 a loop's brightness comes out other in the last bit),
+libfaust's JIT compiles for the host, and a library may be another build. The probe renders one
+SoundFont loop, one polyphonic Faust loop with a parameter sweep, one Faust drum kit loop (each
+finished: fold, DC blocker, loudness, true peak) and one Rubber Band pitch shift, and keeps a
+sha256 of each one's audio and the exact figures its sidecar would carry (loudness, true peak,
+level, onsets, brightness, the onset fingerprint). It runs in a fresh process, as a night's
+workers do, in about 2.5 s: ``python -m farm.batch.probe`` prints it as JSON.
 """
 from __future__ import annotations
 
@@ -39,18 +39,20 @@ class Probe:
         return hashlib.sha256(json.dumps(self.parts).encode()).hexdigest()[:16]
 
     def differences(self, other: "Probe") -> list[str]:
-        """What ``other`` rendered differently, e.g. ``["analog-pad audio", "pitch shift loudness or true
-        peak"]``."""
+        """What ``other`` rendered differently, e.g. ``["the audio of analog-pad", "the figures of
+        kit-909 (true_peak_db)"]``; empty when it rendered the same bytes."""
         mine, theirs = {p[0]: p for p in self.parts}, {p[0]: p for p in other.parts}
-        out = []
+        audio, figures, keys = [], [], {}
         for what in dict.fromkeys([*mine, *theirs]):
-            if what not in mine or what not in theirs:
-                out.append(f"{what} (rendered by one machine only)")
-                continue
-            if mine[what][1] != theirs[what][1]:
-                out.append(f"{what} audio")
+            if what not in mine or what not in theirs or mine[what][1] != theirs[what][1]:
+                audio.append(what)
             elif mine[what][2] != theirs[what][2]:
-                out.append(f"{what} loudness or true peak")
+                figures.append(what)
+                ours, others = json.loads(mine[what][2]), json.loads(theirs[what][2])
+                keys.update(dict.fromkeys(k for k in {**ours, **others} if ours.get(k) != others.get(k)))
+        out = [f"the audio of {', '.join(audio)}"] if audio else []
+        if figures:
+            out.append(f"the figures of {', '.join(figures)} ({', '.join(keys)})")
         return out
 
     def to_json(self) -> str:
@@ -69,15 +71,22 @@ def render_probe() -> Probe:
     import numpy as np
 
     from farm.audio import normalise_loudness
+    from farm.fingerprint import loop_fingerprint
     from farm.model import Meter, Template
     from farm.patches import load_patch
     from farm.permute.shift import pitch_shift
+    from farm.qa import loop_features
     from farm.render import TRUE_PEAK_CEILING_DBTP, RenderJob, get_backend, render_loops
     from farm.templates import find_rules, generate_template, load_rules, write_template
 
     def part(what: str, audio: np.ndarray, lufs: float, true_peak: float) -> tuple[str, str, str]:
+        # the figures a sidecar carries: loudness, true peak, features and the onset fingerprint
         audio = np.ascontiguousarray(audio, dtype=np.float32)
-        return what, hashlib.sha256(audio.tobytes()).hexdigest(), f"{float(lufs)!r} {float(true_peak)!r}"
+        features = dataclasses.asdict(loop_features(audio, 44100))
+        fingerprint = loop_fingerprint(audio, 44100, template.bpm, str(template.meter), template.bars)
+        figures = json.dumps({"lufs": float(lufs), "true_peak_db": float(true_peak), **features,
+                              "fingerprint": fingerprint}, sort_keys=True)
+        return what, hashlib.sha256(audio.tobytes()).hexdigest(), figures
 
     rules = dataclasses.replace(load_rules(find_rules("synthwave")), tempo=(120, 120), meters=(Meter(4, 4),))
     backend = get_backend("embedded")
