@@ -2,8 +2,9 @@
 
 Checks: REAPER (where it was found and its version), xvfb-run (REAPER needs a display on Linux),
 the FluidSynth library and a General MIDI SoundFont (the embedded renderer), DawDreamer (Faust and
-plugin patches) and the instruments the plugin patches name, reapy reaching a
-running REAPER (informational), and free disk space where the loops go.
+plugin patches) and the instruments the plugin patches name, the render probe's digest (equal on
+machines that render the same bytes), reapy reaching a running REAPER (informational), and free
+disk space where the loops go.
 
 ``farm doctor`` exits 1 when the embedded renderer cannot run here (no FluidSynth library or no
 SoundFont): every machine of the farm needs it. A missing REAPER is reported, not an error.
@@ -142,11 +143,24 @@ def check_disk(directory: str | Path = ".", min_free_gb: float = MIN_FREE_GB) ->
     return Check("disk", OK, detail)
 
 
+def check_probe() -> Check:
+    """This machine's render probe (``farm.batch.probe``): machines whose digests are equal render
+    the same bytes, so a render node can be compared with the catalog machine at a glance."""
+    from farm.batch.probe import machine_probe
+
+    try:
+        probe = machine_probe()
+    except FarmError as err:
+        return Check("probe", MISSING, err.line(), "the lines above say what the embedded renderer lacks")
+    return Check("probe", OK, f"{probe.digest} (the same on every machine that renders the same bytes; "
+                              f"`python -m farm.batch.probe` prints it part by part)")
+
+
 def doctor(reaper: str | Path | None = None, directory: str | Path = ".", reapy_api=None,
            check_live: bool = True) -> list[Check]:
     """Every check, in the order ``farm doctor`` prints them."""
     checks = [check_reaper(reaper), check_xvfb(), check_fluidsynth(), check_soundfont(), check_dawdreamer(),
-              check_plugins()]
+              check_plugins(), check_probe()]
     if check_live:
         checks.append(check_reapy(reapy_api))
     checks.append(check_disk(directory))

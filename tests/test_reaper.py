@@ -682,12 +682,15 @@ def test_doctor_reports_one_line_per_check_with_fixes(tmp_path, monkeypatch):
     monkeypatch.setenv("FARM_REAPER", str(STANDIN))
     checks = doctor(directory=tmp_path, reapy_api=FakeReapy(reachable=False))
     assert [c.name for c in checks] == ["reaper", "xvfb-run", "fluidsynth", "soundfont", "dawdreamer", "plugins",
-                                        "reapy", "disk"]
+                                        "probe", "reapy", "disk"]
     named = {c.name: c for c in checks}
     assert named["reaper"].status == "ok" and str(STANDIN.resolve()) in named["reaper"].detail
     assert named["fluidsynth"].status == "ok" and named["disk"].status == "ok"
     assert named["dawdreamer"].status == "ok" and "dawdreamer 0.9.0" in named["dawdreamer"].detail
     assert named["reapy"].status == "info" and "farm reaper setup" in named["reapy"].fix
+    from farm.batch.probe import render_probe  # the digest is this machine's probe, rendered here too
+
+    assert named["probe"].status == "ok" and named["probe"].detail.startswith(render_probe().digest + " ")
     assert len(report(checks).splitlines()) == len(checks) + 1  # one line each, then the summary
     monkeypatch.setenv("FARM_REAPER", str(tmp_path / "missing"))
     result = CliRunner().invoke(farm, ["doctor", "--no-live", "--dir", str(tmp_path)])
