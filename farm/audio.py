@@ -166,16 +166,15 @@ def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
     at = np.searchsorted(edges, np.stack([lo, hi]))  # edge n, if present, is the last: the total
     z = (energy[:, at[1]] - energy[:, at[0]]) / (_BLOCK_S * sample_rate)  # (channels, blocks) mean squares
     weights = np.array(_CHANNEL_WEIGHTS[:z.shape[0]])[:, None]
-    with np.errstate(divide="ignore"):
-        block_lufs = -0.691 + 10.0 * _log10((weights * z).sum(axis=0))
-        above = block_lufs >= _SILENCE_LUFS
-        if not above.any():
-            return float("-inf")
-        relative = -0.691 + 10.0 * _log10((weights[:, 0] * z[:, above].mean(axis=1)).sum()) - 10.0
-        gated = (block_lufs > relative) & (block_lufs > _SILENCE_LUFS)
-        if not gated.any():
-            return float("-inf")
-        return float(-0.691 + 10.0 * _log10((weights[:, 0] * z[:, gated].mean(axis=1)).sum()))
+    block_lufs = -0.691 + 10.0 * _log10((weights * z).sum(axis=0))
+    above = block_lufs >= _SILENCE_LUFS
+    if not above.any():
+        return float("-inf")
+    relative = -0.691 + 10.0 * _log10((weights[:, 0] * z[:, above].mean(axis=1)).sum()) - 10.0
+    gated = (block_lufs > relative) & (block_lufs > _SILENCE_LUFS)
+    if not gated.any():
+        return float("-inf")
+    return float(-0.691 + 10.0 * _log10((weights[:, 0] * z[:, gated].mean(axis=1)).sum()))
 
 
 def _log10(x):
